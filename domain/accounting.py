@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field, fields
 from enum import Enum
 from typing import Any
 
@@ -118,8 +118,9 @@ class AccountingRecord:
         return hashlib.sha256("\x1f".join(parts).encode()).hexdigest()
 
     def to_dict(self) -> dict[str, Any]:
-        data = asdict(self)
+        data = {name: getattr(self, name) for name in _FIELDS}
         data["status"] = self.status.value
+        data["extra"] = dict(self.extra)
         return data
 
     @classmethod
@@ -135,3 +136,6 @@ class AccountingRecord:
     @classmethod
     def from_json(cls, raw: bytes) -> AccountingRecord:
         return cls.from_dict(json.loads(raw))
+
+
+_FIELDS = tuple(f.name for f in fields(AccountingRecord))

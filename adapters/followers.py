@@ -1,0 +1,90 @@
+"""In-process stages of the embedded mode: each follows the notification log of the stage
+before it and records its position atomically with its writes, so a crash anywhere resumes
+exactly. Stages wake each other up, and poll as well (another process may write too, e.g.
+`wispgate token create`)."""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+
+from eventsourcing.persistence import Tracking
+
+from domain.accounting import AccountingRecord
+from ledger import AccountingLog, Ledger
+from projections import ReadModelProjector
+
+log = logging.getLogger(__name__)
+
+BATCH = 1000
+
+
+class Stage(threading.Thread):
+    """Runs ``step`` (returns how many items it handled) until stopped."""
+
+    def __init__(self, name: str, step: Callable[[], int], poll_interval: float = 0.5) -> None:
+        super().__init__(name=name, daemon=True)
+        self.step = step
+        self.poll_interval = poll_interval
+        self.wakeup = threading.Event()
+        self.stopping = threading.Event()
+        self.failures = 0
+
+    def run(self) -> None:
+        while not self.stopping.is_set():
+            try:
+                handled = self.step()
+                self.failures = 0
+            except Exception:
+                # The store may be briefly unavailable; nothing was committed, so retrying
+                # the same batch is safe. Back off so a persistent fault does not spin.
+                self.failures += 1
+                log.exception("stage %s failed (attempt %d); retrying", self.name, self.failures)
+                self.stopping.wait(min(5.0, 0.1 * 2**self.failures))
+                continue
+            if handled == 0:
+                self.wakeup.wait(self.poll_interval)
+                self.wakeup.clear()
+
+    def stop(self) -> None:
+        self.stopping.set()
+        self.wakeup.set()
+
+
+def rate_step(intake: AccountingLog, ledger: Ledger, upstream: str = "AccountingLog") -> Callable[[], int]:
+    """Apply the next batch of the accounting log to the ledger."""
+
+    def step() -> int:
+        position = ledger.tracked_position(upstream)
+        notifications = intake.recorder.select_notifications(start=position + 1, limit=BATCH)
+        if not notifications:
+            return 0
+        records = [AccountingRecord.from_dict(intake.mapper.to_domain_event(n).record) for n in notifications]
+        ledger.apply_records(records, Tracking(upstream, notifications[-1].id))
+        return len(records)
+
+    return step
+
+
+def project_step(ledger: Ledger, projector: ReadModelProjector) -> Callable[[], int]:
+    """Apply the next batch of the ledger's notification log to the read models."""
+
+    def step() -> int:
+        position = projector.position()
+        notifications = ledger.recorder.select_notifications(start=position + 1, limit=BATCH)
+        if notifications:
+            projector.process(notifications)
+        return len(notifications)
+
+    return step
+
+
+def drain(*steps: Callable[[], int], timeout: float = 30.0) -> None:
+    """Run steps until none has work left (tests, CLI commands, audit replay)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if sum(step() for step in steps) == 0:
+            return
+    raise TimeoutError("stages did not drain in time")

@@ -1,0 +1,52 @@
+"""Persistence wiring: the eventsourcing environment for each application and the
+SQLAlchemy engine for the read models, on SQLite files or PostgreSQL."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+from urllib.parse import unquote, urlsplit
+
+from sqlalchemy import Engine, create_engine, event
+
+
+def eventstore_env(app_name: str, *, data_dir: Path, database_url: str) -> dict[str, str]:
+    """Environment for an eventsourcing application named ``app_name``."""
+    if database_url.startswith(("postgresql://", "postgres://")):
+        url = urlsplit(database_url)
+        return {
+            "PERSISTENCE_MODULE": "eventsourcing.postgres",
+            "POSTGRES_DBNAME": url.path.lstrip("/"),
+            "POSTGRES_HOST": url.hostname or "127.0.0.1",
+            "POSTGRES_PORT": str(url.port or 5432),
+            "POSTGRES_USER": unquote(url.username or ""),
+            "POSTGRES_PASSWORD": unquote(url.password or ""),
+            "POSTGRES_POOL_SIZE": "4",
+            "POSTGRES_MAX_OVERFLOW": "4",
+            "POSTGRES_CONN_MAX_AGE": "600",
+            "POSTGRES_PRE_PING": "y",
+            "POSTGRES_LOCK_TIMEOUT": "5",
+        }
+    data_dir.mkdir(parents=True, exist_ok=True)
+    return {
+        "PERSISTENCE_MODULE": "eventsourcing.sqlite",
+        "SQLITE_DBNAME": str(data_dir / f"{app_name.lower()}.db"),
+        "SQLITE_LOCK_TIMEOUT": "30",
+    }
+
+
+def read_model_engine(*, data_dir: Path, database_url: str) -> Engine:
+    if database_url.startswith(("postgresql://", "postgres://")):
+        url = "postgresql+psycopg://" + database_url.split("://", 1)[1]
+        return create_engine(url, pool_size=5, max_overflow=5, pool_pre_ping=True)
+    data_dir.mkdir(parents=True, exist_ok=True)
+    engine = create_engine(f"sqlite:///{data_dir / 'readmodels.db'}", connect_args={"timeout": 30})
+
+    @event.listens_for(engine, "connect")
+    def _pragmas(dbapi_connection: Any, _record: Any) -> None:
+        cursor = dbapi_connection.cursor()
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute("PRAGMA synchronous=NORMAL")  # read models are rebuildable from the log
+        cursor.close()
+
+    return engine

@@ -1,0 +1,65 @@
+"""The one place that wires a configuration into running applications."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+
+from sqlalchemy import Engine
+
+from adapters.followers import Stage, project_step, rate_step
+from adapters.persistence import eventstore_env, read_model_engine
+from ledger import AccountingLog, Ledger
+from projections import ReadModelProjector
+
+from .settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Runtime:
+    """The applications of one process and the stages it runs."""
+
+    settings: Settings
+    ledger: Ledger
+    intake: AccountingLog
+    engine: Engine
+    projector: ReadModelProjector
+    stages: list[Stage] = field(default_factory=list)
+
+    def start_stages(self) -> None:
+        rater = Stage("rater", rate_step(self.intake, self.ledger))
+        projector = Stage("projector", project_step(self.ledger, self.projector), poll_interval=0.25)
+        self.stages = [rater, projector]
+        # Each stage's progress is the next stage's work: wake it rather than wait a poll.
+        self.intake.listeners.append(rater.wakeup.set)
+        self.ledger.listeners.append(projector.wakeup.set)
+        for stage in self.stages:
+            stage.start()
+
+    def stop_stages(self) -> None:
+        for stage in self.stages:
+            stage.stop()
+        for stage in self.stages:
+            stage.join(timeout=10)
+        self.stages = []
+
+    def close(self) -> None:
+        self.stop_stages()
+        self.ledger.close()
+        self.intake.close()
+        self.engine.dispose()
+
+
+def build_runtime(settings: Settings) -> Runtime:
+    """Applications on the configured store (SQLite under data_dir, or PostgreSQL)."""
+    common = {"data_dir": settings.data_dir, "database_url": settings.database_url}
+    ledger_env = eventstore_env("ledger", **common) | {"AGGREGATE_CACHE_MAXSIZE": "20000"}
+    ledger = Ledger(env=ledger_env)
+    intake = AccountingLog(env=eventstore_env("accountinglog", **common))
+    engine = read_model_engine(**common)
+    projector = ReadModelProjector(engine, ledger.mapper.to_domain_event)
+    projector.create_tables()
+    runtime = Runtime(settings=settings, ledger=ledger, intake=intake, engine=engine, projector=projector)
+    return runtime

@@ -1,0 +1,66 @@
+"""`wispgate serve`: the embedded mode in one process (RADIUS, rater, projector, API)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import sys
+
+import uvicorn
+
+from adapters.radius.registry import NasRegistry
+from adapters.radius.server import AccountingServer, start_accounting_server
+from projections import queries
+
+from .app import create_app
+from .bootstrap import build_runtime
+from .settings import Settings
+
+log = logging.getLogger("wispgate.serve")
+
+
+async def _refresh_registry(registry: NasRegistry, interval: float = 2.0) -> None:
+    while True:
+        await asyncio.sleep(interval)
+        try:
+            await asyncio.to_thread(registry.refresh, force=True)
+        except Exception:
+            log.exception("could not refresh the NAS registry")
+
+
+async def serve(settings: Settings) -> int:
+    runtime = build_runtime(settings)
+    registry = NasRegistry(runtime.engine)
+    try:
+        runtime.start_stages()
+        registry.refresh(force=True)
+        accounting = AccountingServer(
+            registry, runtime.intake.append, batch_max=settings.radius_batch_max,
+            duplicate_window=settings.duplicate_cache_seconds,
+        )
+        try:
+            await start_accounting_server(settings.radius_host, settings.radius_port, accounting,
+                                          receive_buffer=settings.radius_receive_buffer)
+        except OSError as error:
+            print(f"wispgate: cannot listen on {settings.radius_host}:{settings.radius_port}/udp: {error}",
+                  file=sys.stderr)
+            return 1
+        refresher = asyncio.create_task(_refresh_registry(registry))
+        api = uvicorn.Server(uvicorn.Config(
+            create_app(runtime), host=settings.api_host, port=settings.api_port,
+            log_level=settings.log_level, lifespan="off", access_log=False,
+        ))
+        where = settings.database_url.split("@")[-1] if settings.database_url else f"{settings.data_dir}/ (SQLite)"
+        print(f"WISPGate Ledger (embedded): RADIUS accounting on {settings.radius_host}:{settings.radius_port}/udp, "
+              f"API on http://{settings.api_host}:{settings.api_port}, data in {where}", flush=True)
+        if not queries.listing(runtime.engine, "api_tokens", limit=1):
+            print("No API token exists yet. Create an admin token with:  wispgate token create --role admin",
+                  flush=True)
+        try:
+            await api.serve()
+        finally:
+            refresher.cancel()
+            accounting.close()
+        return 0 if api.started else 1
+    finally:
+        runtime.close()

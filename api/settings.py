@@ -1,0 +1,80 @@
+"""Configuration: defaults give the embedded mode; a TOML file (WISPGATE_CONFIG or --config)
+overrides defaults, WISPGATE_* environment variables override the file, CLI flags override
+everything."""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from dataclasses import dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any
+
+
+@dataclass(frozen=True)
+class Settings:
+    mode: str = "embedded"  # embedded | distributed
+    data_dir: Path = Path("var")
+    radius_host: str = "127.0.0.1"
+    radius_port: int = 1813
+    api_host: str = "127.0.0.1"
+    api_port: int = 8000
+    # Where the event store and read models live. Empty: SQLite files under data_dir.
+    # A postgresql://user:pass@host:port/db URL puts both in PostgreSQL.
+    database_url: str = ""
+    kafka_bootstrap: str = "127.0.0.1:9092"
+    kafka_topic_prefix: str = "wispgate"
+    kafka_partitions: int = 4
+    kafka_replication: int = 1
+    site: str = "site-a"
+    # Group commit window for accounting records (ms): records arriving while a batch is
+    # being made durable join the next batch; this adds at most this much latency.
+    radius_batch_max: int = 512
+    radius_receive_buffer: int = 8 * 1024 * 1024
+    duplicate_cache_seconds: int = 30
+    log_level: str = "info"
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def uses_postgres(self) -> bool:
+        return self.database_url.startswith(("postgresql://", "postgres://"))
+
+    def with_overrides(self, **values: Any) -> Settings:
+        clean = {k: v for k, v in values.items() if v is not None}
+        return replace(self, **_coerce(clean))
+
+
+_FIELD_TYPES = {f.name: f.type for f in fields(Settings)}
+
+
+def _coerce(values: dict[str, Any]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for name, value in values.items():
+        if name not in _FIELD_TYPES or name == "extra":
+            raise ValueError(f"unknown setting {name!r}")
+        kind = _FIELD_TYPES[name]
+        if kind in ("int", int):
+            try:
+                out[name] = int(value)
+            except (TypeError, ValueError):
+                raise ValueError(f"setting {name} must be an integer, got {value!r}") from None
+        elif kind in ("Path", Path):
+            out[name] = Path(value)
+        else:
+            out[name] = str(value)
+    if "mode" in out and out["mode"] not in ("embedded", "distributed"):
+        raise ValueError("mode is 'embedded' or 'distributed'")
+    return out
+
+
+def load_settings(config_file: str | None = None, environ: dict[str, str] | None = None) -> Settings:
+    env = dict(os.environ if environ is None else environ)
+    settings = Settings()
+    path = config_file or env.get("WISPGATE_CONFIG")
+    if path:
+        with open(path, "rb") as handle:
+            data = tomllib.load(handle)
+        settings = settings.with_overrides(**data.get("wispgate", data))
+    from_env = {name: env[f"WISPGATE_{name.upper()}"] for name in _FIELD_TYPES
+                if f"WISPGATE_{name.upper()}" in env and name != "extra"}
+    return settings.with_overrides(**from_env)

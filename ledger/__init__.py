@@ -1,0 +1,6 @@
+"""Event-sourced aggregates and applications: the system of record."""
+
+from .application import Conflict, Ledger, NotFound
+from .intake import AccountingLog
+
+__all__ = ["AccountingLog", "Conflict", "Ledger", "NotFound"]

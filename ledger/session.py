@@ -1,0 +1,160 @@
+"""The Session aggregate: every incarnation of one Acct-Session-Id on one NAS.
+
+A NAS may reuse an Acct-Session-Id after it reboots, so the aggregate (named by NAS and
+Acct-Session-Id) holds incarnations told apart by their start time (event time minus
+Acct-Session-Time). Counters are cumulative per incarnation; each record becomes one
+RecordApplied event carrying the usage delta, its price and its postings.
+"""
+
+from __future__ import annotations
+
+from decimal import Decimal
+from typing import Any
+from uuid import UUID
+
+from eventsourcing.domain import Aggregate, event
+
+from domain.accounting import AccountingRecord, StatusType
+from domain.ids import session_id
+from rating import UsageDelta, counter_delta, rate_usage
+
+from .journal import usage_postings
+from .tariff import Tariff
+
+# Start times derived without Event-Timestamp jitter by the network delay; two starts closer
+# than this are the same incarnation. A NAS reboot that reuses an id is far slower than this.
+START_TOLERANCE = 120
+
+
+class Session(Aggregate):
+    INITIAL_VERSION = 1
+
+    @staticmethod
+    def create_id(nas_id: str, acct_session_id: str) -> UUID:
+        return session_id(nas_id, acct_session_id)
+
+    @event("Registered")
+    def __init__(self, nas_id: str, acct_session_id: str) -> None:
+        self.nas_id = nas_id
+        self.acct_session_id = acct_session_id
+        self.incarnations: dict[str, dict[str, Any]] = {}
+        self.seen: dict[str, int] = {}
+
+    def incarnation_for(self, start: int) -> str | None:
+        for key, inc in self.incarnations.items():
+            if abs(inc["start"] - start) <= START_TOLERANCE:
+                return key
+        return None
+
+    def open_incarnations(self) -> list[str]:
+        return [key for key, inc in self.incarnations.items() if inc["closed_at"] is None]
+
+    def apply_record(self, record: AccountingRecord, tariff: Tariff | None) -> bool:
+        """Apply one record; False when it was seen before (no event)."""
+        key = record.idempotency_key()
+        if key in self.seen:
+            return False
+        inc_key = self.incarnation_for(record.session_start)
+        opened = inc_key is None
+        if inc_key is None:
+            inc_key = str(record.session_start)
+            last_in = last_out = 0
+            last_time = record.session_start
+        else:
+            inc = self.incarnations[inc_key]
+            last_in, last_out, last_time = inc["input"], inc["output"], inc["last_event_time"]
+        newer = record.event_time >= last_time
+        usage = UsageDelta(
+            start=min(last_time, record.event_time),
+            end=record.event_time if newer else last_time,
+            upload_bytes=counter_delta(last_in, record.input_octets, newer=newer),
+            download_bytes=counter_delta(last_out, record.output_octets, newer=newer),
+        )
+        amount, currency, account_id, plan_id = Decimal(0), "", None, None
+        postings: list[dict[str, str]] = []
+        if tariff is not None:
+            charge = rate_usage(tariff.terms, usage)
+            amount, currency = charge.amount, charge.currency
+            account_id, plan_id = tariff.account_id, tariff.plan_id
+            postings = usage_postings(account_id, amount, currency)
+        self._record_applied(
+            key=key,
+            incarnation=inc_key,
+            opened=opened,
+            status=record.status.value,
+            username=record.username,
+            event_time=record.event_time,
+            session_time=record.session_time,
+            input_total=max(last_in, record.input_octets) if not newer else record.input_octets,
+            output_total=max(last_out, record.output_octets) if not newer else record.output_octets,
+            interval_start=usage.start,
+            interval_end=usage.end,
+            upload_bytes=usage.upload_bytes,
+            download_bytes=usage.download_bytes,
+            account_id=account_id,
+            plan_id=plan_id,
+            amount=amount,
+            currency=currency,
+            postings=postings,
+            framed_ip=record.framed_ip,
+            nas_ip=record.nas_ip,
+            calling_station_id=record.calling_station_id,
+            terminate_cause=record.terminate_cause,
+            closes=record.status is StatusType.STOP,
+        )
+        return True
+
+    @event("RecordApplied")
+    def _record_applied(
+        self,
+        key: str,
+        incarnation: str,
+        opened: bool,
+        status: str,
+        username: str,
+        event_time: int,
+        session_time: int,
+        input_total: int,
+        output_total: int,
+        interval_start: int,
+        interval_end: int,
+        upload_bytes: int,
+        download_bytes: int,
+        account_id: UUID | None,
+        plan_id: UUID | None,
+        amount: Decimal,
+        currency: str,
+        postings: list[dict[str, str]],
+        framed_ip: str,
+        nas_ip: str,
+        calling_station_id: str,
+        terminate_cause: str,
+        closes: bool,
+    ) -> None:
+        self.seen[key] = event_time
+        inc = self.incarnations.setdefault(
+            incarnation,
+            {"start": int(incarnation), "closed_at": None, "input": 0, "output": 0,
+             "last_event_time": int(incarnation), "username": username, "account_id": None},
+        )
+        inc["last_event_time"] = max(inc["last_event_time"], event_time)
+        inc["input"], inc["output"] = input_total, output_total
+        if account_id is not None:
+            inc["account_id"] = str(account_id)
+        if username:
+            inc["username"] = username
+        if closes and inc["closed_at"] is None:
+            inc["closed_at"] = event_time
+
+    def close_by_nas(self, event_time: int, cause: str) -> list[str]:
+        """Accounting-On/Off: every open incarnation ends at ``event_time``."""
+        closed = self.open_incarnations()
+        for inc_key in closed:
+            self._closed_by_nas(incarnation=inc_key, event_time=event_time, cause=cause)
+        return closed
+
+    @event("ClosedByNas")
+    def _closed_by_nas(self, incarnation: str, event_time: int, cause: str) -> None:
+        inc = self.incarnations[incarnation]
+        if inc["closed_at"] is None:
+            inc["closed_at"] = max(event_time, inc["start"])
