@@ -1,0 +1,1 @@
+"""Adapters: the edges of wispgate that speak to the outside world (RADIUS, ...)."""
