@@ -31,6 +31,7 @@ async def _refresh_registry(registry: NasRegistry, interval: float = 2.0) -> Non
 async def serve(settings: Settings) -> int:
     runtime = build_runtime(settings)
     registry = NasRegistry(runtime.engine)
+    runtime.projector.listeners.append(registry.mark_stale)
     try:
         runtime.start_stages()
         registry.refresh(force=True)

@@ -40,6 +40,7 @@ class ReadModelProjector:
         self.name = name
         self._progress = threading.Condition()
         self._position = -1
+        self.listeners: list[Callable[[int], None]] = []
 
     # ---- position ------------------------------------------------------------------
 
@@ -62,6 +63,8 @@ class ReadModelProjector:
         with self._progress:
             self._position = position
             self._progress.notify_all()
+        for listener in self.listeners:
+            listener(position)
 
     def reset(self) -> None:
         """Empty every read-model table and the position: the next run rebuilds from 0."""

@@ -33,7 +33,12 @@ class NasRegistry:
         self._exact: dict[str, NasEntry] = {}
         self._networks: list[tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, NasEntry]] = []
         self._last_refresh = 0.0
+        self._stale = True
         self._lock = threading.Lock()
+
+    def mark_stale(self, *_: object) -> None:
+        """The NAS table may have changed (called by the projector in the same process)."""
+        self._stale = True
 
     def lookup(self, ip: str) -> NasEntry | None:
         entry = self._exact.get(ip)
@@ -67,9 +72,9 @@ class NasRegistry:
             return False
         with self._lock:
             now = time.monotonic()
-            if not force and now - self._last_refresh < self.min_refresh_interval:
+            if not force and not self._stale and now - self._last_refresh < self.min_refresh_interval:
                 return False
-            self._last_refresh = now
+            self._last_refresh, self._stale = now, False
         with self.engine.connect() as conn:
             rows = conn.execute(select(tables.nas).where(tables.nas.c.retired.is_(False))).mappings().all()
         self.load([
