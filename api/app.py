@@ -1,12 +1,15 @@
-"""The FastAPI application for a runtime."""
+"""The FastAPI application for a runtime. Routers are discovered in `api.routers`: every
+module there with a ``router`` is mounted, so adding a resource is adding a file."""
 
 from __future__ import annotations
 
-from fastapi import FastAPI
+import importlib
+import pkgutil
 
-from . import problems
+from fastapi import APIRouter, FastAPI
+
+from . import problems, routers
 from .bootstrap import Runtime
-from .routers import admin, ops, portal
 
 
 def create_app(runtime: Runtime) -> FastAPI:
@@ -17,7 +20,9 @@ def create_app(runtime: Runtime) -> FastAPI:
     )
     app.state.runtime = runtime
     problems.install(app)
-    app.include_router(ops.router)
-    app.include_router(admin.router)
-    app.include_router(portal.router)
+    for module_info in sorted(pkgutil.iter_modules(routers.__path__), key=lambda m: m.name):
+        module = importlib.import_module(f"{routers.__name__}.{module_info.name}")
+        router = getattr(module, "router", None)
+        if isinstance(router, APIRouter):
+            app.include_router(router)
     return app

@@ -8,13 +8,16 @@ import sys
 
 import uvicorn
 
+from typing import Any
+
 from adapters.radius.registry import NasRegistry
 from adapters.radius.server import AccountingServer, start_accounting_server
 from projections import queries
 
-from .app import create_app
-from .bootstrap import build_runtime
-from .settings import Settings
+from ..app import create_app
+from ..bootstrap import build_runtime
+from ..settings import Settings
+from .common import add_listen_options, add_store_options
 
 log = logging.getLogger("wispgate.serve")
 
@@ -26,6 +29,14 @@ async def _refresh_registry(registry: NasRegistry, interval: float = 2.0) -> Non
             await asyncio.to_thread(registry.refresh, force=True)
         except Exception:
             log.exception("could not refresh the NAS registry")
+
+
+def register(commands: Any) -> None:
+    parser = commands.add_parser(
+        "serve", help="run RADIUS accounting, rating, read models and the API in one process (embedded)")
+    add_store_options(parser)
+    add_listen_options(parser)
+    parser.set_defaults(handler=lambda settings, _args: asyncio.run(serve(settings)))
 
 
 async def serve(settings: Settings) -> int:

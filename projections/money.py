@@ -1,0 +1,73 @@
+"""Read model of money: the journal (every posting), balances, payments."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from decimal import Decimal
+from typing import Any
+
+from sqlalchemy import insert, select, update
+
+from . import tables as t
+from .base import ModelBatch, ReadModel, dec, fmt
+
+
+class _MoneyBatch(ModelBatch):
+    def __init__(self, conn: Any) -> None:
+        super().__init__(conn)
+        self.balance_delta: dict[str, tuple[str, Decimal, int, int]] = {}
+        self.journal_rows: list[dict[str, Any]] = []
+
+    def on_Account_Opened(self, position: int, e: Any) -> None:
+        self._balance(str(e.originator_id), e.currency, Decimal(0), e.opened_at, position)
+
+    def on_Payment_Received(self, position: int, e: Any) -> None:
+        self.conn.execute(insert(t.payments).values(
+            id=str(e.originator_id), account_id=str(e.account_id), amount=fmt(e.amount), currency=e.currency,
+            method=e.method, reference=e.reference, received_at=e.received_at))
+        self.postings(position, f"payment:{e.originator_id}", e.received_at, e.postings)
+
+    def on_Session_RecordApplied(self, position: int, e: Any) -> None:
+        if e.postings:
+            ref = f"usage:{e.originator_id}:{e.originator_version}"
+            self.postings(position, ref, e.event_time, e.postings)
+
+    def postings(self, position: int, ref: str, event_time: int, postings: Iterable[dict[str, str]]) -> None:
+        """Journal lines of one transaction; receivable lines move the account's balance."""
+        for line, posting in enumerate(postings):
+            amount = Decimal(posting["amount"])
+            self.journal_rows.append({
+                "position": position, "line": line, "transaction_ref": ref, "event_time": event_time,
+                "ledger_account": posting["ledger_account"], "amount": fmt(amount),
+                "currency": posting["currency"]})
+            account = posting["ledger_account"]
+            if account.startswith("receivable:"):
+                self._balance(account.split(":", 1)[1], posting["currency"], amount, event_time, position)
+
+    def _balance(self, account_id: str, currency: str, amount: Decimal, at: int, position: int) -> None:
+        _, total, last_at, _ = self.balance_delta.get(account_id, (currency, Decimal(0), at, position))
+        self.balance_delta[account_id] = (currency, total + amount, max(last_at, at), position)
+
+    def flush(self) -> None:
+        if self.journal_rows:
+            self.conn.execute(insert(t.journal), self.journal_rows)
+        if not self.balance_delta:
+            return
+        existing = {r.account_id: r for r in self.conn.execute(
+            select(t.balances).where(t.balances.c.account_id.in_(list(self.balance_delta))))}
+        for account_id, (currency, amount, at, position) in self.balance_delta.items():
+            old = existing.get(account_id)
+            if old is None:
+                self.conn.execute(insert(t.balances).values(
+                    account_id=account_id, currency=currency, receivable=fmt(amount), updated_at=at,
+                    position=position))
+            else:
+                self.conn.execute(update(t.balances).where(t.balances.c.account_id == account_id).values(
+                    receivable=fmt(dec(old.receivable) + amount), updated_at=max(old.updated_at, at),
+                    position=position))
+
+
+class MoneyModel(ReadModel):
+    name = "money"
+    tables = (t.balances, t.journal, t.payments)
+    batch_class = _MoneyBatch

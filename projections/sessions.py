@@ -1,0 +1,111 @@
+"""Read model of sessions (who had which IP when) and usage buckets (hour and day)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import insert, select, update
+
+from rating import UsageDelta, split_by_hour
+
+from . import tables as t
+from .base import ModelBatch, ReadModel, dec, fmt
+
+DAY = 86_400
+
+
+class _SessionBatch(ModelBatch):
+    def __init__(self, conn: Any) -> None:
+        super().__init__(conn)
+        self.usage_delta: dict[tuple[str, str, int], list[int]] = {}
+        self.rows: dict[str, dict[str, Any]] = {}
+        self.keys: dict[str, tuple[str, str]] = {}
+
+    def on_Session_Registered(self, position: int, e: Any) -> None:
+        self.keys[str(e.originator_id)] = (e.nas_id, e.acct_session_id)
+        self.conn.execute(insert(t.session_aggregates).values(
+            id=str(e.originator_id), nas_id=e.nas_id, acct_session_id=e.acct_session_id))
+
+    def _row(self, session_id: str, incarnation: str) -> dict[str, Any] | None:
+        row_id = f"{session_id}:{incarnation}"
+        if row_id not in self.rows:
+            found = self.conn.execute(select(t.sessions).where(t.sessions.c.id == row_id)).mappings().first()
+            if found is None:
+                return None
+            self.rows[row_id] = dict(found) | {"_new": False}
+        return self.rows[row_id]
+
+    def _key(self, session_id: str) -> tuple[str, str]:
+        if session_id not in self.keys:
+            found = self.conn.execute(select(t.session_aggregates).where(
+                t.session_aggregates.c.id == session_id)).mappings().first()
+            self.keys[session_id] = (found["nas_id"], found["acct_session_id"]) if found else ("", "")
+        return self.keys[session_id]
+
+    def on_Session_RecordApplied(self, position: int, e: Any) -> None:
+        session_id = str(e.originator_id)
+        row = self._row(session_id, e.incarnation)
+        if row is None:
+            nas_id, acct_session_id = self._key(session_id)
+            row = {"id": f"{session_id}:{e.incarnation}", "nas_id": nas_id, "acct_session_id": acct_session_id,
+                   "username": e.username, "account_id": None, "started_at": int(e.incarnation),
+                   "updated_at": e.event_time, "stopped_at": None, "upload_bytes": 0, "download_bytes": 0,
+                   "amount": "0", "currency": e.currency, "framed_ip": "", "nas_ip": "",
+                   "calling_station_id": "", "terminate_cause": "", "_new": True}
+            self.rows[row["id"]] = row
+        row["updated_at"] = max(row["updated_at"], e.event_time)
+        row["upload_bytes"] += e.upload_bytes
+        row["download_bytes"] += e.download_bytes
+        row["amount"] = fmt(dec(row["amount"]) + e.amount)
+        for field in ("username", "framed_ip", "nas_ip", "calling_station_id", "terminate_cause", "currency"):
+            if getattr(e, field):
+                row[field] = getattr(e, field)
+        if e.account_id is not None:
+            row["account_id"] = str(e.account_id)
+            self._usage(str(e.account_id), UsageDelta(e.interval_start, e.interval_end,
+                                                      e.upload_bytes, e.download_bytes))
+        if e.closes and row["stopped_at"] is None:
+            row["stopped_at"] = e.event_time
+
+    def on_Session_ClosedByNas(self, position: int, e: Any) -> None:
+        row = self._row(str(e.originator_id), e.incarnation)
+        if row is not None and row["stopped_at"] is None:
+            row["stopped_at"] = max(e.event_time, row["started_at"])
+            row["terminate_cause"] = row["terminate_cause"] or "NAS-Reboot"
+
+    def _usage(self, account_id: str, delta: UsageDelta) -> None:
+        if delta.total_bytes == 0:
+            return
+        for part in split_by_hour(delta):
+            hour = part.start - part.start % 3600
+            for key in ((account_id, "hour", hour), (account_id, "day", hour - hour % DAY)):
+                totals = self.usage_delta.setdefault(key, [0, 0])
+                totals[0] += part.upload_bytes
+                totals[1] += part.download_bytes
+
+    def flush(self) -> None:
+        new_rows = [_clean(r) for r in self.rows.values() if r["_new"]]
+        if new_rows:
+            self.conn.execute(insert(t.sessions), new_rows)
+        for row in (r for r in self.rows.values() if not r["_new"]):
+            values = _clean(row)
+            self.conn.execute(update(t.sessions).where(t.sessions.c.id == values.pop("id")).values(**values))
+        usage = t.usage
+        for (account_id, granularity, start), (up, down) in sorted(self.usage_delta.items()):
+            where = ((usage.c.account_id == account_id) & (usage.c.granularity == granularity)
+                     & (usage.c.bucket_start == start))
+            changed = self.conn.execute(update(usage).where(where).values(
+                upload_bytes=usage.c.upload_bytes + up, download_bytes=usage.c.download_bytes + down)).rowcount
+            if not changed:
+                self.conn.execute(insert(usage).values(account_id=account_id, granularity=granularity,
+                                                       bucket_start=start, upload_bytes=up, download_bytes=down))
+
+
+def _clean(row: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in row.items() if not k.startswith("_")}
+
+
+class SessionModel(ReadModel):
+    name = "sessions"
+    tables = (t.session_aggregates, t.sessions, t.usage)
+    batch_class = _SessionBatch
