@@ -9,13 +9,13 @@ from __future__ import annotations
 import hashlib
 import json
 from dataclasses import dataclass, field, fields
-from enum import Enum
+from enum import StrEnum
 from typing import Any
 
 COUNTER_MAX = (1 << 64) - 1
 
 
-class StatusType(str, Enum):
+class StatusType(StrEnum):
     """Acct-Status-Type (RFC 2866 section 5.1) values the ledger understands."""
 
     START = "start"

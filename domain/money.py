@@ -37,7 +37,7 @@ def minor_unit(currency: str) -> Decimal:
 
 def parse_amount(text: str | int | Decimal) -> Decimal:
     """Parse a decimal string from the API; floats are refused on purpose."""
-    if isinstance(text, float) or isinstance(text, bool):
+    if isinstance(text, (float, bool)):
         raise ValueError("amounts must be decimal strings, not floats")
     try:
         value = Decimal(text)

@@ -7,8 +7,8 @@ from __future__ import annotations
 
 import hashlib
 import json
-from decimal import Decimal
 from collections.abc import Callable
+from decimal import Decimal
 from typing import Any, TypeVar
 from uuid import UUID
 
@@ -186,7 +186,7 @@ class Ledger(Application[UUID]):
 
     def _maybe_get(self, cls: type[A], aggregate_id: UUID) -> A | None:
         try:
-            aggregate = self.repository.get(aggregate_id)
+            aggregate: Any = self.repository.get(aggregate_id)
         except AggregateNotFoundError:
             return None
         return aggregate if isinstance(aggregate, cls) else None

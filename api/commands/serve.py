@@ -5,10 +5,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import sys
+from typing import Any
 
 import uvicorn
-
-from typing import Any
 
 from adapters.radius.registry import NasRegistry
 from adapters.radius.server import AccountingServer, start_accounting_server
