@@ -18,8 +18,10 @@ def session_id(nas_id: str, acct_session_id: str) -> UUID:
     return uuid5(NAMESPACE, f"session:{nas_id}:{acct_session_id}")
 
 
-def nas_sessions_id(nas_id: str) -> UUID:
-    return uuid5(NAMESPACE, f"nas-sessions:{nas_id}")
+def nas_sessions_id(nas_id: str, shard: str = "") -> UUID:
+    """The open-session registry of a NAS; in the distributed mode one per accounting-log
+    partition (``shard``), since the sessions of one NAS spread over partitions."""
+    return uuid5(NAMESPACE, f"nas-sessions:{nas_id}" + (f"#{shard}" if shard else ""))
 
 
 def username_id(username: str) -> UUID:

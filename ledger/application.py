@@ -149,10 +149,14 @@ class Ledger(Application[UUID]):
 
     # ---- applying accounting records ---------------------------------------------------
 
-    def apply_records(self, records: list[AccountingRecord], tracking: Tracking | None) -> list[Recording[UUID]]:
+    def apply_records(
+        self, records: list[AccountingRecord], tracking: Tracking | None, *, shard: str = "",
+    ) -> list[Recording[UUID]]:
         """Apply a batch of records and record the new events together with ``tracking``
-        (the upstream position of the last record) in one transaction."""
-        batch = _Batch(self)
+        (the upstream position of the last record) in one transaction. ``shard`` names the
+        accounting-log partition the records come from (distributed mode): NAS-wide state
+        (the open-session registry) is kept per shard, so raters never contend on it."""
+        batch = _Batch(self, shard)
         try:
             for record in records:
                 batch.apply(record)
@@ -226,8 +230,9 @@ class _Batch:
     """Aggregates loaded once per batch, so several records of a session in one batch
     apply to the same object and are saved together."""
 
-    def __init__(self, ledger: Ledger) -> None:
+    def __init__(self, ledger: Ledger, shard: str = "") -> None:
         self.ledger = ledger
+        self.shard = shard
         self.touched: dict[UUID, Aggregate] = {}
         self.pricing = _Pricing(ledger)
 
@@ -252,9 +257,9 @@ class _Batch:
         return session
 
     def _registry(self, nas_id: str) -> NasSessions:
-        registry = self._load(NasSessions.create_id(nas_id))
+        registry = self._load(NasSessions.create_id(nas_id, self.shard))
         if registry is None:
-            registry = NasSessions(nas_id=nas_id)
+            registry = NasSessions(nas_id=nas_id, shard=self.shard)
             self.touched[registry.id] = registry
         assert isinstance(registry, NasSessions)
         return registry
@@ -262,11 +267,14 @@ class _Batch:
     def apply(self, record: AccountingRecord) -> None:
         if record.status.closes_nas:
             registry = self._registry(record.nas_id)
+            key = record.idempotency_key()
+            if registry.has_restarted(key):
+                return
             for session_key in sorted(registry.open):
                 session = self._load(UUID(session_key))
                 if isinstance(session, Session):
                     session.close_by_nas(record.event_time, record.status.value)
-            registry.nas_restarted(event_time=record.event_time, status=record.status.value)
+            registry.nas_restarted(event_time=record.event_time, status=record.status.value, key=key)
             return
         session = self._session(record.nas_id, record.acct_session_id)
         before = set(session.open_incarnations())

@@ -1,5 +1,10 @@
 """Which sessions of a NAS are open, so Accounting-On/Off can close all of them
-deterministically from the log (not from a read model that may lag)."""
+deterministically from the log (not from a read model that may lag).
+
+In the distributed mode the sessions of one NAS are spread over the accounting topic's
+partitions, each owned by one rater: there is one registry per (NAS, partition) ``shard``,
+so two raters never write the same registry, and an Accounting-On/Off is copied to every
+partition, where it closes the sessions that partition holds."""
 
 from __future__ import annotations
 
@@ -13,13 +18,15 @@ from domain.ids import nas_sessions_id
 
 class NasSessions(Aggregate):
     @staticmethod
-    def create_id(nas_id: str, **_: Any) -> UUID:
-        return nas_sessions_id(nas_id)
+    def create_id(nas_id: str, shard: str = "", **_: Any) -> UUID:
+        return nas_sessions_id(nas_id, shard)
 
     @event("Started")
-    def __init__(self, nas_id: str) -> None:
+    def __init__(self, nas_id: str, shard: str = "") -> None:
         self.nas_id = nas_id
+        self.shard = shard
         self.open: dict[str, int] = {}  # session aggregate id (hex) -> open incarnations
+        self.restarts: dict[str, int] = {}  # Accounting-On/Off content key -> event time
 
     @event("SessionOpened")
     def session_opened(self, session_id: UUID) -> None:
@@ -35,6 +42,14 @@ class NasSessions(Aggregate):
         else:
             self.open.pop(key, None)
 
+    def has_restarted(self, key: str) -> bool:
+        """Was this Accounting-On/Off (content key) applied already? A redelivered copy
+        must not close sessions opened after the first one."""
+        return key in getattr(self, "restarts", {})
+
     @event("NasRestarted")
-    def nas_restarted(self, event_time: int, status: str) -> None:
+    def nas_restarted(self, event_time: int, status: str, key: str = "") -> None:
         self.open = {}
+        if key:
+            # getattr: registries started before restarts were recorded
+            self.restarts = getattr(self, "restarts", {}) | {key: event_time}
