@@ -6,6 +6,7 @@ reproduces the live tables (guarantee 4)."""
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -48,12 +49,21 @@ class ReadModelProjector:
             value = conn.execute(select(t.positions.c.position).where(t.positions.c.name == self.name)).scalar()
         return int(value or 0)
 
-    def wait_for(self, position: int, timeout: float = 5.0) -> bool:
-        """Block until the projected position reaches ``position`` (read-your-writes)."""
-        with self._progress:
-            if self._position < 0:
-                self._position = self.position()
-            return self._progress.wait_for(lambda: self._position >= position, timeout=timeout)
+    def wait_for(self, position: int, timeout: float = 5.0, poll_interval: float = 0.05) -> bool:
+        """Block until the projected position reaches ``position`` (read-your-writes).
+
+        Woken at once by a projector running in this process; when the projector runs
+        elsewhere (distributed mode) the stored position is polled every ``poll_interval``."""
+        deadline = time.monotonic() + timeout
+        while True:
+            stored = self.position()
+            with self._progress:
+                self._position = max(self._position, stored)
+                if self._progress.wait_for(lambda: self._position >= position,
+                                           timeout=max(0.0, min(poll_interval, deadline - time.monotonic()))):
+                    return True
+            if time.monotonic() >= deadline:
+                return False
 
     def _advanced(self, position: int) -> None:
         with self._progress:
