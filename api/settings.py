@@ -26,6 +26,9 @@ class Settings:
     kafka_topic_prefix: str = "wispgate"
     kafka_partitions: int = 4
     kafka_replication: int = 1
+    # Prometheus /metrics port of the distributed roles (radius, rater, relay, projector);
+    # 0 serves none. Their compose healthchecks use it.
+    metrics_port: int = 0
     site: str = "site-a"
     # Group commit window for accounting records (ms): records arriving while a batch is
     # being made durable join the next batch; this adds at most this much latency.
