@@ -9,6 +9,7 @@ from sqlalchemy import Engine
 
 from adapters.followers import Stage, project_step, rate_step
 from adapters.persistence import eventstore_env, read_model_engine
+from adapters.site_gate import WriteGate
 from ledger import AccountingLog, Ledger
 from projections import ReadModelProjector
 
@@ -27,10 +28,13 @@ class Runtime:
     engine: Engine
     projector: ReadModelProjector
     stages: list[Stage] = field(default_factory=list)
+    # Closed while the site is a standby or fenced: the rater must not write ledger events.
+    gate: WriteGate = field(default_factory=WriteGate)
 
     def start_stages(self) -> None:
-        rater = Stage("rater", rate_step(self.intake, self.ledger))
-        projector = Stage("projector", project_step(self.ledger, self.projector), poll_interval=0.25)
+        rater = Stage("rater", self.gate.writer(rate_step(self.intake, self.ledger)))
+        projector = Stage("projector", self.gate.follower(project_step(self.ledger, self.projector)),
+                          poll_interval=0.25)
         self.stages = [rater, projector]
         # Each stage's progress is the next stage's work: wake it rather than wait a poll.
         self.intake.listeners.append(rater.wakeup.set)
