@@ -36,6 +36,14 @@ class Settings:
     radius_receive_buffer: int = 8 * 1024 * 1024
     duplicate_cache_seconds: int = 30
     log_level: str = "info"
+    # Two sites (docs/readme/two-sites.md): the role this site takes when its store has no site
+    # record yet, the other site's API URL, and a token with the replication role there.
+    site_role: str = "active"  # active | standby
+    peer_url: str = ""
+    replication_token: str = ""
+    replication_batch: int = 2000
+    # Promote a standby automatically after this many seconds without reaching the peer (0: never).
+    failover_after: int = 0
     extra: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -67,6 +75,8 @@ def _coerce(values: dict[str, Any]) -> dict[str, Any]:
             out[name] = str(value)
     if "mode" in out and out["mode"] not in ("embedded", "distributed"):
         raise ValueError("mode is 'embedded' or 'distributed'")
+    if "site_role" in out and out["site_role"] not in ("active", "standby"):
+        raise ValueError("site_role is 'active' or 'standby'")
     return out
 
 
