@@ -11,7 +11,8 @@ from eventsourcing.domain import Aggregate, event
 
 from domain.ids import NAMESPACE
 
-ROLES = ("admin", "finance", "auditor", "portal")
+# "replication": the other site of a two-site deployment pulls the log and re-submits records.
+ROLES = ("admin", "finance", "auditor", "portal", "replication")
 
 
 def token_hash(token: str) -> str:

@@ -9,6 +9,8 @@ import time
 from typing import Any
 from uuid import UUID
 
+from ledger.access import ROLES
+
 from ..settings import Settings
 from .common import add_store_options
 
@@ -18,7 +20,7 @@ def register(commands: Any) -> None:
     sub = token.add_subparsers(dest="token_command", required=True)
     create = sub.add_parser("create", help="issue a token; it is printed once, alone on the last line")
     add_store_options(create)
-    create.add_argument("--role", required=True, choices=["admin", "finance", "auditor", "portal"])
+    create.add_argument("--role", required=True, choices=list(ROLES))
     create.add_argument("--account", help="account id (portal tokens only)")
     create.add_argument("--label", default="", help="a note on who or what uses it")
     create.set_defaults(handler=create_token)
