@@ -1,0 +1,106 @@
+"""The projector of the distributed mode: builds the read models from the ledger topic.
+
+The position that matters is the projector's own (last notification id applied), written by
+`ReadModelProjector.process` in the same transaction as the read-model rows; messages at or
+below it are skipped, so the relay's at-least-once publication and any re-read are harmless.
+The consumer group's committed Kafka offset is only a hint where to start reading (committed
+after the database commit, so it is never ahead); with an empty read model (position 0, e.g.
+after a reset for a rebuild) the projector reads the topic from the beginning.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+
+from eventsourcing.persistence import Notification
+from kafka import ConsumerRebalanceListener, KafkaConsumer, TopicPartition
+
+from projections import ReadModelProjector
+
+from .relay import decode_notification
+from .topics import consumer_config
+
+log = logging.getLogger(__name__)
+
+
+def ascending(notifications: list[Notification]) -> list[Notification]:
+    """Drop re-published stretches: ids ascend within one run of the relay, and a relay that
+    restarts publishes again from its stored position, below what was already seen."""
+    kept: list[Notification] = []
+    for notification in notifications:
+        if not kept or notification.id > kept[-1].id:
+            kept.append(notification)
+    return kept
+
+
+class _FromStart(ConsumerRebalanceListener):
+    def __init__(self, owner: TopicProjector) -> None:
+        self.owner = owner
+
+    def on_partitions_revoked(self, revoked: list[TopicPartition]) -> None:
+        pass
+
+    def on_partitions_assigned(self, assigned: list[TopicPartition]) -> None:
+        try:
+            empty = self.owner.projector.position() == 0
+        except Exception:
+            log.exception("could not read the projector position; reading the topic from the start")
+            empty = True
+        if empty and assigned:
+            self.owner.consumer.seek_to_beginning(*assigned)
+
+
+class TopicProjector:
+    """Consumes ``topic`` into ``projector``; ``run`` loops until ``stop``."""
+
+    def __init__(self, projector: ReadModelProjector, bootstrap: str, topic: str, group: str,
+                 *, client_id: str = "wispgate-projector", max_records: int = 5000) -> None:
+        self.projector = projector
+        self.max_records = max_records
+        self.consumer = KafkaConsumer(**consumer_config(bootstrap, client_id, group))
+        self.consumer.subscribe([topic], listener=_FromStart(self))
+        self.stopping = threading.Event()
+
+    def step(self, timeout_ms: int = 200) -> int:
+        batches = self.consumer.poll(timeout_ms=timeout_ms, max_records=self.max_records)
+        handled = 0
+        for messages in batches.values():
+            self.projector.process(ascending([decode_notification(m.value) for m in messages]))
+            handled += len(messages)
+        if handled:
+            try:
+                self.consumer.commit()  # a hint only; see the module docstring
+            except Exception:
+                log.warning("could not commit the ledger-topic offset (harmless)", exc_info=True)
+        return handled
+
+    def run(self) -> None:
+        failures = 0
+        while not self.stopping.is_set():
+            try:
+                self.step()
+                failures = 0
+            except Exception:
+                failures += 1
+                log.exception("projection failed (attempt %d); re-reading from the committed hint", failures)
+                self._rewind()
+                self.stopping.wait(min(5.0, 0.1 * 2**failures))
+
+    def _rewind(self) -> None:
+        """After a failed batch, read again from the last committed offset (or the start)."""
+        try:
+            for tp in self.consumer.assignment():
+                committed = self.consumer.committed(tp)
+                if committed is None:
+                    self.consumer.seek_to_beginning(tp)
+                else:
+                    self.consumer.seek(tp, committed)
+        except Exception:
+            log.warning("could not rewind the ledger topic; will retry", exc_info=True)
+
+    def stop(self) -> None:
+        self.stopping.set()
+
+    def close(self) -> None:
+        self.consumer.close(autocommit=False)

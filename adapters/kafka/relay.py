@@ -1,0 +1,174 @@
+"""The relay: publishes every event of the ledger's notification log, in order, to the
+single-partition ledger topic, so that every domain event can also be read from Kafka and the
+projectors need no connection to the event store's log.
+
+At-least-once: the relay's position (last notification id published) is committed after the
+producer flush succeeded; a crash in between publishes a stretch again, and consumers skip
+ids at or below their own position. Order needs a single writer: relays take a PostgreSQL
+advisory lock, so a second relay (for availability) waits until the first one is gone.
+PostgreSQL notification ids follow commit order (inserts take a table lock), so nothing can
+appear later below the relay's position; ids may have gaps after a rollback.
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import json
+import logging
+import threading
+import zlib
+from typing import Any
+from uuid import UUID
+
+import psycopg
+from eventsourcing.persistence import Notification
+from kafka import KafkaProducer
+from prometheus_client import Gauge
+from sqlalchemy import BigInteger, Column, Engine, MetaData, String, Table, insert, select, update
+
+from ledger import Ledger
+
+from .topics import producer_config
+
+log = logging.getLogger(__name__)
+
+POSITION = Gauge("wispgate_relay_position", "Last ledger notification id published to the ledger topic")
+
+_metadata = MetaData()
+relay_positions = Table(
+    "relay_positions", _metadata,
+    Column("name", String(200), primary_key=True),
+    Column("position", BigInteger, nullable=False),
+)
+
+
+def encode_notification(notification: Notification) -> bytes:
+    """The ledger-topic message for one notification (state bytes as stored)."""
+    return json.dumps({
+        "id": notification.id,
+        "originator_id": str(notification.originator_id),
+        "originator_version": notification.originator_version,
+        "topic": notification.topic,
+        "state": base64.b64encode(notification.state).decode(),
+    }, separators=(",", ":")).encode()
+
+
+def decode_notification(raw: bytes) -> Notification:
+    data: dict[str, Any] = json.loads(raw)
+    return Notification(
+        id=int(data["id"]), originator_id=UUID(data["originator_id"]),
+        originator_version=int(data["originator_version"]), topic=data["topic"],
+        state=base64.b64decode(data["state"]),
+    )
+
+
+class LedgerRelay:
+    """Copies the ledger notification log to ``topic``; ``run`` loops until ``stop``."""
+
+    def __init__(self, ledger: Ledger, engine: Engine, database_url: str, bootstrap: str, topic: str,
+                 *, batch: int = 2000, poll_interval: float = 0.05) -> None:
+        self.ledger = ledger
+        self.engine = engine
+        self.database_url = database_url
+        self.bootstrap = bootstrap
+        self.topic = topic
+        self.batch = batch
+        self.poll_interval = poll_interval
+        self.name = f"relay:{topic}"
+        self.stopping = threading.Event()
+        self._lock_conn: psycopg.Connection[Any] | None = None
+        self._producer: KafkaProducer | None = None
+        _metadata.create_all(engine)
+
+    # ---- leadership --------------------------------------------------------------------
+
+    def _holds_lock(self) -> bool:
+        """True while this relay holds the advisory lock (re-taken after a lost connection)."""
+        conn = self._lock_conn
+        if conn is not None:
+            try:
+                conn.execute("SELECT 1")
+                return True
+            except psycopg.Error:
+                log.warning("lost the relay lock connection")
+                self._drop_lock()
+        conn = psycopg.connect(self.database_url, autocommit=True, connect_timeout=5)
+        key = zlib.crc32(self.name.encode())
+        row = conn.execute("SELECT pg_try_advisory_lock(%s)", (key,)).fetchone()
+        if row is not None and row[0]:
+            self._lock_conn = conn
+            log.info("relay %s is the active relay", self.name)
+            return True
+        conn.close()
+        return False
+
+    def _drop_lock(self) -> None:
+        conn, self._lock_conn = self._lock_conn, None
+        if conn is not None:
+            with contextlib.suppress(psycopg.Error):
+                conn.close()
+
+    # ---- position ----------------------------------------------------------------------
+
+    def position(self) -> int:
+        with self.engine.connect() as conn:
+            value = conn.execute(select(relay_positions.c.position)
+                                 .where(relay_positions.c.name == self.name)).scalar()
+        return int(value or 0)
+
+    def _store_position(self, position: int) -> None:
+        with self.engine.begin() as conn:
+            done = conn.execute(update(relay_positions).where(relay_positions.c.name == self.name)
+                                .values(position=position))
+            if done.rowcount == 0:
+                conn.execute(insert(relay_positions).values(name=self.name, position=position))
+        POSITION.set(position)
+
+    # ---- publishing --------------------------------------------------------------------
+
+    def step(self) -> int:
+        """Publish the next batch; returns how many notifications were published."""
+        if not self._holds_lock():
+            return 0
+        position = self.position()
+        notifications = self.ledger.recorder.select_notifications(start=position + 1, limit=self.batch)
+        if not notifications:
+            return 0
+        if self._producer is None:
+            self._producer = KafkaProducer(**producer_config(self.bootstrap, "wispgate-relay"))
+        try:
+            futures = [self._producer.send(self.topic, value=encode_notification(n), partition=0)
+                       for n in notifications]
+            self._producer.flush(timeout=15)
+            for future in futures:
+                if not future.is_done or future.exception is not None:
+                    raise RuntimeError(f"ledger topic did not acknowledge: {future.exception}")
+        except Exception:
+            producer, self._producer = self._producer, None
+            producer.close(timeout=0)
+            raise
+        self._store_position(notifications[-1].id)
+        return len(notifications)
+
+    def run(self) -> None:
+        failures = 0
+        while not self.stopping.is_set():
+            try:
+                handled = self.step()
+                failures = 0
+            except Exception:
+                failures += 1
+                log.exception("relay failed (attempt %d); retrying from its stored position", failures)
+                self.stopping.wait(min(5.0, 0.1 * 2**failures))
+                continue
+            if handled == 0:
+                self.stopping.wait(self.poll_interval if self._lock_conn is not None else 1.0)
+
+    def stop(self) -> None:
+        self.stopping.set()
+
+    def close(self) -> None:
+        if self._producer is not None:
+            self._producer.close(timeout=5)
+        self._drop_lock()

@@ -1,0 +1,116 @@
+"""Topic names, creation and the client settings every role shares."""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from kafka import KafkaAdminClient
+from kafka.admin import NewTopic
+from kafka.errors import KafkaError, TopicAlreadyExistsError
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Topics:
+    """The topics of one deployment, named from its prefix (one prefix per site)."""
+
+    prefix: str
+
+    @property
+    def accounting(self) -> str:
+        return f"{self.prefix}.accounting"
+
+    @property
+    def ledger(self) -> str:
+        return f"{self.prefix}.ledger"
+
+    @property
+    def rater_group(self) -> str:
+        return f"{self.prefix}.rater"
+
+    @property
+    def projector_group(self) -> str:
+        return f"{self.prefix}.projector"
+
+
+def producer_config(bootstrap: str, client_id: str) -> dict[str, Any]:
+    """Durable production: acks from every in-sync replica, idempotent (no duplicates or
+    reordering from the producer's own retries), and bounded waits so an unavailable broker
+    turns into an error the caller sees within seconds rather than minutes."""
+    return {
+        "bootstrap_servers": bootstrap,
+        "client_id": client_id,
+        "acks": "all",
+        "enable_idempotence": True,
+        "linger_ms": 2,
+        "batch_size": 256 * 1024,
+        "compression_type": None,
+        "request_timeout_ms": 4000,
+        "delivery_timeout_ms": 8000,
+        "max_block_ms": 4000,
+        "retry_backoff_ms": 100,
+        "reconnect_backoff_max_ms": 1000,
+    }
+
+
+def consumer_config(bootstrap: str, client_id: str, group_id: str) -> dict[str, Any]:
+    """Positions live in the database with the effects, never in Kafka's auto-commit."""
+    return {
+        "bootstrap_servers": bootstrap,
+        "client_id": client_id,
+        "group_id": group_id,
+        "enable_auto_commit": False,
+        "auto_offset_reset": "earliest",
+        "max_partition_fetch_bytes": 4 * 1024 * 1024,
+        "fetch_max_wait_ms": 50,
+        "session_timeout_ms": 10000,
+        "heartbeat_interval_ms": 1000,
+        "max_poll_interval_ms": 120000,
+        "reconnect_backoff_max_ms": 1000,
+        "request_timeout_ms": 30000,
+    }
+
+
+def ensure_topics(bootstrap: str, wanted: dict[str, int], replication: int, *, timeout: float = 60.0) -> None:
+    """Create the topics that are missing (name -> partitions), then wait until every
+    partition has a leader. An existing topic is left as it is: changing the partition count
+    of the accounting topic would move sessions between raters (see docs)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            admin = KafkaAdminClient(bootstrap_servers=bootstrap, client_id="wispgate-admin",
+                                     request_timeout_ms=10000)
+            break
+        except KafkaError as error:
+            if time.monotonic() > deadline:
+                raise
+            log.warning("Kafka at %s not reachable yet (%s); retrying", bootstrap, error)
+            time.sleep(1)
+    try:
+        existing = set(admin.list_topics())
+        missing = [NewTopic(name, num_partitions=partitions, replication_factor=replication)
+                   for name, partitions in wanted.items() if name not in existing]
+        if missing:
+            try:
+                admin.create_topics(missing, timeout_ms=30000)
+                log.info("created topics %s", ", ".join(t.name for t in missing))
+            except TopicAlreadyExistsError:
+                pass  # another role created it meanwhile
+        while True:
+            described = admin.describe_topics(list(wanted))
+            ready = all(
+                info.get("error_code", 0) == 0 and info.get("partitions")
+                and all(p.get("leader_id", -1) >= 0 for p in info["partitions"])
+                for info in described
+            )
+            if ready:
+                return
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"topics {sorted(wanted)} have no leader after {timeout:.0f} s")
+            time.sleep(0.2)
+    finally:
+        admin.close()

@@ -1,0 +1,70 @@
+"""`wispgate radius`: the stateless RADIUS accounting adapter of the distributed mode.
+Verified records go to the accounting topic; the BNG is answered once the broker has
+acknowledged them. NAS secrets come from the PostgreSQL read model. Run several behind the
+BNGs' primary/secondary server settings or an anycast address."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import signal
+import socket
+import sys
+from typing import Any
+
+from adapters.kafka.accounting_topic import AccountingTopic
+from adapters.persistence import read_model_engine
+from adapters.radius.registry import NasRegistry
+from adapters.radius.server import AccountingServer, start_accounting_server
+from projections import tables
+
+from ..settings import Settings
+from .common import add_listen_options, add_store_options
+from .distributed import add_role_options, create_topics, role_settings, run_role, serve_metrics
+from .serve import _refresh_registry
+
+
+def register(commands: Any) -> None:
+    parser = commands.add_parser("radius", help="distributed: RADIUS accounting adapter producing to Kafka")
+    add_store_options(parser)
+    add_listen_options(parser)
+    add_role_options(parser)
+    parser.set_defaults(handler=lambda settings, args: run_role(
+        "radius", lambda s, t: asyncio.run(radius(s, t)), role_settings(settings, args)))
+
+
+async def radius(settings: Settings, topics: Any) -> int:
+    await asyncio.to_thread(create_topics, settings, topics)
+    engine = read_model_engine(data_dir=settings.data_dir, database_url=settings.database_url)
+    tables.metadata.create_all(engine)
+    registry = NasRegistry(engine)
+    registry.refresh(force=True)
+    sink = AccountingTopic(settings.kafka_bootstrap, topics.accounting,
+                           client_id=f"wispgate-radius-{socket.gethostname()}")
+    server = AccountingServer(registry, sink.append, batch_max=settings.radius_batch_max,
+                              duplicate_window=settings.duplicate_cache_seconds)
+    try:
+        await start_accounting_server(settings.radius_host, settings.radius_port, server,
+                                      receive_buffer=settings.radius_receive_buffer)
+    except OSError as error:
+        print(f"wispgate radius: cannot listen on {settings.radius_host}:{settings.radius_port}/udp: {error}",
+              file=sys.stderr)
+        return 1
+    serve_metrics(settings)
+    stopping = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stopping.set)
+    refresher = asyncio.create_task(_refresh_registry(registry))
+    print(f"WISPGate radius: accounting on {settings.radius_host}:{settings.radius_port}/udp -> "
+          f"{topics.accounting} ({settings.kafka_bootstrap})", flush=True)
+    try:
+        await stopping.wait()
+    finally:
+        refresher.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await refresher
+        server.close()  # stops accepting, lets the batch in flight finish
+        sink.close()
+        engine.dispose()
+    return 0

@@ -1,0 +1,37 @@
+"""`wispgate rater`: consume the accounting topic (consumer group), rate records into the
+PostgreSQL ledger. Run as many as there are partitions; they share the work."""
+
+from __future__ import annotations
+
+import socket
+from typing import Any
+
+from adapters.kafka.rater import Rater
+
+from ..bootstrap import build_runtime
+from ..settings import Settings
+from .common import add_store_options
+from .distributed import add_role_options, create_topics, on_termination, role_settings, run_role, serve_metrics
+
+
+def register(commands: Any) -> None:
+    parser = commands.add_parser("rater", help="distributed: rate the accounting topic into the ledger")
+    add_store_options(parser)
+    add_role_options(parser)
+    parser.set_defaults(handler=lambda settings, args: run_role("rater", rate, role_settings(settings, args)))
+
+
+def rate(settings: Settings, topics: Any) -> int:
+    create_topics(settings, topics)
+    runtime = build_runtime(settings)
+    rater = Rater(runtime.ledger, settings.kafka_bootstrap, topics.accounting, topics.rater_group,
+                  client_id=f"wispgate-rater-{socket.gethostname()}")
+    on_termination(rater.stop)
+    serve_metrics(settings)
+    print(f"WISPGate rater: {topics.accounting} -> ledger (group {topics.rater_group})", flush=True)
+    try:
+        rater.run()
+    finally:
+        rater.close()
+        runtime.close()
+    return 0

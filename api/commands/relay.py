@@ -1,0 +1,36 @@
+"""`wispgate relay`: publish the ledger's notification log, in order, to the ledger topic.
+Several may run; one publishes (PostgreSQL advisory lock), the others stand by."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from adapters.kafka.relay import LedgerRelay
+
+from ..bootstrap import build_runtime
+from ..settings import Settings
+from .common import add_store_options
+from .distributed import add_role_options, create_topics, on_termination, role_settings, run_role, serve_metrics
+
+
+def register(commands: Any) -> None:
+    parser = commands.add_parser("relay", help="distributed: publish ledger events to the ledger topic")
+    add_store_options(parser)
+    add_role_options(parser)
+    parser.set_defaults(handler=lambda settings, args: run_role("relay", relay, role_settings(settings, args)))
+
+
+def relay(settings: Settings, topics: Any) -> int:
+    create_topics(settings, topics)
+    runtime = build_runtime(settings)
+    publisher = LedgerRelay(runtime.ledger, runtime.engine, settings.database_url, settings.kafka_bootstrap,
+                            topics.ledger)
+    on_termination(publisher.stop)
+    serve_metrics(settings)
+    print(f"WISPGate relay: ledger -> {topics.ledger}", flush=True)
+    try:
+        publisher.run()
+    finally:
+        publisher.close()
+        runtime.close()
+    return 0
