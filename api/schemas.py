@@ -95,6 +95,7 @@ class UsageBucket(BaseModel):
     start: datetime
     upload_bytes: int
     download_bytes: int
+    bands: dict[str, int] = Field(description="bytes per time-of-day band ('standard' outside any band)")
 
 
 class UsageOut(BaseModel):

@@ -1,6 +1,7 @@
 """Event-sourced aggregates and applications: the system of record."""
 
-from .application import Conflict, Ledger, NotFound
+from .application import Ledger
+from .errors import Conflict, NotFound
 from .intake import AccountingLog
 
 __all__ = ["AccountingLog", "Conflict", "Ledger", "NotFound"]

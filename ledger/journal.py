@@ -8,9 +8,16 @@ from dataclasses import dataclass
 from decimal import Decimal
 from uuid import UUID
 
+# The chart of accounts. Subscriber accounts are per account id: receivable (postpaid) or
+# prepaid (a liability: the customer's unused credit). Debit-positive, so a subscriber's
+# credit shows as a negative figure on their ledger account.
 USAGE_REVENUE = "revenue:usage"
+ADDON_REVENUE = "revenue:addons"
 RECURRING_REVENUE = "revenue:recurring"
+DISCOUNTS = "discounts"
+TAX_PAYABLE = "tax:payable"
 CASH = "cash"
+SUBSCRIBER_PREFIXES = ("receivable:", "prepaid:")
 
 
 class UnbalancedTransaction(AssertionError):
@@ -28,6 +35,23 @@ def receivable(account_id: UUID | str) -> str:
     return f"receivable:{account_id}"
 
 
+def prepaid(account_id: UUID | str) -> str:
+    return f"prepaid:{account_id}"
+
+
+def subscriber_account(account_id: UUID | str, payment_model: str) -> str:
+    """The subscriber's own ledger account for a plan's payment model."""
+    return prepaid(account_id) if payment_model == "prepaid" else receivable(account_id)
+
+
+def subscriber_of(ledger_account: str) -> str | None:
+    """The account id a subscriber ledger account belongs to, else None."""
+    for prefix in SUBSCRIBER_PREFIXES:
+        if ledger_account.startswith(prefix):
+            return ledger_account[len(prefix):]
+    return None
+
+
 def balanced(postings: list[Posting]) -> list[dict[str, str]]:
     totals: dict[str, Decimal] = {}
     for posting in postings:
@@ -41,11 +65,6 @@ def balanced(postings: list[Posting]) -> list[dict[str, str]]:
     ]
 
 
-def usage_postings(account_id: UUID, amount: Decimal, currency: str) -> list[dict[str, str]]:
-    """Usage charged: the subscriber owes more (debit receivable), usage revenue earned."""
-    return balanced(
-        [
-            Posting(receivable(account_id), amount, currency),
-            Posting(USAGE_REVENUE, -amount, currency),
-        ]
-    )
+def usage_postings(subscriber: str, amount: Decimal, currency: str) -> list[dict[str, str]]:
+    """Usage charged: the subscriber owes more (debit), usage revenue earned (credit)."""
+    return balanced([Posting(subscriber, amount, currency), Posting(USAGE_REVENUE, -amount, currency)])

@@ -3,12 +3,11 @@
 A NAS may reuse an Acct-Session-Id after it reboots, so the aggregate (named by NAS and
 Acct-Session-Id) holds incarnations told apart by their start time (event time minus
 Acct-Session-Time). Counters are cumulative per incarnation; each record becomes one
-RecordApplied event carrying the usage delta, its price and its postings.
+RecordApplied event carrying the usage delta; the BillingPeriod prices it.
 """
 
 from __future__ import annotations
 
-from decimal import Decimal
 from typing import Any
 from uuid import UUID
 
@@ -16,10 +15,7 @@ from eventsourcing.domain import Aggregate, event
 
 from domain.accounting import AccountingRecord, StatusType
 from domain.ids import session_id
-from rating import UsageDelta, counter_delta, rate_usage
-
-from .journal import usage_postings
-from .tariff import Tariff
+from rating import UsageDelta, counter_delta
 
 # Start times derived without Event-Timestamp jitter by the network delay; two starts closer
 # than this are the same incarnation. A NAS reboot that reuses an id is far slower than this.
@@ -49,11 +45,12 @@ class Session(Aggregate):
     def open_incarnations(self) -> list[str]:
         return [key for key, inc in self.incarnations.items() if inc["closed_at"] is None]
 
-    def apply_record(self, record: AccountingRecord, tariff: Tariff | None) -> bool:
-        """Apply one record; False when it was seen before (no event)."""
+    def apply_record(self, record: AccountingRecord, account_id: UUID | None) -> UsageDelta | None:
+        """Apply one record; returns the usage it carries (over its interval), or None when
+        the record was seen before (no event). Pricing is the billing period's job."""
         key = record.idempotency_key()
         if key in self.seen:
-            return False
+            return None
         inc_key = self.incarnation_for(record.session_start)
         opened = inc_key is None
         if inc_key is None:
@@ -70,13 +67,6 @@ class Session(Aggregate):
             upload_bytes=counter_delta(last_in, record.input_octets, newer=newer),
             download_bytes=counter_delta(last_out, record.output_octets, newer=newer),
         )
-        amount, currency, account_id, plan_id = Decimal(0), "", None, None
-        postings: list[dict[str, str]] = []
-        if tariff is not None:
-            charge = rate_usage(tariff.terms, usage)
-            amount, currency = charge.amount, charge.currency
-            account_id, plan_id = tariff.account_id, tariff.plan_id
-            postings = usage_postings(account_id, amount, currency)
         self._record_applied(
             key=key,
             incarnation=inc_key,
@@ -92,17 +82,13 @@ class Session(Aggregate):
             upload_bytes=usage.upload_bytes,
             download_bytes=usage.download_bytes,
             account_id=account_id,
-            plan_id=plan_id,
-            amount=amount,
-            currency=currency,
-            postings=postings,
             framed_ip=record.framed_ip,
             nas_ip=record.nas_ip,
             calling_station_id=record.calling_station_id,
             terminate_cause=record.terminate_cause,
             closes=record.status is StatusType.STOP,
         )
-        return True
+        return usage
 
     @event("RecordApplied")
     def _record_applied(
@@ -121,10 +107,6 @@ class Session(Aggregate):
         upload_bytes: int,
         download_bytes: int,
         account_id: UUID | None,
-        plan_id: UUID | None,
-        amount: Decimal,
-        currency: str,
-        postings: list[dict[str, str]],
         framed_ip: str,
         nas_ip: str,
         calling_station_id: str,

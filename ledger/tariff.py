@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from uuid import UUID
 
 from domain.plans import PlanTerms
+from rating import DataPack
 
 
 @dataclass(frozen=True, slots=True)
@@ -13,3 +14,6 @@ class Tariff:
     account_id: UUID
     plan_id: UUID
     terms: PlanTerms
+    anchor_day: int
+    packs: tuple[DataPack, ...]
+    subscriber: str  # the subscriber's ledger account (receivable or prepaid)

@@ -8,6 +8,8 @@ from typing import Any
 
 from sqlalchemy import insert, select, update
 
+from ledger.journal import subscriber_of
+
 from . import tables as t
 from .base import ModelBatch, ReadModel, dec, fmt
 
@@ -27,10 +29,14 @@ class _MoneyBatch(ModelBatch):
             method=e.method, reference=e.reference, received_at=e.received_at))
         self.postings(position, f"payment:{e.originator_id}", e.received_at, e.postings)
 
-    def on_Session_RecordApplied(self, position: int, e: Any) -> None:
+    def on_BillingPeriod_UsageRated(self, position: int, e: Any) -> None:
         if e.postings:
             ref = f"usage:{e.originator_id}:{e.originator_version}"
-            self.postings(position, ref, e.event_time, e.postings)
+            self.postings(position, ref, e.end, e.postings)
+
+    def on_Account_AddonPurchased(self, position: int, e: Any) -> None:
+        if e.postings:
+            self.postings(position, f"addon:{e.originator_id}:{e.pack_id}", e.valid_from, e.postings)
 
     def postings(self, position: int, ref: str, event_time: int, postings: Iterable[dict[str, str]]) -> None:
         """Journal lines of one transaction; receivable lines move the account's balance."""
@@ -40,9 +46,9 @@ class _MoneyBatch(ModelBatch):
                 "position": position, "line": line, "transaction_ref": ref, "event_time": event_time,
                 "ledger_account": posting["ledger_account"], "amount": fmt(amount),
                 "currency": posting["currency"]})
-            account = posting["ledger_account"]
-            if account.startswith("receivable:"):
-                self._balance(account.split(":", 1)[1], posting["currency"], amount, event_time, position)
+            subscriber = subscriber_of(posting["ledger_account"])
+            if subscriber is not None:
+                self._balance(subscriber, posting["currency"], amount, event_time, position)
 
     def _balance(self, account_id: str, currency: str, amount: Decimal, at: int, position: int) -> None:
         _, total, last_at, _ = self.balance_delta.get(account_id, (currency, Decimal(0), at, position))

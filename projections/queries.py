@@ -36,6 +36,7 @@ def balance(engine: Engine, account_id: str) -> dict[str, Any] | None:
 
 def usage(engine: Engine, account_id: str, granularity: str, start: int | None, end: int | None,
           limit: int) -> list[dict[str, Any]]:
+    """Buckets in time order, each with its totals and its per-band split."""
     u = t.usage
     query = select(u).where(u.c.account_id == account_id, u.c.granularity == granularity)
     if start is not None:
@@ -43,8 +44,18 @@ def usage(engine: Engine, account_id: str, granularity: str, start: int | None, 
     if end is not None:
         query = query.where(u.c.bucket_start < end)
     with engine.connect() as conn:
-        rows = conn.execute(query.order_by(u.c.bucket_start).limit(limit)).mappings().all()
-    return [dict(r) for r in rows]
+        rows = conn.execute(query.order_by(u.c.bucket_start, u.c.band)).mappings().all()
+    buckets: dict[int, dict[str, Any]] = {}
+    for row in rows:
+        bucket = buckets.setdefault(row["bucket_start"], {"bucket_start": row["bucket_start"], "upload_bytes": 0,
+                                                          "download_bytes": 0, "bands": {}})
+        if len(buckets) > limit:
+            buckets.pop(row["bucket_start"])
+            break
+        bucket["upload_bytes"] += row["upload_bytes"]
+        bucket["download_bytes"] += row["download_bytes"]
+        bucket["bands"][row["band"]] = row["upload_bytes"] + row["download_bytes"]
+    return list(buckets.values())
 
 
 def sessions(engine: Engine, account_id: str, *, active: bool | None, before: str | None,

@@ -17,7 +17,7 @@ DAY = 86_400
 class _SessionBatch(ModelBatch):
     def __init__(self, conn: Any) -> None:
         super().__init__(conn)
-        self.usage_delta: dict[tuple[str, str, int], list[int]] = {}
+        self.usage_delta: dict[tuple[str, str, int, str], list[int]] = {}
         self.rows: dict[str, dict[str, Any]] = {}
         self.keys: dict[str, tuple[str, str]] = {}
 
@@ -42,30 +42,36 @@ class _SessionBatch(ModelBatch):
             self.keys[session_id] = (found["nas_id"], found["acct_session_id"]) if found else ("", "")
         return self.keys[session_id]
 
+    def _new_row(self, session_id: str, incarnation: str, e: Any) -> dict[str, Any]:
+        nas_id, acct_session_id = self._key(session_id)
+        row = {"id": f"{session_id}:{incarnation}", "nas_id": nas_id, "acct_session_id": acct_session_id,
+               "username": "", "account_id": None, "started_at": int(incarnation),
+               "updated_at": int(incarnation), "stopped_at": None, "upload_bytes": 0, "download_bytes": 0,
+               "amount": "0", "currency": "", "framed_ip": "", "nas_ip": "",
+               "calling_station_id": "", "terminate_cause": "", "_new": True}
+        self.rows[row["id"]] = row
+        return row
+
     def on_Session_RecordApplied(self, position: int, e: Any) -> None:
         session_id = str(e.originator_id)
-        row = self._row(session_id, e.incarnation)
-        if row is None:
-            nas_id, acct_session_id = self._key(session_id)
-            row = {"id": f"{session_id}:{e.incarnation}", "nas_id": nas_id, "acct_session_id": acct_session_id,
-                   "username": e.username, "account_id": None, "started_at": int(e.incarnation),
-                   "updated_at": e.event_time, "stopped_at": None, "upload_bytes": 0, "download_bytes": 0,
-                   "amount": "0", "currency": e.currency, "framed_ip": "", "nas_ip": "",
-                   "calling_station_id": "", "terminate_cause": "", "_new": True}
-            self.rows[row["id"]] = row
+        row = self._row(session_id, e.incarnation) or self._new_row(session_id, e.incarnation, e)
         row["updated_at"] = max(row["updated_at"], e.event_time)
         row["upload_bytes"] += e.upload_bytes
         row["download_bytes"] += e.download_bytes
-        row["amount"] = fmt(dec(row["amount"]) + e.amount)
-        for field in ("username", "framed_ip", "nas_ip", "calling_station_id", "terminate_cause", "currency"):
+        for field in ("username", "framed_ip", "nas_ip", "calling_station_id", "terminate_cause"):
             if getattr(e, field):
                 row[field] = getattr(e, field)
         if e.account_id is not None:
             row["account_id"] = str(e.account_id)
-            self._usage(str(e.account_id), UsageDelta(e.interval_start, e.interval_end,
-                                                      e.upload_bytes, e.download_bytes))
         if e.closes and row["stopped_at"] is None:
             row["stopped_at"] = e.event_time
+
+    def on_BillingPeriod_UsageRated(self, position: int, e: Any) -> None:
+        session_id = str(e.session_id)
+        row = self._row(session_id, e.incarnation) or self._new_row(session_id, e.incarnation, e)
+        row["amount"] = fmt(dec(row["amount"]) + e.amount)
+        row["currency"] = e.currency
+        self._usage(str(e.account_id), e.band, UsageDelta(e.start, e.end, e.upload_bytes, e.download_bytes))
 
     def on_Session_ClosedByNas(self, position: int, e: Any) -> None:
         row = self._row(str(e.originator_id), e.incarnation)
@@ -73,12 +79,12 @@ class _SessionBatch(ModelBatch):
             row["stopped_at"] = max(e.event_time, row["started_at"])
             row["terminate_cause"] = row["terminate_cause"] or "NAS-Reboot"
 
-    def _usage(self, account_id: str, delta: UsageDelta) -> None:
+    def _usage(self, account_id: str, band: str, delta: UsageDelta) -> None:
         if delta.total_bytes == 0:
             return
         for part in split_by_hour(delta):
             hour = part.start - part.start % 3600
-            for key in ((account_id, "hour", hour), (account_id, "day", hour - hour % DAY)):
+            for key in ((account_id, "hour", hour, band), (account_id, "day", hour - hour % DAY, band)):
                 totals = self.usage_delta.setdefault(key, [0, 0])
                 totals[0] += part.upload_bytes
                 totals[1] += part.download_bytes
@@ -91,14 +97,15 @@ class _SessionBatch(ModelBatch):
             values = _clean(row)
             self.conn.execute(update(t.sessions).where(t.sessions.c.id == values.pop("id")).values(**values))
         usage = t.usage
-        for (account_id, granularity, start), (up, down) in sorted(self.usage_delta.items()):
+        for (account_id, granularity, start, band), (up, down) in sorted(self.usage_delta.items()):
             where = ((usage.c.account_id == account_id) & (usage.c.granularity == granularity)
-                     & (usage.c.bucket_start == start))
+                     & (usage.c.bucket_start == start) & (usage.c.band == band))
             changed = self.conn.execute(update(usage).where(where).values(
                 upload_bytes=usage.c.upload_bytes + up, download_bytes=usage.c.download_bytes + down)).rowcount
             if not changed:
                 self.conn.execute(insert(usage).values(account_id=account_id, granularity=granularity,
-                                                       bucket_start=start, upload_bytes=up, download_bytes=down))
+                                                       bucket_start=start, band=band, upload_bytes=up,
+                                                       download_bytes=down))
 
 
 def _clean(row: dict[str, Any]) -> dict[str, Any]:

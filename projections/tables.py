@@ -128,6 +128,7 @@ usage = Table(
     Column("account_id", String(36), primary_key=True),
     Column("granularity", String(4), primary_key=True),  # hour | day
     Column("bucket_start", BigInteger, primary_key=True),
+    Column("band", String(64), primary_key=True),  # "standard" or the plan's band name
     Column("upload_bytes", BigInteger, nullable=False),
     Column("download_bytes", BigInteger, nullable=False),
 )

@@ -52,7 +52,7 @@ def usage(
                          int(start.timestamp()) if start else None, int(end.timestamp()) if end else None, limit)
     return UsageOut(account_id=account_id, granularity=granularity, buckets=[
         UsageBucket(start=datetime.fromtimestamp(r["bucket_start"], UTC), upload_bytes=r["upload_bytes"],
-                    download_bytes=r["download_bytes"]) for r in rows])
+                    download_bytes=r["download_bytes"], bands=r["bands"]) for r in rows])
 
 
 @router.get("/sessions", response_model=SessionPage)

@@ -90,7 +90,7 @@ def test_radclient_accounting_is_rated_into_balance_usage_and_sessions(product: 
     assert [b["start"] for b in usage["buckets"]] == ["2026-11-18T11:00:00Z"]
     daily = product.get(f"/v1/accounts/{accounts['alice']}/usage", params={"granularity": "day"}).json()
     assert daily["buckets"] == [{"start": "2026-11-18T00:00:00Z", "upload_bytes": 900_000_000,
-                                 "download_bytes": 9_100_000_000}]
+                                 "download_bytes": 9_100_000_000, "bands": {"standard": 10_000_000_000}}]
 
     sessions = product.get(f"/v1/accounts/{accounts['alice']}/sessions").json()["items"]
     assert len(sessions) == 1

@@ -1,0 +1,72 @@
+"""The BillingPeriod aggregate: one account's usage and usage charges in one billing period.
+
+It holds the meter (allowance, add-on packs, overage tier position, fair-use volume) that the
+price of further usage depends on, so it is the place where usage becomes money. Each rated
+fragment is one UsageRated event whose lines and postings trace back to the session, the
+accounting record and the interval that caused it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from decimal import Decimal
+from typing import Any
+from uuid import UUID, uuid5
+
+from eventsourcing.domain import Aggregate, event
+
+from domain.ids import NAMESPACE
+from domain.plans import PlanTerms
+from rating import DataPack, Fragment, MeterState, rate_fragment
+
+from .journal import usage_postings
+
+
+class BillingPeriod(Aggregate):
+    @staticmethod
+    def create_id(account_id: UUID, start: int, **_: Any) -> UUID:
+        return uuid5(NAMESPACE, f"billing-period:{account_id}:{start}")
+
+    @event("Opened")
+    def __init__(self, account_id: UUID, start: int, end: int, currency: str) -> None:
+        self.account_id = account_id
+        self.start = start
+        self.end = end
+        self.currency = currency
+        self.meter: dict[str, Any] = MeterState().to_dict()
+        self.usage_amount = Decimal(0)
+
+    def rate(
+        self, *, terms: PlanTerms, plan_id: UUID, fragment: Fragment, packs: Sequence[DataPack],
+        session_id: UUID, incarnation: str, record_key: str, subscriber: str,
+    ) -> Decimal:
+        """Price a fragment of this period's usage; returns its amount."""
+        if terms.currency != self.currency:
+            raise ValueError(f"plan currency {terms.currency} differs from the period's {self.currency}")
+        rated = rate_fragment(terms, MeterState.from_dict(self.meter), fragment, packs)
+        amount = rated.amount
+        self._usage_rated(
+            account_id=self.account_id, session_id=session_id, incarnation=incarnation, record_key=record_key, plan_id=plan_id,
+            start=fragment.start, end=fragment.end, band=fragment.band,
+            upload_bytes=fragment.upload_bytes, download_bytes=fragment.download_bytes,
+            lines=[line.to_dict() for line in rated.lines], amount=amount, currency=terms.currency,
+            postings=usage_postings(subscriber, amount, terms.currency) if amount else [],
+            meter=rated.state.to_dict(),
+        )
+        if rated.fair_use_crossed and terms.fair_use is not None:
+            self._fair_use_reached(at=fragment.end, action=terms.fair_use.action,
+                                   throttle_rate=terms.fair_use.throttle_rate)
+        return amount
+
+    @event("UsageRated")
+    def _usage_rated(
+        self, account_id: UUID, session_id: UUID, incarnation: str, record_key: str, plan_id: UUID, start: int, end: int,
+        band: str, upload_bytes: int, download_bytes: int, lines: list[dict[str, Any]], amount: Decimal,
+        currency: str, postings: list[dict[str, str]], meter: dict[str, Any],
+    ) -> None:
+        self.meter = meter
+        self.usage_amount += amount
+
+    @event("FairUseCapReached")
+    def _fair_use_reached(self, at: int, action: str, throttle_rate: str) -> None:
+        self.meter = self.meter | {"fair_use_reached": True}

@@ -1,0 +1,205 @@
+"""Applying accounting records: sessions count the usage, billing periods price it.
+
+A batch of records is applied to in-memory aggregates and all their new events are recorded
+in one transaction together with the upstream position (tracking), so a crash or a
+redelivery never applies a record twice, and throughput does not hinge on one transaction
+per packet."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any, TypeVar
+from uuid import UUID
+
+from eventsourcing.application import AggregateNotFoundError, ProcessingEvent
+from eventsourcing.domain import Aggregate
+from eventsourcing.persistence import Recording, Tracking
+
+from domain.accounting import AccountingRecord
+from domain.calendar import billing_period
+from domain.ids import username_id
+from domain.plans import PlanVersion, version_in_force
+from rating import DataPack, split_usage
+
+from .account import Account, UsernameClaim
+from .billing_period import BillingPeriod
+from .journal import subscriber_account
+from .nas_sessions import NasSessions
+from .session import Session
+from .tariff import Tariff
+
+A = TypeVar("A", bound=Aggregate)
+
+
+class Rater:
+    if TYPE_CHECKING:
+        live_sessions: dict[UUID, Aggregate]
+        live_sessions_limit: int
+        repository: Any
+
+        def _record(self, processing_event: ProcessingEvent[UUID]) -> list[Recording[UUID]]: ...
+        def _take_snapshots(self, processing_event: ProcessingEvent[UUID]) -> None: ...
+        def _notify(self, recordings: list[Recording[UUID]]) -> None: ...
+        def _maybe_get(self, cls: type[A], aggregate_id: UUID) -> A | None: ...
+        def forget_live_sessions(self) -> None: ...
+        def get_account(self, account_id: UUID) -> Account: ...
+        def get_plan(self, plan_id: UUID) -> Any: ...
+
+    def apply_records(
+        self, records: list[AccountingRecord], tracking: Tracking | None, *, shard: str = "",
+    ) -> list[Recording[UUID]]:
+        """Apply a batch of records and record the new events together with ``tracking``
+        (the upstream position of the last record) in one transaction. ``shard`` names the
+        accounting-log partition the records come from (distributed mode): NAS-wide state
+        (the open-session registry) is kept per shard, so raters never contend on it."""
+        batch = _Batch(self, shard)
+        try:
+            for record in records:
+                batch.apply(record)
+            processing_event: ProcessingEvent[UUID] = ProcessingEvent(tracking=tracking)
+            processing_event.collect_events(*batch.touched.values())
+            recordings = self._record(processing_event)
+        except BaseException:
+            self.forget_live_sessions()
+            raise
+        if len(self.live_sessions) + len(batch.touched) > self.live_sessions_limit:
+            self.live_sessions.clear()
+        self.live_sessions.update(batch.touched)
+        self._take_snapshots(processing_event)
+        self._notify(recordings)
+        return recordings
+
+    def tariff_for(self, username: str, at: int) -> Tariff | None:
+        """The account and plan version pricing ``username``'s usage at ``at``; None when
+        the username belongs to no account (the usage is kept on the session, unrated)."""
+        return _Pricing(self).tariff(username, at)
+
+
+class _Pricing:
+    """Resolves username -> account -> plan version, loading each aggregate once."""
+
+    def __init__(self, ledger: Rater) -> None:
+        self.ledger = ledger
+        self.accounts: dict[str, Account | None] = {}
+        self.plans: dict[UUID, list[PlanVersion]] = {}
+
+    def account(self, username: str) -> Account | None:
+        if not username:
+            return None
+        if username not in self.accounts:
+            claim = self.ledger._maybe_get(UsernameClaim, username_id(username))
+            self.accounts[username] = None if claim is None else self.ledger.get_account(claim.account_id)
+        return self.accounts[username]
+
+    def tariff(self, username: str, at: int) -> Tariff | None:
+        account = self.account(username)
+        if account is None:
+            return None
+        plan_id = account.plan_at(at)
+        if plan_id not in self.plans:
+            self.plans[plan_id] = self.ledger.get_plan(plan_id).plan_versions()
+        terms = version_in_force(self.plans[plan_id], at).terms
+        packs = tuple(DataPack(p["pack_id"], int(p["total_bytes"]), int(p["valid_from"]), int(p["valid_until"]))
+                      for p in account.packs)
+        return Tariff(account_id=account.id, plan_id=plan_id, terms=terms, anchor_day=account.anchor_day,
+                      packs=packs, subscriber=subscriber_account(account.id, terms.payment_model))
+
+
+class _Batch:
+    """Aggregates loaded once per batch, so several records of a session in one batch
+    apply to the same object and are saved together."""
+
+    def __init__(self, ledger: Rater, shard: str = "") -> None:
+        self.ledger = ledger
+        self.shard = shard
+        self.touched: dict[UUID, Aggregate] = {}
+        self.pricing = _Pricing(ledger)
+
+    def _load(self, aggregate_id: UUID) -> Any:
+        if aggregate_id not in self.touched:
+            live = self.ledger.live_sessions.get(aggregate_id)
+            if live is not None:
+                self.touched[aggregate_id] = live
+            else:
+                try:
+                    self.touched[aggregate_id] = self.ledger.repository.get(aggregate_id)
+                except AggregateNotFoundError:
+                    return None
+        return self.touched[aggregate_id]
+
+    def _session(self, nas_id: str, acct_session_id: str) -> Session:
+        session = self._load(Session.create_id(nas_id, acct_session_id))
+        if session is None:
+            session = Session(nas_id=nas_id, acct_session_id=acct_session_id)
+            self.touched[session.id] = session
+        assert isinstance(session, Session)
+        return session
+
+    def _registry(self, nas_id: str) -> NasSessions:
+        registry = self._load(NasSessions.create_id(nas_id, self.shard))
+        if registry is None:
+            registry = NasSessions(nas_id=nas_id, shard=self.shard)
+            self.touched[registry.id] = registry
+        assert isinstance(registry, NasSessions)
+        return registry
+
+    def _period(self, tariff: Tariff, at: int) -> BillingPeriod:
+        start, end = billing_period(at, tariff.anchor_day, tariff.terms.timezone)
+        period = self._load(BillingPeriod.create_id(tariff.account_id, start))
+        if period is None:
+            period = BillingPeriod(account_id=tariff.account_id, start=start, end=end,
+                                   currency=tariff.terms.currency)
+            self.touched[period.id] = period
+        assert isinstance(period, BillingPeriod)
+        return period
+
+    def apply(self, record: AccountingRecord) -> None:
+        if record.status.closes_nas:
+            registry = self._registry(record.nas_id)
+            key = record.idempotency_key()
+            if registry.has_restarted(key):
+                return
+            for session_key in sorted(registry.open):
+                session = self._load(UUID(session_key))
+                if isinstance(session, Session):
+                    session.close_by_nas(record.event_time, record.status.value)
+            registry.nas_restarted(event_time=record.event_time, status=record.status.value, key=key)
+            return
+        session = self._session(record.nas_id, record.acct_session_id)
+        before = set(session.open_incarnations())
+        account = self.pricing.account(record.username)
+        incarnation = session.incarnation_for(record.session_start)
+        usage = session.apply_record(record, account.id if account else None)
+        after = set(session.open_incarnations())
+        if after - before or before - after:
+            registry = self._registry(record.nas_id)
+            for _ in after - before:
+                registry.session_opened(session_id=session.id)
+            for _ in before - after:
+                registry.session_closed(session_id=session.id)
+        if usage is None or usage.total_bytes == 0 or account is None:
+            return
+        incarnation = incarnation or session.incarnation_for(record.session_start) or str(record.session_start)
+        self._price(session, incarnation, record, usage)
+
+    def _price(self, session: Session, incarnation: str, record: AccountingRecord, usage: Any) -> None:
+        """Split the usage at band changes and billing-period boundaries; each fragment is
+        priced by the plan version in force at its start, in the period it falls in."""
+        tariff = self.pricing.tariff(record.username, usage.start)
+        assert tariff is not None
+        cuts = []
+        cursor = usage.start
+        while True:
+            _, end = billing_period(cursor, tariff.anchor_day, tariff.terms.timezone)
+            if end >= usage.end:
+                break
+            cuts.append(end)
+            cursor = end
+        for fragment in split_usage(usage, tariff.terms, cuts):
+            if fragment.total_bytes == 0:
+                continue
+            fragment_tariff = self.pricing.tariff(record.username, fragment.start) or tariff
+            self._period(fragment_tariff, fragment.start).rate(
+                terms=fragment_tariff.terms, plan_id=fragment_tariff.plan_id, fragment=fragment,
+                packs=fragment_tariff.packs, session_id=session.id, incarnation=incarnation,
+                record_key=record.idempotency_key(), subscriber=fragment_tariff.subscriber,
+            )
