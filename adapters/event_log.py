@@ -1,0 +1,312 @@
+"""Direct SQL access to an application's event store, for what eventsourcing's recorders
+do not offer: the hash chain (`log_chain`), the site record (`site_state`), events set aside
+by fencing (`audit_divergent_events`), inserting replicated events under their original
+notification ids, and truncating a fenced site's divergent tail.
+
+The tables live next to the events (the same SQLite file, or the same PostgreSQL database),
+so a replicated batch and its chain links commit in one transaction.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from uuid import UUID
+
+from sqlalchemy import (
+    BigInteger,
+    Column,
+    Connection,
+    Engine,
+    Integer,
+    LargeBinary,
+    MetaData,
+    String,
+    Table,
+    Text,
+    create_engine,
+    delete,
+    func,
+    insert,
+    select,
+    text,
+)
+
+from ledger.chain import GENESIS, ChainedEvent
+
+metadata = MetaData()
+
+log_chain = Table(
+    "log_chain", metadata,
+    Column("position", BigInteger, primary_key=True, autoincrement=False),
+    Column("prev_hash", String(64), nullable=False),
+    Column("hash", String(64), nullable=False),
+)
+
+site_state = Table(
+    "site_state", metadata,
+    Column("id", Integer, primary_key=True, autoincrement=False),  # always 1: one site per store
+    Column("name", Text, nullable=False),
+    Column("role", String(16), nullable=False),  # active | standby
+    Column("epoch", BigInteger, nullable=False),
+    Column("changed_at", BigInteger, nullable=False),
+    Column("reason", Text, nullable=False),
+)
+
+divergent_events = Table(
+    "audit_divergent_events", metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("set_aside_at", BigInteger, nullable=False),
+    Column("epoch", BigInteger, nullable=False),  # the epoch under which they were written
+    Column("position", BigInteger, nullable=False),
+    Column("originator_id", String(36), nullable=False),
+    Column("originator_version", BigInteger, nullable=False),
+    Column("topic", Text, nullable=False),
+    Column("state", LargeBinary, nullable=False),
+    Column("hash", String(64)),
+)
+
+
+@dataclass(frozen=True)
+class SiteRecord:
+    name: str
+    role: str
+    epoch: int
+    changed_at: int
+    reason: str
+
+    @property
+    def active(self) -> bool:
+        return self.role == "active"
+
+
+def store_engine(app_name: str, *, data_dir: Path, database_url: str) -> Engine:
+    """An SQLAlchemy engine on the database holding ``app_name``'s events."""
+    if database_url.startswith(("postgresql://", "postgres://")):
+        url = "postgresql+psycopg://" + database_url.split("://", 1)[1]
+        return create_engine(url, pool_size=3, max_overflow=3, pool_pre_ping=True)
+    data_dir.mkdir(parents=True, exist_ok=True)
+    return create_engine(f"sqlite:///{data_dir / f'{app_name.lower()}.db'}", connect_args={"timeout": 30})
+
+
+class EventTable:
+    """The events table of one eventsourcing application, whichever the backend."""
+
+    def __init__(self, engine: Engine, app_name: str) -> None:
+        self.engine = engine
+        self.postgres = engine.dialect.name == "postgresql"
+        self.table = f"{app_name.lower()}_events" if self.postgres else "stored_events"
+        self.snapshots = f"{app_name.lower()}_snapshots" if self.postgres else "stored_snapshots"
+        self.id = "notification_id" if self.postgres else "rowid"
+
+    def _oid(self, value: Any) -> UUID:
+        return value if isinstance(value, UUID) else UUID(str(value))
+
+    def select(self, conn: Connection, after: int, upto: int | None = None, limit: int = 1000
+               ) -> list[tuple[int, UUID, int, str, bytes]]:
+        """(position, originator_id, version, topic, state) after ``after``, ascending."""
+        sql = (f"SELECT {self.id} AS position, originator_id, originator_version, topic, state "
+               f"FROM {self.table} WHERE {self.id} > :after")
+        params: dict[str, Any] = {"after": after, "limit": limit}
+        if upto is not None:
+            sql += f" AND {self.id} <= :upto"
+            params["upto"] = upto
+        rows = conn.execute(text(sql + f" ORDER BY {self.id} LIMIT :limit"), params).all()
+        return [(int(r[0]), self._oid(r[1]), int(r[2]), str(r[3]), bytes(r[4])) for r in rows]
+
+    def max_position(self, conn: Connection) -> int:
+        return int(conn.execute(text(f"SELECT MAX({self.id}) FROM {self.table}")).scalar() or 0)
+
+    def positions_of(self, conn: Connection, originator_ids: Sequence[UUID]) -> list[int]:
+        """Notification ids of the first event of each originator (intake records have one)."""
+        found: list[int] = []
+        for start in range(0, len(originator_ids), 500):
+            chunk = originator_ids[start:start + 500]
+            keys = {f"k{i}": (oid if self.postgres else oid.hex) for i, oid in enumerate(chunk)}
+            marks = ",".join(f":{k}" for k in keys)
+            found += [int(r[0]) for r in conn.execute(
+                text(f"SELECT {self.id} FROM {self.table} WHERE originator_id IN ({marks})"), keys)]
+        return found
+
+    def insert_at(self, conn: Connection, events: Sequence[ChainedEvent]) -> None:
+        """Insert events under their own notification ids (the standby's copy is a prefix)."""
+        if self.postgres:
+            conn.execute(text(f"LOCK TABLE {self.table} IN EXCLUSIVE MODE"))
+            conn.execute(text(
+                f"INSERT INTO {self.table} (notification_id, originator_id, originator_version, topic, state) "
+                "VALUES (:position, :oid, :version, :topic, :state)"),
+                [{"position": e.position, "oid": e.originator_id, "version": e.originator_version,
+                  "topic": e.topic, "state": e.state} for e in events])
+            self.sync_sequence(conn)
+        else:
+            conn.execute(text(
+                f"INSERT INTO {self.table} (rowid, originator_id, originator_version, topic, state) "
+                "VALUES (:position, :oid, :version, :topic, :state)"),
+                [{"position": e.position, "oid": e.originator_id.hex, "version": e.originator_version,
+                  "topic": e.topic, "state": e.state} for e in events])
+
+    def sync_sequence(self, conn: Connection) -> None:
+        """PostgreSQL: the next id the store issues follows the highest one held."""
+        if self.postgres:
+            conn.execute(text(
+                f"SELECT setval(pg_get_serial_sequence('{self.table}', 'notification_id'), "
+                f"GREATEST(COALESCE(MAX(notification_id), 0), 1), MAX(notification_id) IS NOT NULL) "
+                f"FROM {self.table}"))
+
+    def delete_after(self, conn: Connection, position: int) -> int:
+        return int(conn.execute(text(f"DELETE FROM {self.table} WHERE {self.id} > :p"), {"p": position}).rowcount)
+
+    def drop_snapshots(self, conn: Connection) -> None:
+        """Snapshots are an optimisation and may hold state from a discarded tail."""
+        try:
+            with conn.begin_nested():
+                conn.execute(text(f"DELETE FROM {self.snapshots}"))
+        except Exception:  # no snapshot table yet: nothing to drop
+            pass
+
+
+class LedgerStore:
+    """The ledger's event store with the wispgate-owned tables beside it."""
+
+    def __init__(self, engine: Engine, app_name: str = "ledger") -> None:
+        self.engine = engine
+        self.events = EventTable(engine, app_name)
+        metadata.create_all(engine)
+
+    @classmethod
+    def open(cls, *, data_dir: Path, database_url: str) -> LedgerStore:
+        return cls(store_engine("ledger", data_dir=data_dir, database_url=database_url))
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+    # ---- chain ---------------------------------------------------------------------------
+
+    def chain_head(self, conn: Connection | None = None) -> tuple[int, str]:
+        """(position, hash) of the last chained event; (0, GENESIS) when nothing is."""
+        if conn is None:
+            with self.engine.connect() as own:
+                return self.chain_head(own)
+        row = conn.execute(select(log_chain.c.position, log_chain.c.hash)
+                           .order_by(log_chain.c.position.desc()).limit(1)).first()
+        return (0, GENESIS) if row is None else (int(row[0]), str(row[1]))
+
+    def hash_at(self, position: int) -> str | None:
+        if position == 0:
+            return GENESIS
+        with self.engine.connect() as conn:
+            value = conn.execute(select(log_chain.c.hash).where(log_chain.c.position == position)).scalar()
+        return None if value is None else str(value)
+
+    def chained_positions(self, after: int = 0, limit: int = 100_000) -> list[int]:
+        with self.engine.connect() as conn:
+            return [int(p) for p in conn.execute(select(log_chain.c.position).where(log_chain.c.position > after)
+                                                 .order_by(log_chain.c.position).limit(limit)).scalars()]
+
+    def append_links(self, links: Sequence[tuple[int, str, str]]) -> None:
+        if links:
+            with self.engine.begin() as conn:
+                conn.execute(insert(log_chain), [{"position": p, "prev_hash": prev, "hash": h} for p, prev, h in links])
+
+    def chained_events(self, after: int = 0, limit: int = 1000, *, upto: int | None = None) -> list[ChainedEvent]:
+        """Events with their links, only where both exist (what the active site ships)."""
+        with self.engine.connect() as conn:
+            rows = self.events.select(conn, after, upto, limit)
+            if not rows:
+                return []
+            links = {int(r.position): r for r in conn.execute(select(log_chain).where(
+                log_chain.c.position > after, log_chain.c.position <= rows[-1][0]))}
+        out = []
+        for position, oid, version, topic, state in rows:
+            found = links.get(position)
+            if found is None:
+                break  # not chained yet: ship it next time
+            out.append(ChainedEvent(position, oid, version, topic, state, found.prev_hash, found.hash))
+        return out
+
+    def walk(self, batch: int = 2000) -> Iterator[tuple[int, tuple[int, UUID, int, str, bytes] | None,
+                                                         tuple[str, str] | None]]:
+        """Every position present in the events or the chain, ascending, with what each holds."""
+        after = 0
+        while True:
+            with self.engine.connect() as conn:
+                rows = self.events.select(conn, after, None, batch)
+                upto = rows[-1][0] if len(rows) == batch else None
+                chain_query = select(log_chain).where(log_chain.c.position > after)
+                if upto is not None:
+                    chain_query = chain_query.where(log_chain.c.position <= upto)
+                links = {int(r.position): (r.prev_hash, r.hash) for r in conn.execute(chain_query)}
+            events = {row[0]: row for row in rows}
+            for position in sorted(set(events) | set(links)):
+                yield position, events.get(position), links.get(position)
+            if upto is None:
+                return
+            after = upto
+
+    # ---- replication ---------------------------------------------------------------------
+
+    def append_replicated(self, events: Sequence[ChainedEvent]) -> None:
+        """Insert verified events from the active site with their links, in one transaction."""
+        with self.engine.begin() as conn:
+            self.events.insert_at(conn, events)
+            conn.execute(insert(log_chain), [{"position": e.position, "prev_hash": e.prev_hash, "hash": e.hash}
+                                             for e in events])
+
+    def set_aside_after(self, position: int, epoch: int) -> list[ChainedEvent]:
+        """Copy every event after ``position`` to audit_divergent_events, then remove them (and
+        their links, and all snapshots) from the live log. Returns what was set aside."""
+        now = int(time.time())
+        with self.engine.begin() as conn:
+            aside: list[ChainedEvent] = []
+            after = position
+            while rows := self.events.select(conn, after, None, 5000):
+                links = {int(r.position): r for r in conn.execute(select(log_chain).where(
+                    log_chain.c.position > after, log_chain.c.position <= rows[-1][0]))}
+                for pos, oid, version, topic, state in rows:
+                    link = links.get(pos)
+                    aside.append(ChainedEvent(pos, oid, version, topic, state,
+                                              link.prev_hash if link else "", link.hash if link else ""))
+                after = rows[-1][0]
+            if aside:
+                conn.execute(insert(divergent_events), [
+                    {"set_aside_at": now, "epoch": epoch, "position": e.position, "originator_id": str(e.originator_id),
+                     "originator_version": e.originator_version, "topic": e.topic, "state": e.state,
+                     "hash": e.hash or None} for e in aside])
+            self.events.delete_after(conn, position)
+            conn.execute(delete(log_chain).where(log_chain.c.position > position))
+            self.events.drop_snapshots(conn)
+        return aside
+
+    def divergent_count(self) -> int:
+        with self.engine.connect() as conn:
+            return int(conn.execute(select(func.count()).select_from(divergent_events)).scalar() or 0)
+
+    def head_position(self) -> int:
+        with self.engine.connect() as conn:
+            return self.events.max_position(conn)
+
+    def sync_sequence(self) -> None:
+        with self.engine.begin() as conn:
+            self.events.sync_sequence(conn)
+
+    # ---- site record ---------------------------------------------------------------------
+
+    def site(self, *, default_name: str, default_role: str) -> SiteRecord:
+        """The durable site record, created on first use from the configured defaults."""
+        with self.engine.begin() as conn:
+            row = conn.execute(select(site_state).where(site_state.c.id == 1)).first()
+            if row is None:
+                epoch = 1 if default_role == "active" else 0
+                values = {"id": 1, "name": default_name, "role": default_role, "epoch": epoch,
+                          "changed_at": int(time.time()), "reason": "configured"}
+                conn.execute(insert(site_state).values(**values))
+                return SiteRecord(default_name, default_role, epoch, values["changed_at"], "configured")
+        return SiteRecord(row.name, row.role, int(row.epoch), int(row.changed_at), row.reason)
+
+    def set_site(self, *, role: str, epoch: int, reason: str) -> None:
+        with self.engine.begin() as conn:
+            conn.execute(site_state.update().where(site_state.c.id == 1).values(
+                role=role, epoch=epoch, changed_at=int(time.time()), reason=reason))
