@@ -4,17 +4,35 @@ from __future__ import annotations
 
 import time
 from datetime import UTC, datetime
-from typing import Annotated
+from typing import Annotated, Any
 from uuid import UUID
 
 from fastapi import APIRouter, Header, HTTPException, Response
 
+from domain.calendar import zone
 from domain.money import parse_amount
 from domain.plans import PlanTerms
 from projections import queries
 
 from ..deps import RuntimeDep, require
-from ..schemas import AccountIn, AccountOut, Created, NasIn, NasOut, PaymentIn, PaymentOut, PlanIn, PlanOut
+from ..schemas import (
+    AccountIn,
+    AccountOut,
+    AddonIn,
+    Created,
+    DiscountIn,
+    NasIn,
+    NasOut,
+    PaymentIn,
+    PaymentOut,
+    PlanChangeIn,
+    PlanIn,
+    PlanOut,
+    PlanRevisionIn,
+    PlanTermsIn,
+    PlanVersionOut,
+    StatusIn,
+)
 
 router = APIRouter(prefix="/v1", tags=["admin"], dependencies=[require("admin")])
 
@@ -46,41 +64,117 @@ def list_nas(runtime: RuntimeDep) -> list[NasOut]:
     return [NasOut(**{k: r[k] for k in NasOut.model_fields}) for r in queries.listing(runtime.engine, "nas")]
 
 
+def _epoch(moment: datetime | None, default: int | None = None) -> int:
+    if moment is None:
+        return int(time.time()) if default is None else default
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    return int(moment.timestamp())
+
+
+def _plan_out(plan: Any) -> PlanOut:
+    terms = plan.versions[-1]["terms"]
+    return PlanOut(id=str(plan.id), name=plan.name, currency=terms["currency"], monthly_fee=terms["monthly_fee"],
+                   price_per_gb=terms["price_per_gb"], versions=[
+                       PlanVersionOut(effective_from=datetime.fromtimestamp(v["effective_from"], UTC), terms=v["terms"])
+                       for v in plan.versions])
+
+
+def _terms(body: PlanTermsIn) -> PlanTerms:
+    terms = PlanTerms.from_dict(body.terms_dict())
+    zone(terms.timezone)  # an unknown zone is a 422 now, not a rating failure later
+    return terms
+
+
 @router.post("/plans", status_code=201, response_model=Created)
 def create_plan(body: PlanIn, runtime: RuntimeDep) -> Created:
-    terms = PlanTerms.parse(body.currency, body.monthly_fee, body.price_per_gb)
-    effective = int(body.effective_from.timestamp()) if body.effective_from else 0
-    plan = runtime.ledger.create_plan(name=body.name, terms=terms, effective_from=effective)
+    plan = runtime.ledger.create_plan(name=body.name, terms=_terms(body), effective_from=_epoch(body.effective_from, 0))
     _settle(runtime)
     return Created(id=str(plan.id))
 
 
 @router.get("/plans/{plan_id}", response_model=PlanOut)
 def get_plan(plan_id: UUID, runtime: RuntimeDep) -> PlanOut:
-    plan = runtime.ledger.get_plan(plan_id)
-    terms = plan.versions[-1]["terms"]
-    return PlanOut(id=str(plan.id), name=plan.name, currency=terms["currency"],
-                   monthly_fee=terms["monthly_fee"], price_per_gb=terms["price_per_gb"])
+    return _plan_out(runtime.ledger.get_plan(plan_id))
+
+
+@router.post("/plans/{plan_id}/versions", status_code=201, response_model=PlanOut)
+def revise_plan(plan_id: UUID, body: PlanRevisionIn, runtime: RuntimeDep) -> PlanOut:
+    """A new version of the plan from ``effective_from``; usage before it keeps the old terms."""
+    plan = runtime.ledger.revise_plan(plan_id, terms=_terms(body), effective_from=_epoch(body.effective_from))
+    _settle(runtime)
+    return _plan_out(plan)
+
+
+def _uuid(value: str, what: str) -> UUID:
+    try:
+        return UUID(value)
+    except ValueError:
+        raise HTTPException(422, f"{what} is not a valid id: {value!r}") from None
 
 
 @router.post("/accounts", status_code=201, response_model=Created)
 def open_account(body: AccountIn, runtime: RuntimeDep) -> Created:
-    try:
-        plan_id = UUID(body.plan_id)
-    except ValueError:
-        raise HTTPException(422, f"plan_id is not a valid id: {body.plan_id!r}") from None
     account = runtime.ledger.open_account(
-        name=body.name, plan_id=plan_id, usernames=body.usernames, opened_at=int(time.time())
+        name=body.name, plan_id=_uuid(body.plan_id, "plan_id"), usernames=body.usernames,
+        opened_at=_epoch(body.opened_at), anchor_day=body.anchor_day, tax_zone=body.tax_zone,
+        tax_rate=parse_amount(body.tax_rate), credit_limit=parse_amount(body.credit_limit),
     )
     _settle(runtime)
     return Created(id=str(account.id))
 
 
+def _account_out(account: Any) -> AccountOut:
+    return AccountOut(
+        id=str(account.id), name=account.name, plan_id=str(account.plan_at(int(time.time()))),
+        currency=account.currency, status=account.status, usernames=account.usernames,
+        anchor_day=account.anchor_day, tax_zone=account.tax_zone, tax_rate=str(account.tax_rate),
+        credit_limit=str(account.credit_limit), packs=account.packs, discounts=account.discounts,
+        enforcement=account.enforcement)
+
+
 @router.get("/accounts/{account_id}", response_model=AccountOut)
 def get_account(account_id: UUID, runtime: RuntimeDep) -> AccountOut:
-    account = runtime.ledger.get_account(account_id)
-    return AccountOut(id=str(account.id), name=account.name, plan_id=str(account.plan_at(int(time.time()))),
-                      currency=account.currency, status=account.status, usernames=account.usernames)
+    return _account_out(runtime.ledger.get_account(account_id))
+
+
+@router.post("/accounts/{account_id}/plan", response_model=AccountOut)
+def change_plan(account_id: UUID, body: PlanChangeIn, runtime: RuntimeDep) -> AccountOut:
+    """Move the account to another plan from ``effective_from`` (default now); the invoice
+    prorates both plans' fees by day."""
+    account = runtime.ledger.change_plan(account_id, plan_id=_uuid(body.plan_id, "plan_id"),
+                                         effective_from=_epoch(body.effective_from))
+    _settle(runtime)
+    return _account_out(account)
+
+
+@router.post("/accounts/{account_id}/status", response_model=AccountOut)
+def set_status(account_id: UUID, body: StatusIn, runtime: RuntimeDep) -> AccountOut:
+    account = runtime.ledger.set_account_status(account_id, status=body.status, at=_epoch(body.at),
+                                                reason=body.reason)
+    _settle(runtime)
+    return _account_out(account)
+
+
+@router.post("/accounts/{account_id}/addons", status_code=201, response_model=AccountOut)
+def purchase_addon(account_id: UUID, body: AddonIn, runtime: RuntimeDep) -> AccountOut:
+    """Sell an add-on data pack: extra allowance for ``valid_days``, charged now."""
+    start = _epoch(body.valid_from)
+    account = runtime.ledger.purchase_addon(account_id, name=body.name, gb=parse_amount(body.gb),
+                                            price=parse_amount(body.price), valid_from=start,
+                                            valid_until=start + body.valid_days * 86_400)
+    _settle(runtime)
+    return _account_out(account)
+
+
+@router.post("/accounts/{account_id}/discounts", status_code=201, response_model=AccountOut)
+def grant_discount(account_id: UUID, body: DiscountIn, runtime: RuntimeDep) -> AccountOut:
+    account = runtime.ledger.grant_discount(
+        account_id, description=body.description, percent=parse_amount(body.percent),
+        fixed_amount=parse_amount(body.fixed_amount), valid_from=_epoch(body.valid_from),
+        valid_until=_epoch(body.valid_until))
+    _settle(runtime)
+    return _account_out(account)
 
 
 @router.post("/accounts/{account_id}/payments", status_code=201, response_model=PaymentOut)
