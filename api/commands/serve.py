@@ -11,11 +11,13 @@ import uvicorn
 
 from adapters.radius.registry import NasRegistry
 from adapters.radius.server import AccountingServer, start_accounting_server
+from adapters.shipping import SiteController
 from projections import queries
 
 from ..app import create_app
 from ..bootstrap import build_runtime
 from ..settings import Settings
+from ..site_guard import guard_writes
 from .common import add_listen_options, add_store_options
 
 log = logging.getLogger("wispgate.serve")
@@ -42,6 +44,8 @@ async def serve(settings: Settings) -> int:
     runtime = build_runtime(settings)
     registry = NasRegistry(runtime.engine)
     runtime.projector.listeners.append(registry.mark_stale)
+    # The site record decides, before any stage runs, whether this site may write (standby).
+    site = SiteController(runtime)
     try:
         runtime.start_stages()
         registry.refresh(force=True)
@@ -49,6 +53,8 @@ async def serve(settings: Settings) -> int:
             registry, runtime.intake.append, batch_max=settings.radius_batch_max,
             duplicate_window=settings.duplicate_cache_seconds,
         )
+        site.attach_accounting(accounting)
+        site.start()
         try:
             await start_accounting_server(settings.radius_host, settings.radius_port, accounting,
                                           receive_buffer=settings.radius_receive_buffer)
@@ -57,8 +63,10 @@ async def serve(settings: Settings) -> int:
                   file=sys.stderr)
             return 1
         refresher = asyncio.create_task(_refresh_registry(registry))
+        app = create_app(runtime)
+        guard_writes(app, lambda: bool(site.active))
         api = uvicorn.Server(uvicorn.Config(
-            create_app(runtime), host=settings.api_host, port=settings.api_port,
+            app, host=settings.api_host, port=settings.api_port,
             log_level=settings.log_level, lifespan="off", access_log=False,
         ))
         where = settings.database_url.split("@")[-1] if settings.database_url else f"{settings.data_dir}/ (SQLite)"
@@ -74,4 +82,5 @@ async def serve(settings: Settings) -> int:
             accounting.close()
         return 0 if api.started else 1
     finally:
+        site.stop()
         runtime.close()
