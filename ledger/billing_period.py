@@ -35,6 +35,8 @@ class BillingPeriod(Aggregate):
         self.currency = currency
         self.meter: dict[str, Any] = MeterState().to_dict()
         self.usage_amount = Decimal(0)
+        # Exact totals per "band|kind|price_per_gb": what the invoice's usage lines show.
+        self.usage_totals: dict[str, dict[str, Any]] = {}
 
     def rate(
         self, *, terms: PlanTerms, plan_id: UUID, fragment: Fragment, packs: Sequence[DataPack],
@@ -66,6 +68,15 @@ class BillingPeriod(Aggregate):
     ) -> None:
         self.meter = meter
         self.usage_amount += amount
+        self._add_to_totals(lines)
+
+    def _add_to_totals(self, lines: list[dict[str, Any]]) -> None:
+        totals = self.__dict__.setdefault("usage_totals", {})
+        for line in lines:
+            key = f"{line['band']}|{line['kind']}|{line['price_per_gb']}"
+            entry = totals.setdefault(key, {"bytes": 0, "amount": "0"})
+            entry["bytes"] += int(line["bytes"])
+            entry["amount"] = str(Decimal(entry["amount"]) + Decimal(str(line["amount"])))
 
     @event("FairUseCapReached")
     def _fair_use_reached(self, at: int, action: str, throttle_rate: str) -> None:
