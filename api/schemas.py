@@ -68,6 +68,8 @@ class PlanTermsIn(Strict):
     prices_include_tax: bool = False
     timezone: str = Field(default="UTC", max_length=64)
     rate_limit: str = Field(default="", max_length=64, description="normal vendor rate limit, e.g. 50M/50M")
+    dunning_days: int = Field(default=0, ge=0, le=365,
+                              description="suspend the account when an invoice is this many days overdue (0: never)")
 
     def terms_dict(self) -> dict[str, object]:
         return self.model_dump(exclude_none=True)

@@ -117,6 +117,7 @@ class PlanTerms:
     prices_include_tax: bool = False
     timezone: str = "UTC"
     rate_limit: str = ""  # the plan's normal vendor rate limit, restored when a throttle lifts
+    dunning_days: int = 0  # suspend when an invoice is this many days overdue (0: never)
     extra: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -132,6 +133,8 @@ class PlanTerms:
         bounded = [limit for limit in limits if limit is not None]
         if bounded != sorted(bounded) or len(set(bounded)) != len(bounded) or any(b <= 0 for b in bounded):
             raise ValueError("tier limits must increase")
+        if self.dunning_days < 0:
+            raise ValueError("dunning days cannot be negative")
         if any(t.price_per_gb < 0 for t in self.tiers):
             raise ValueError("tier prices cannot be negative")
         names = [b.name for b in self.bands]
@@ -170,6 +173,8 @@ class PlanTerms:
             data["timezone"] = self.timezone
         if self.rate_limit:
             data["rate_limit"] = self.rate_limit
+        if self.dunning_days:
+            data["dunning_days"] = self.dunning_days
         return data
 
     @classmethod
@@ -189,6 +194,7 @@ class PlanTerms:
             prices_include_tax=bool(data.get("prices_include_tax", False)),
             timezone=str(data.get("timezone", "UTC")),
             rate_limit=str(data.get("rate_limit", "")),
+            dunning_days=int(data.get("dunning_days", 0)),
         )
 
 
