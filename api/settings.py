@@ -44,6 +44,12 @@ class Settings:
     replication_batch: int = 2000
     # Promote a standby automatically after this many seconds without reaching the peer (0: never).
     failover_after: int = 0
+    # Invoices (docs/readme/finance.md): who issues them, how customers pay, payment terms.
+    seller_name: str = "WISPGate Networks"
+    seller_address: str = ""
+    seller_tax_id: str = ""
+    payment_instructions: str = "Pay by bank transfer quoting the invoice number."
+    invoice_net_days: int = 14
     extra: dict[str, Any] = field(default_factory=dict)
 
     @property
