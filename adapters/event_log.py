@@ -54,6 +54,13 @@ site_state = Table(
     Column("epoch", BigInteger, nullable=False),
     Column("changed_at", BigInteger, nullable=False),
     Column("reason", Text, nullable=False),
+    # What the standby last learned from the active site (status and lag).
+    Column("peer_epoch", BigInteger, nullable=False, default=0),
+    Column("peer_head", BigInteger, nullable=False, default=0),
+    Column("caught_up_at", BigInteger, nullable=False, default=0),
+    # Fencing: raw accounting records from this intake position on still have to be
+    # re-submitted to the active site (0: none pending). Durable, so a restart resumes it.
+    Column("resubmit_from", BigInteger, nullable=False, default=0),
 )
 
 divergent_events = Table(
@@ -77,6 +84,10 @@ class SiteRecord:
     epoch: int
     changed_at: int
     reason: str
+    peer_epoch: int = 0
+    peer_head: int = 0
+    caught_up_at: int = 0
+    resubmit_from: int = 0
 
     @property
     def active(self) -> bool:
@@ -255,11 +266,18 @@ class LedgerStore:
             conn.execute(insert(log_chain), [{"position": e.position, "prev_hash": e.prev_hash, "hash": e.hash}
                                              for e in events])
 
-    def set_aside_after(self, position: int, epoch: int) -> list[ChainedEvent]:
+    def events_after(self, position: int) -> list[tuple[int, UUID, int, str, bytes]]:
+        with self.engine.connect() as conn:
+            return self.events.select(conn, position, None, 10**9)
+
+    def set_aside_after(self, position: int, epoch: int, resubmit_from: int = 0) -> list[ChainedEvent]:
         """Copy every event after ``position`` to audit_divergent_events, then remove them (and
-        their links, and all snapshots) from the live log. Returns what was set aside."""
+        their links, and all snapshots) from the live log, and note from where raw records
+        must be re-submitted, all in one transaction. Returns what was set aside."""
         now = int(time.time())
         with self.engine.begin() as conn:
+            if resubmit_from:
+                conn.execute(site_state.update().where(site_state.c.id == 1).values(resubmit_from=resubmit_from))
             aside: list[ChainedEvent] = []
             after = position
             while rows := self.events.select(conn, after, None, 5000):
@@ -304,9 +322,26 @@ class LedgerStore:
                           "changed_at": int(time.time()), "reason": "configured"}
                 conn.execute(insert(site_state).values(**values))
                 return SiteRecord(default_name, default_role, epoch, values["changed_at"], "configured")
-        return SiteRecord(row.name, row.role, int(row.epoch), int(row.changed_at), row.reason)
+        return SiteRecord(row.name, row.role, int(row.epoch), int(row.changed_at), row.reason,
+                          int(row.peer_epoch), int(row.peer_head), int(row.caught_up_at), int(row.resubmit_from))
 
     def set_site(self, *, role: str, epoch: int, reason: str) -> None:
         with self.engine.begin() as conn:
             conn.execute(site_state.update().where(site_state.c.id == 1).values(
                 role=role, epoch=epoch, changed_at=int(time.time()), reason=reason))
+
+    def note_peer(self, **values: int) -> None:
+        """Remember peer_epoch / peer_head / caught_up_at / resubmit_from."""
+        with self.engine.begin() as conn:
+            conn.execute(site_state.update().where(site_state.c.id == 1).values(**values))
+
+    def link_at_index(self, index: int) -> tuple[int, str] | None:
+        """The ``index``-th chained position (0-based) and its hash."""
+        with self.engine.connect() as conn:
+            row = conn.execute(select(log_chain.c.position, log_chain.c.hash).order_by(log_chain.c.position)
+                               .offset(index).limit(1)).first()
+        return None if row is None else (int(row[0]), str(row[1]))
+
+    def chain_length(self) -> int:
+        with self.engine.connect() as conn:
+            return int(conn.execute(select(func.count()).select_from(log_chain)).scalar() or 0)

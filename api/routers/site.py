@@ -1,0 +1,59 @@
+"""This site's role and epoch, its replication lag, and promotion/demotion."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from fastapi import APIRouter
+
+from adapters.shipping import demote, promote
+
+from ..deps import RuntimeDep, require
+from ..stores import ledger_store
+
+router = APIRouter(prefix="/v1/site", tags=["site"])
+
+
+def site_status(runtime: Any) -> dict[str, Any]:
+    store = ledger_store(runtime)
+    record = store.site(default_name=runtime.settings.site, default_role=runtime.settings.site_role)
+    head, head_hash = store.chain_head()
+    status: dict[str, Any] = {
+        "name": record.name, "role": record.role, "epoch": record.epoch, "changed_at": record.changed_at,
+        "reason": record.reason, "head_position": head, "head_hash": head_hash,
+        "divergent_events_set_aside": store.divergent_count(),
+    }
+    if not record.active:
+        lag = max(0, record.peer_head - head)
+        status["replication"] = {
+            "peer_epoch": record.peer_epoch, "peer_head": record.peer_head, "lag_positions": lag,
+            "lag_seconds": 0 if lag == 0 else int(time.time()) - record.caught_up_at if record.caught_up_at else None,
+            "resubmission_pending_from": record.resubmit_from or None,
+        }
+    return status
+
+
+@router.get("", dependencies=[require("admin", "auditor", "replication")])
+def status(runtime: RuntimeDep) -> dict[str, Any]:
+    return site_status(runtime)
+
+
+@router.post("/promote", dependencies=[require("admin")])
+def promote_site(runtime: RuntimeDep) -> dict[str, Any]:
+    """Make this site active at a higher epoch (its RADIUS port starts answering)."""
+    store = ledger_store(runtime)
+    record = store.site(default_name=runtime.settings.site, default_role=runtime.settings.site_role)
+    if not record.active:
+        promote(store, record, reason="promoted through the API")
+    return site_status(runtime)
+
+
+@router.post("/demote", dependencies=[require("admin")])
+def demote_site(runtime: RuntimeDep) -> dict[str, Any]:
+    """Make this site a standby (it stops rating and answering RADIUS, and follows its peer)."""
+    store = ledger_store(runtime)
+    record = store.site(default_name=runtime.settings.site, default_role=runtime.settings.site_role)
+    if record.active:
+        demote(store, record, reason="demoted through the API")
+    return site_status(runtime)

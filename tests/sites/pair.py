@@ -1,0 +1,148 @@
+"""Two `wispgate serve` sites on one machine (two data directories or two PostgreSQL
+databases), each reaching the other through a Link that a test can cut."""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+from tests.e2e.product import Product, radclient, wait_until
+
+from .link import Link
+
+SECRET = "testing123"
+PRICE_PER_GB = Decimal("0.45")
+BASE = 1_795_000_000
+
+
+@dataclass
+class Pair:
+    a: Product
+    b: Product
+    to_a: Link
+    to_b: Link
+    accounts: dict[str, str]
+
+    def stop(self) -> None:
+        for product in (self.a, self.b):
+            product.stop()
+        self.to_a.cut()
+        self.to_b.cut()
+
+
+def site_env(name: str, role: str, peer: Link, token: str, database_url: str = "", **extra: str) -> dict[str, str]:
+    env = {"WISPGATE_SITE": name, "WISPGATE_SITE_ROLE": role, "WISPGATE_PEER_URL": peer.url,
+           "WISPGATE_REPLICATION_TOKEN": token, "WISPGATE_REPLICATION_BATCH": "500"}
+    if database_url:
+        env["WISPGATE_DATABASE_URL"] = database_url
+    return env | {f"WISPGATE_{k.upper()}": v for k, v in extra.items()}
+
+
+def start_pair(tmp_path: Path, usernames: list[str], *, urls: tuple[str, str] = ("", ""),
+               failover_after: int = 0) -> Pair:
+    """Site A active (provisioned: NAS, plan, accounts), site B its standby."""
+    a = Product(data_dir=tmp_path / "a" / "var")
+    b = Product(data_dir=tmp_path / "b" / "var")
+    for product in (a, b):
+        product.data_dir.mkdir(parents=True)
+    to_a, to_b = Link(a.api_port), Link(b.api_port)
+    if urls[0]:
+        a.extra_env = {"WISPGATE_DATABASE_URL": urls[0]}
+    # The replication token is an event in A's ledger: it replicates to B with everything else.
+    replication = a.create_token("replication")
+    admin = a.create_token("admin")
+    a.extra_env = site_env("site-a", "active", to_b, replication, urls[0])
+    b.extra_env = site_env("site-b", "standby", to_a, replication, urls[1],
+                           failover_after=str(failover_after))
+    a.start()
+    b.start()
+    a.token = b.token = admin
+    assert a.post("/v1/nas", {"name": "bng-1", "address": "127.0.0.1", "secret": SECRET,
+                              "vendor": "mikrotik"}).status_code == 201
+    plan = a.post("/v1/plans", {"name": "Home", "currency": "USD", "monthly_fee": "25.00",
+                                "price_per_gb": str(PRICE_PER_GB)})
+    assert plan.status_code == 201, plan.text
+    accounts = {}
+    for username in usernames:
+        created = a.post("/v1/accounts", {"name": username, "plan_id": plan.json()["id"], "usernames": [username]})
+        assert created.status_code == 201, created.text
+        accounts[username] = created.json()["id"]
+    pair = Pair(a, b, to_a, to_b, accounts)
+    converged(pair)
+    return pair
+
+
+def site(product: Product) -> dict[str, Any]:
+    response = product.get("/v1/site")
+    assert response.status_code == 200, response.text
+    return dict(response.json())
+
+
+def converged(pair: Pair, timeout: float = 30.0) -> int:
+    """Wait until B holds A's whole chained log (same head position and hash)."""
+
+    def same_head() -> int | None:
+        a, b = site(pair.a), site(pair.b)
+        return a["head_position"] if (a["head_position"], a["head_hash"]) == (
+            b["head_position"], b["head_hash"]) and a["head_position"] else None
+
+    return int(wait_until(same_head, timeout=timeout, interval=0.2))
+
+
+def balances(product: Product, accounts: dict[str, str]) -> dict[str, Decimal]:
+    return {user: Decimal(product.get(f"/v1/accounts/{aid}/balance").json()["balance_exact"])
+            for user, aid in accounts.items()}
+
+
+def sessions(users: list[str], prefix: str, rng: random.Random, interims: int = 3,
+             start: int = BASE) -> list[list[dict[str, object]]]:
+    """One session per user: Start, interims with growing counters, Stop."""
+    out = []
+    for index, user in enumerate(users):
+        begin = start + index
+        total_up = total_down = 0
+        packets: list[dict[str, object]] = [{
+            "Acct-Status-Type": "Start", "User-Name": user, "Acct-Session-Id": f"{prefix}-{user}",
+            "Event-Timestamp": begin, "NAS-IP-Address": "127.0.0.1"}]
+        for step in range(1, interims + 2):
+            total_up += rng.randrange(10**6, 10**9)
+            total_down += rng.randrange(10**6, 4 * 10**9)
+            at = begin + 300 * step
+            packets.append({
+                "Acct-Status-Type": "Stop" if step == interims + 1 else "Interim-Update", "User-Name": user,
+                "Acct-Session-Id": f"{prefix}-{user}", "Event-Timestamp": at, "Acct-Session-Time": at - begin,
+                "Acct-Input-Octets": total_up & 0xFFFFFFFF, "Acct-Input-Gigawords": total_up >> 32,
+                "Acct-Output-Octets": total_down & 0xFFFFFFFF, "Acct-Output-Gigawords": total_down >> 32,
+                "NAS-IP-Address": "127.0.0.1"})
+        out.append(packets)
+    return out
+
+
+def expected_charge(session_packets: list[list[dict[str, object]]]) -> dict[str, Decimal]:
+    """Each session's last counters priced at PRICE_PER_GB (computed independently)."""
+    owed: dict[str, Decimal] = {}
+    for packets in session_packets:
+        last = packets[-1]
+        total = ((int(last["Acct-Input-Gigawords"]) << 32) + int(last["Acct-Input-Octets"])  # type: ignore[call-overload]
+                 + (int(last["Acct-Output-Gigawords"]) << 32) + int(last["Acct-Output-Octets"]))  # type: ignore[call-overload]
+        user = str(last["User-Name"])
+        owed[user] = owed.get(user, Decimal(0)) - Decimal(total) * PRICE_PER_GB / Decimal(10**9)
+    return owed
+
+
+def send(product: Product, packets: list[dict[str, object]]) -> None:
+    """Send through the real RADIUS port in chunks (radclient slows on big inputs)."""
+    for start in range(0, len(packets), 100):
+        done = radclient(product.radius_port, SECRET, packets[start:start + 100])
+        assert done.returncode == 0, done.stderr
+
+
+def flatten(session_packets: list[list[dict[str, object]]], rounds: bool = True) -> list[dict[str, object]]:
+    """Round by round (all Starts, then all first Interims, ...), as a BNG's sessions interleave."""
+    if not rounds:
+        return [p for packets in session_packets for p in packets]
+    width = max(len(p) for p in session_packets)
+    return [packets[i] for i in range(width) for packets in session_packets if i < len(packets)]
