@@ -1,0 +1,222 @@
+"""Billing runs and credit notes on the ledger.
+
+A run bills a batch of accounts for one period: each account's invoice is drafted from its
+aggregates (plan history, plan versions, billing period usage totals, packs, discounts, tax
+settings) and issued with a number from the series, and the batch is saved in one transaction
+with the series. A concurrent run taking the same numbers conflicts; the batch is then retried
+and invoices the other run issued are found and skipped. Re-running a period never duplicates
+an invoice: its id derives from the account and the period.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from decimal import Decimal
+from typing import TYPE_CHECKING, Any, TypeVar
+from uuid import UUID
+
+from eventsourcing.domain import Aggregate
+from eventsourcing.persistence import IntegrityError
+
+from domain.calendar import period_for_label
+from domain.money import ROUNDING, minor_unit
+from domain.plans import PlanTerms, version_in_force
+from rating.invoicing import InvoiceLine, PlanSpan, draft_invoice, issue_postings, plan_spans
+
+from .account import Account
+from .billing_period import BillingPeriod
+from .catalog import Plan
+from .errors import Conflict
+from .invoice import CreditNote, Invoice, InvoiceSeries, document_number, invoice_id
+from .journal import TAX_PAYABLE, Posting, balanced, subscriber_account
+
+A = TypeVar("A", bound=Aggregate)
+DAY = 86_400
+CREDIT_NOTES = "credit_notes"  # contra-revenue: what credit notes gave back
+
+
+@dataclass
+class RunResult:
+    """What one billing run (or one batch of it) did."""
+
+    period: str
+    issued: list[str] = field(default_factory=list)  # invoice numbers
+    existing: int = 0  # already invoiced for this period
+    skipped: int = 0  # nothing to bill (not active in the period)
+    retries: int = 0
+
+    def add(self, other: RunResult) -> None:
+        self.issued += other.issued
+        self.existing += other.existing
+        self.skipped += other.skipped
+        self.retries += other.retries
+
+
+class BillingRun:
+    if TYPE_CHECKING:
+        repository: Any
+
+        def save(self, *objs: Any, **kwargs: Any) -> Any: ...
+        def _get(self, cls: type[A], aggregate_id: UUID, what: str) -> A: ...
+        def _maybe_get(self, cls: type[A], aggregate_id: UUID) -> A | None: ...
+        def get_account(self, account_id: UUID) -> Account: ...
+        def get_plan(self, plan_id: UUID) -> Plan: ...
+
+    def bill_accounts(
+        self, period: str, account_ids: Sequence[UUID], *, at: int, site: str, net_days: int = 14,
+        carried: Mapping[str, Mapping[str, str]] | None = None, known_invoiced: frozenset[str] = frozenset(),
+        attempts: int = 5,
+    ) -> RunResult:
+        """Issue the invoices of ``period`` (YYYY-MM) for one batch of accounts, in one save.
+        ``carried`` gives each account's previous balance and payments since (display only);
+        ``known_invoiced`` names accounts known to be invoiced already (an optimisation: the
+        invoice's own id is what prevents a duplicate)."""
+        result = RunResult(period)
+        for attempt in range(attempts):
+            try:
+                return self._bill_batch(period, account_ids, at=at, site=site, net_days=net_days,
+                                        carried=carried or {}, known=known_invoiced if attempt == 0 else frozenset(),
+                                        result=result)
+            except IntegrityError:
+                # Another run saved the series (or one of these invoices) first: retry, now
+                # checking each invoice in the store.
+                result = RunResult(period, retries=result.retries + 1)
+        raise Conflict(f"billing {period}: the batch kept conflicting with concurrent runs")
+
+    def _bill_batch(
+        self, period: str, account_ids: Sequence[UUID], *, at: int, site: str, net_days: int,
+        carried: Mapping[str, Mapping[str, str]], known: frozenset[str], result: RunResult,
+    ) -> RunResult:
+        plans: dict[UUID, Plan] = {}
+        drafts: list[tuple[Invoice, str]] = []
+        for account_id in account_ids:
+            if str(account_id) in known:
+                result.existing += 1
+                continue
+            if self._maybe_get(Invoice, invoice_id(account_id, period)) is not None:
+                result.existing += 1
+                continue
+            drafted = self._draft(period, self.get_account(account_id), plans, at,
+                                  carried.get(str(account_id), {}))
+            if drafted is None:
+                result.skipped += 1
+            else:
+                drafts.append(drafted)
+        if not drafts:
+            return result
+        series_name = f"INV-{site}-{datetime.fromtimestamp(at, UTC).year}"
+        series = self._series(series_name)
+        first = series.reserve(len(drafts))
+        for offset, (invoice, subscriber) in enumerate(drafts):
+            lines = [InvoiceLine.from_dict(line) for line in invoice.lines]
+            postings = balanced([Posting(a, amount, c) for a, amount, c in
+                                 issue_postings(lines, subscriber, invoice.currency)])
+            number = document_number(series_name, first + offset)
+            invoice.issue(number=number, series=series_name, issued_at=at, due_at=at + net_days * DAY,
+                          subscriber=subscriber, postings=postings)
+            result.issued.append(number)
+        self.save(series, *(invoice for invoice, _ in drafts))
+        return result
+
+    def _series(self, name: str) -> InvoiceSeries:
+        found = self._maybe_get(InvoiceSeries, InvoiceSeries.create_id(name))
+        return found if found is not None else InvoiceSeries(name=name)
+
+    def _draft(self, period: str, account: Account, plans: dict[UUID, Plan], at: int,
+               carried: Mapping[str, str]) -> tuple[Invoice, str] | None:
+        def plan(plan_id: UUID) -> Plan:
+            if plan_id not in plans:
+                plans[plan_id] = self.get_plan(plan_id)
+            return plans[plan_id]
+
+        first_plan = plan(UUID(str(account.plans[0]["plan_id"])))
+        timezone = version_in_force(first_plan.plan_versions(), account.opened_at).terms.timezone
+        start, end = period_for_label(period, account.anchor_day, timezone)
+        if end > at:
+            raise ValueError(f"period {period} of account {account.id} ends after the run's date; bill it later")
+        active_from = max(start, account.opened_at)
+        active_to = min(end, account.closed_at) if account.closed_at is not None else end
+        history = []
+        for entry in account.plans:
+            chosen = plan(UUID(str(entry["plan_id"])))
+            history.append((int(entry["effective_from"]), str(chosen.id), chosen.name,
+                            [(v.effective_from, v.terms) for v in chosen.plan_versions()]))
+        spans: list[PlanSpan] = plan_spans(history, active_from, active_to)
+        usage_period = self._maybe_get(BillingPeriod, BillingPeriod.create_id(account.id, start))
+        usage_totals: dict[str, Any] = getattr(usage_period, "usage_totals", {}) if usage_period else {}
+        in_period = [p for p in account.packs if start <= int(p["valid_from"]) < end]
+        if not spans and not usage_totals and not in_period:
+            return None
+        draft = draft_invoice(
+            currency=account.currency, period_start=start, period_end=end, timezone=timezone, spans=spans,
+            usage_totals=usage_totals, packs=account.packs, discounts=account.discounts, tax_rate=account.tax_rate,
+        )
+        terms: PlanTerms = spans[-1].terms if spans else version_in_force(first_plan.plan_versions(), start).terms
+        subscriber = subscriber_account(account.id, terms.payment_model)
+        previous = Decimal(carried.get("previous_balance", "0"))
+        payments = Decimal(carried.get("payments", "0"))
+        carried_out = {"previous_balance": str(previous), "payments": str(payments),
+                       "amount_due": str(previous - payments + draft.gross)}
+        customer = {"name": account.name, "usernames": list(account.usernames), "tax_zone": account.tax_zone,
+                    "tax_rate": str(account.tax_rate), "payment_model": terms.payment_model,
+                    "plan": spans[-1].plan_name if spans else first_plan.name, "timezone": timezone}
+        invoice = Invoice(
+            account_id=account.id, period=period, period_start=start, period_end=end, currency=account.currency,
+            customer=customer, lines=[line.to_dict() for line in draft.lines], totals=draft.totals(),
+            tax_summary=draft.tax_summary(), carried=carried_out, drafted_at=at,
+        )
+        return invoice, subscriber
+
+    def get_invoice(self, invoice: UUID) -> Invoice:
+        return self._get(Invoice, invoice, "invoice")
+
+    def issue_credit_note(
+        self, invoice: UUID, *, amount: Decimal | None, reason: str, at: int, site: str, key: str,
+    ) -> tuple[CreditNote, bool]:
+        """Credit ``amount`` (gross; None: all that is left, which voids the invoice). The same
+        ``key`` and request return the credit note already issued (created False)."""
+        document = self.get_invoice(invoice)
+        fingerprint = hashlib.sha256(json.dumps([str(amount), reason]).encode()).hexdigest()
+        existing = self._maybe_get(CreditNote, CreditNote.create_id(document.id, key))
+        if existing is not None:
+            if existing.fingerprint != fingerprint:
+                raise Conflict("this idempotency key was used for a different credit note")
+            return existing, False
+        if document.status != "issued":
+            raise Conflict(f"invoice is {document.status}; only an issued invoice can be credited")
+        left = document.creditable()
+        gross = left if amount is None else amount
+        unit = minor_unit(document.currency)
+        if gross <= 0 or gross > left or gross != gross.quantize(unit):
+            raise ValueError(f"a credit note is for a positive amount up to {left} {document.currency}, "
+                             f"in {unit} steps")
+        if gross == left:
+            tax = document.tax - document.credited_tax
+        else:
+            tax = (gross * document.tax / document.gross).quantize(unit, rounding=ROUNDING) if document.gross else \
+                Decimal(0)
+        net = gross - tax
+        series_name = f"CN-{site}-{datetime.fromtimestamp(at, UTC).year}"
+        series = self._series(series_name)
+        number = document_number(series_name, series.reserve(1))
+        postings = balanced([Posting(document.subscriber, -gross, document.currency),
+                             Posting(CREDIT_NOTES, net, document.currency),
+                             Posting(TAX_PAYABLE, tax, document.currency)])
+        note = CreditNote(
+            invoice_id=document.id, key=key, fingerprint=fingerprint, account_id=document.account_id,
+            invoice_number=document.number, number=number, series=series_name, amount=gross, net=net, tax=tax,
+            currency=document.currency, reason=reason, issued_at=at, postings=postings,
+        )
+        document.credited_by(credit_note_id=note.id, number=number, amount=gross, tax=tax, at=at)
+        try:
+            self.save(series, document, note)
+        except IntegrityError:  # a concurrent note took the number or credited the invoice: redo
+            return self.issue_credit_note(invoice, amount=amount, reason=reason, at=at, site=site, key=key)
+        return note, True
+
+
+__all__ = ["BillingRun", "RunResult"]

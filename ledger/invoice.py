@@ -1,0 +1,142 @@
+"""Invoices, credit notes and their numbering series.
+
+An invoice is drafted, then issued: issuing fixes its number, due date and postings and makes
+it immutable (guarantee 5); a correction is a credit note, with its own number, which may void
+the invoice. Numbers come from an ``InvoiceSeries`` saved in the same transaction as the
+documents it numbers, so a concurrent run conflicts and retries: no gap, no reuse.
+Payment status (paid, partially paid, overdue) is derived from payments in the read model.
+"""
+
+from __future__ import annotations
+
+from decimal import Decimal
+from typing import Any
+from uuid import UUID, uuid5
+
+from eventsourcing.domain import Aggregate, event
+
+from domain.ids import NAMESPACE
+
+from .errors import Conflict
+
+
+def invoice_id(account_id: UUID | str, period: str) -> UUID:
+    """One invoice per account and period: re-running a period finds the same invoice."""
+    return uuid5(NAMESPACE, f"invoice:{account_id}:{period}")
+
+
+def document_number(series: str, number: int) -> str:
+    return f"{series}-{number:06d}"
+
+
+class InvoiceSeries(Aggregate):
+    """A gapless sequence of document numbers (e.g. INV-site-a-2026)."""
+
+    @staticmethod
+    def create_id(name: str, **_: Any) -> UUID:
+        return uuid5(NAMESPACE, f"document-series:{name}")
+
+    @event("Opened")
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.next_number = 1
+
+    def reserve(self, count: int) -> int:
+        """Take ``count`` consecutive numbers; returns the first."""
+        first = self.next_number
+        self._taken(first=first, count=count)
+        return first
+
+    @event("NumbersTaken")
+    def _taken(self, first: int, count: int) -> None:
+        if first != self.next_number or count < 1:
+            raise ValueError("numbers are taken in order")
+        self.next_number = first + count
+
+
+class Invoice(Aggregate):
+    @staticmethod
+    def create_id(account_id: UUID, period: str, **_: Any) -> UUID:
+        return invoice_id(account_id, period)
+
+    @event("Drafted")
+    def __init__(
+        self, account_id: UUID, period: str, period_start: int, period_end: int, currency: str,
+        customer: dict[str, Any], lines: list[dict[str, Any]], totals: dict[str, str],
+        tax_summary: list[dict[str, str]], carried: dict[str, str], drafted_at: int,
+    ) -> None:
+        self.account_id = account_id
+        self.period = period
+        self.period_start = period_start
+        self.period_end = period_end
+        self.currency = currency
+        self.customer = customer
+        self.lines = lines
+        self.totals = totals
+        self.tax_summary = tax_summary
+        self.carried = carried
+        self.status = "draft"
+        self.number = ""
+        self.issued_at: int | None = None
+        self.due_at: int | None = None
+        self.credited = Decimal(0)
+        self.credited_tax = Decimal(0)
+
+    @property
+    def gross(self) -> Decimal:
+        return Decimal(self.totals["gross"])
+
+    @property
+    def tax(self) -> Decimal:
+        return Decimal(self.totals["tax"])
+
+    @event("Issued")
+    def issue(self, number: str, series: str, issued_at: int, due_at: int, subscriber: str,
+              postings: list[dict[str, str]]) -> None:
+        if self.status != "draft":
+            raise Conflict(f"invoice {self.number} is already issued")
+        self.status = "issued"
+        self.number = number
+        self.series = series
+        self.issued_at = issued_at
+        self.due_at = due_at
+        self.subscriber = subscriber
+
+    def creditable(self) -> Decimal:
+        return self.gross - self.credited
+
+    @event("Credited")
+    def credited_by(self, credit_note_id: UUID, number: str, amount: Decimal, tax: Decimal, at: int) -> None:
+        if self.status not in ("issued",):
+            raise Conflict("only an issued invoice can be credited")
+        self.credited += amount
+        self.credited_tax += tax
+        if self.credited >= self.gross:
+            self.status = "void"
+
+
+class CreditNote(Aggregate):
+    """A correction of an issued invoice: credits the subscriber ``amount`` (gross)."""
+
+    @staticmethod
+    def create_id(invoice_id: UUID, key: str, **_: Any) -> UUID:
+        return uuid5(NAMESPACE, f"credit-note:{invoice_id}:{key}")
+
+    @event("Issued")
+    def __init__(
+        self, invoice_id: UUID, key: str, fingerprint: str, account_id: UUID, invoice_number: str, number: str,
+        series: str, amount: Decimal, net: Decimal, tax: Decimal, currency: str, reason: str, issued_at: int,
+        postings: list[dict[str, str]],
+    ) -> None:
+        self.invoice_id = invoice_id
+        self.key = key
+        self.fingerprint = fingerprint
+        self.account_id = account_id
+        self.invoice_number = invoice_number
+        self.number = number
+        self.amount = amount
+        self.net = net
+        self.tax = tax
+        self.currency = currency
+        self.reason = reason
+        self.issued_at = issued_at
