@@ -13,6 +13,7 @@ from eventsourcing.application import AggregateNotFoundError, Application
 from eventsourcing.domain import Aggregate
 from eventsourcing.persistence import IntegrityError, ProcessRecorder, Recording
 
+from .billing import BillingRun
 from .billing_period import BillingPeriod
 from .commands import AdminCommands
 from .errors import Conflict, NotFound
@@ -25,7 +26,7 @@ A = TypeVar("A", bound=Aggregate)
 __all__ = ["Conflict", "Ledger", "NotFound"]
 
 
-class Ledger(AdminCommands, Rater, Application[UUID]):
+class Ledger(AdminCommands, BillingRun, Rater, Application[UUID]):
     snapshotting_intervals = {Session: 100, NasSessions: 200, BillingPeriod: 200}
 
     def __init__(self, env: Any = None) -> None:
