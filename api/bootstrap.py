@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 
 from sqlalchemy import Engine
 
+from adapters.enforcer import Enforcer
 from adapters.followers import Stage, project_step, rate_step
 from adapters.persistence import eventstore_env, read_model_engine
 from adapters.site_gate import WriteGate
@@ -35,10 +36,12 @@ class Runtime:
         rater = Stage("rater", self.gate.writer(rate_step(self.intake, self.ledger)))
         projector = Stage("projector", self.gate.follower(project_step(self.ledger, self.projector)),
                           poll_interval=0.25)
-        self.stages = [rater, projector]
+        enforcer = Stage("enforcer", self.gate.writer(Enforcer(self.ledger, self.engine, self.projector).step))
+        self.stages = [rater, projector, enforcer]
         # Each stage's progress is the next stage's work: wake it rather than wait a poll.
         self.intake.listeners.append(rater.wakeup.set)
         self.ledger.listeners.append(projector.wakeup.set)
+        self.projector.listeners.append(lambda _position: enforcer.wakeup.set())
         for stage in self.stages:
             stage.start()
 

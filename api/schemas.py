@@ -21,6 +21,7 @@ class NasIn(Strict):
     vendor: Literal["generic", "mikrotik", "cisco", "juniper", "accel-ppp", "huawei"] = "generic"
     require_message_authenticator: bool = False
     site: str = Field(default="", max_length=64)
+    coa_port: int = Field(default=3799, ge=1, le=65535, description="where the NAS listens for CoA/Disconnect")
 
 
 class NasOut(BaseModel):
@@ -30,6 +31,7 @@ class NasOut(BaseModel):
     vendor: str
     require_message_authenticator: bool
     site: str
+    coa_port: int
 
 
 Volume = Field(pattern=r"^\d{1,9}(\.\d{1,9})?$", examples=["100"], description="GB (10^9 bytes)")

@@ -86,8 +86,10 @@ class Account(Aggregate):
         self.closed_at = at
 
     @event("EnforcementApplied")
-    def enforcement_applied(self, at: int, action: str, reason: str, results: list[dict[str, str]]) -> None:
-        self.enforcement = {"action": action, "reason": reason, "at": at}
+    def enforcement_applied(
+        self, at: int, action: str, reason: str, rate: str, results: list[dict[str, str]],
+    ) -> None:
+        self.enforcement = {"action": action, "reason": reason, "rate": rate, "at": at}
 
     @event("EnforcementLifted")
     def enforcement_lifted(self, at: int, reason: str, results: list[dict[str, str]]) -> None:

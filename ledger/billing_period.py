@@ -56,7 +56,7 @@ class BillingPeriod(Aggregate):
             meter=rated.state.to_dict(),
         )
         if rated.fair_use_crossed and terms.fair_use is not None:
-            self._fair_use_reached(at=fragment.end, action=terms.fair_use.action,
+            self._fair_use_reached(account_id=self.account_id, at=fragment.end, action=terms.fair_use.action,
                                    throttle_rate=terms.fair_use.throttle_rate)
         return amount
 
@@ -79,5 +79,5 @@ class BillingPeriod(Aggregate):
             entry["amount"] = str(Decimal(entry["amount"]) + Decimal(str(line["amount"])))
 
     @event("FairUseCapReached")
-    def _fair_use_reached(self, at: int, action: str, throttle_rate: str) -> None:
+    def _fair_use_reached(self, account_id: UUID, at: int, action: str, throttle_rate: str) -> None:
         self.meter = self.meter | {"fair_use_reached": True}

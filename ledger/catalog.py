@@ -28,6 +28,7 @@ class Nas(Aggregate):
         vendor: str,
         require_message_authenticator: bool,
         site: str,
+        coa_port: int = 3799,
     ) -> None:
         self.address = address
         self.name = name
@@ -35,6 +36,7 @@ class Nas(Aggregate):
         self.vendor = vendor
         self.require_message_authenticator = require_message_authenticator
         self.site = site
+        self.coa_port = coa_port
         self.retired = False
 
     @event("Retired")

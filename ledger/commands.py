@@ -34,11 +34,11 @@ class AdminCommands:
 
     def register_nas(
         self, *, address: str, name: str, secret: str, vendor: str = "generic",
-        require_message_authenticator: bool = False, site: str = "",
+        require_message_authenticator: bool = False, site: str = "", coa_port: int = 3799,
     ) -> Nas:
         nas = Nas(
             address=address, name=name, secret=secret, vendor=vendor,
-            require_message_authenticator=require_message_authenticator, site=site,
+            require_message_authenticator=require_message_authenticator, site=site, coa_port=coa_port,
         )
         self._save_new(nas, conflict=f"a NAS with address {address} is already registered")
         return nas

@@ -15,7 +15,8 @@ class _CatalogBatch(ModelBatch):
     def on_Nas_Registered(self, position: int, e: Any) -> None:
         self.conn.execute(insert(t.nas).values(
             id=str(e.originator_id), address=e.address, name=e.name, secret=e.secret, vendor=e.vendor,
-            require_message_authenticator=e.require_message_authenticator, site=e.site, retired=False))
+            require_message_authenticator=e.require_message_authenticator, site=e.site,
+            coa_port=e.coa_port, retired=False))
 
     def on_Nas_Retired(self, position: int, e: Any) -> None:
         self.conn.execute(update(t.nas).where(t.nas.c.id == str(e.originator_id)).values(retired=True))

@@ -25,6 +25,7 @@ nas = Table(
     Column("vendor", String(32), nullable=False),
     Column("require_message_authenticator", Boolean, nullable=False),
     Column("site", Text, nullable=False),
+    Column("coa_port", Integer, nullable=False),
     Column("retired", Boolean, nullable=False),
 )
 

@@ -53,7 +53,7 @@ def register_nas(body: NasIn, runtime: RuntimeDep) -> Created:
         raise ValueError(f"not an IP address or subnet: {body.address!r}") from None
     nas = runtime.ledger.register_nas(
         address=body.address, name=body.name, secret=body.secret, vendor=body.vendor,
-        require_message_authenticator=body.require_message_authenticator, site=body.site,
+        require_message_authenticator=body.require_message_authenticator, site=body.site, coa_port=body.coa_port,
     )
     _settle(runtime)
     return Created(id=str(nas.id))
