@@ -38,6 +38,13 @@ class _MoneyBatch(ModelBatch):
         if e.postings:
             self.postings(position, f"addon:{e.originator_id}:{e.pack_id}", e.valid_from, e.postings)
 
+    def on_Invoice_Issued(self, position: int, e: Any) -> None:
+        if e.postings:
+            self.postings(position, f"invoice:{e.number}", e.issued_at, e.postings)
+
+    def on_CreditNote_Issued(self, position: int, e: Any) -> None:
+        self.postings(position, f"credit-note:{e.number}", e.issued_at, e.postings)
+
     def postings(self, position: int, ref: str, event_time: int, postings: Iterable[dict[str, str]]) -> None:
         """Journal lines of one transaction; receivable lines move the account's balance."""
         for line, posting in enumerate(postings):
