@@ -134,5 +134,79 @@ usage = Table(
     Column("download_bytes", BigInteger, nullable=False),
 )
 
+invoices = Table(
+    "invoices", metadata,
+    Column("id", String(36), primary_key=True),
+    Column("number", String(64), nullable=False),  # "" while a draft
+    Column("series", String(64), nullable=False),
+    Column("account_id", String(36), nullable=False),
+    Column("customer_name", Text, nullable=False),
+    Column("period", String(7), nullable=False),
+    Column("period_start", BigInteger, nullable=False),
+    Column("period_end", BigInteger, nullable=False),
+    Column("status", String(16), nullable=False),  # draft | issued | partially_paid | paid | void
+    Column("currency", String(3), nullable=False),
+    Column("net", Text, nullable=False),
+    Column("tax", Text, nullable=False),
+    Column("total", Text, nullable=False),
+    Column("paid", Text, nullable=False),  # payments allocated (oldest invoice first)
+    Column("credited", Text, nullable=False),  # credit notes
+    Column("previous_balance", Text, nullable=False),
+    Column("payments_carried", Text, nullable=False),
+    Column("amount_due", Text, nullable=False),  # as printed on the invoice
+    Column("issued_at", BigInteger),
+    Column("due_at", BigInteger),
+    Column("position", BigInteger, nullable=False),
+)
+Index("invoices_period", invoices.c.period, invoices.c.id)
+Index("invoices_account", invoices.c.account_id, invoices.c.period_start)
+Index("invoices_number", invoices.c.number)
+
+invoice_lines = Table(
+    "invoice_lines", metadata,
+    Column("invoice_id", String(36), primary_key=True),
+    Column("line", Integer, primary_key=True),
+    Column("kind", String(16), nullable=False),
+    Column("description", Text, nullable=False),
+    Column("quantity", Text, nullable=False),
+    Column("unit", String(16), nullable=False),
+    Column("unit_price", Text, nullable=False),
+    Column("net", Text, nullable=False),
+    Column("tax_rate", Text, nullable=False),
+    Column("tax", Text, nullable=False),
+    Column("gross", Text, nullable=False),
+)
+
+invoice_allocations = Table(
+    "invoice_allocations", metadata,
+    Column("invoice_id", String(36), primary_key=True),
+    Column("source", String(80), primary_key=True),  # payment:<id> | credit-note:<id>
+    Column("amount", Text, nullable=False),
+    Column("at", BigInteger, nullable=False),
+)
+
+account_credit = Table(  # payments not yet allocated to an invoice
+    "account_credit", metadata,
+    Column("account_id", String(36), primary_key=True),
+    Column("payment_id", String(80), primary_key=True),
+    Column("amount", Text, nullable=False),
+    Column("at", BigInteger, nullable=False),
+)
+
+credit_notes = Table(
+    "credit_notes", metadata,
+    Column("id", String(36), primary_key=True),
+    Column("number", String(64), nullable=False),
+    Column("invoice_id", String(36), nullable=False, index=True),
+    Column("invoice_number", String(64), nullable=False),
+    Column("account_id", String(36), nullable=False),
+    Column("amount", Text, nullable=False),
+    Column("net", Text, nullable=False),
+    Column("tax", Text, nullable=False),
+    Column("currency", String(3), nullable=False),
+    Column("reason", Text, nullable=False),
+    Column("issued_at", BigInteger, nullable=False),
+)
+
 READ_MODEL_TABLES = [nas, plans, accounts, usernames, api_tokens, balances, journal, payments,
                      session_aggregates, sessions, usage]
