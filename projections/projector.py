@@ -20,10 +20,11 @@ from .base import ReadModel
 def default_models() -> list[ReadModel]:
     """Every read model the product serves, in the order they are applied."""
     from .catalog import CatalogModel
+    from .invoices import InvoiceModel
     from .money import MoneyModel
     from .sessions import SessionModel
 
-    return [CatalogModel(), MoneyModel(), SessionModel()]
+    return [CatalogModel(), MoneyModel(), SessionModel(), InvoiceModel()]
 
 
 class ReadModelProjector:
