@@ -47,13 +47,19 @@ class RunResult:
     issued: list[str] = field(default_factory=list)  # invoice numbers
     existing: int = 0  # already invoiced for this period
     skipped: int = 0  # nothing to bill (not active in the period)
+    not_ended: int = 0  # the account's period has not ended at the run's date (anchor day, time zone)
     retries: int = 0
 
     def add(self, other: RunResult) -> None:
         self.issued += other.issued
         self.existing += other.existing
         self.skipped += other.skipped
+        self.not_ended += other.not_ended
         self.retries += other.retries
+
+
+class _NotEnded(Exception):
+    """The account's period is still running at the run's date: it is billed later."""
 
 
 class BillingRun:
@@ -100,8 +106,12 @@ class BillingRun:
             if self._maybe_get(Invoice, invoice_id(account_id, period)) is not None:
                 result.existing += 1
                 continue
-            drafted = self._draft(period, self.get_account(account_id), plans, at,
-                                  carried.get(str(account_id), {}))
+            try:
+                drafted = self._draft(period, self.get_account(account_id), plans, at,
+                                      carried.get(str(account_id), {}))
+            except _NotEnded:
+                result.not_ended += 1
+                continue
             if drafted is None:
                 result.skipped += 1
             else:
@@ -137,7 +147,7 @@ class BillingRun:
         timezone = version_in_force(first_plan.plan_versions(), account.opened_at).terms.timezone
         start, end = period_for_label(period, account.anchor_day, timezone)
         if end > at:
-            raise ValueError(f"period {period} of account {account.id} ends after the run's date; bill it later")
+            raise _NotEnded()
         active_from = max(start, account.opened_at)
         active_to = min(end, account.closed_at) if account.closed_at is not None else end
         history = []

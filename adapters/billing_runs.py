@@ -1,0 +1,71 @@
+"""Running a billing cycle and the dunning step against a runtime: the read models find the
+accounts and the display figures, the ledger decides and records everything else."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+from uuid import UUID
+
+from adapters.followers import drain, project_step
+from domain.plans import version_in_force
+from ledger.billing import RunResult
+from projections import finance
+
+if TYPE_CHECKING:
+    from api.bootstrap import Runtime
+
+Progress = Callable[[int, int], None]
+
+
+def catch_up(runtime: Runtime) -> None:
+    """Make the read models include everything recorded so far."""
+    ledger, projector = runtime.ledger, runtime.projector
+    if runtime.stages:
+        projector.wait_for(ledger.recorder.max_notification_id() or 0, timeout=60)
+    else:
+        drain(project_step(ledger, projector), timeout=600)
+
+
+def run_billing(runtime: Runtime, period: str, *, at: int, batch_size: int = 500,
+                progress: Progress | None = None) -> RunResult:
+    """Bill every account for ``period`` (YYYY-MM) as of ``at``; safe to re-run."""
+    settings, ledger, engine = runtime.settings, runtime.ledger, runtime.engine
+    catch_up(runtime)
+    accounts = finance.account_ids(engine)
+    known = frozenset(finance.invoiced_accounts(engine, period))
+    carried = finance.carried_forward(engine, period, at)
+    result = RunResult(period)
+    for offset in range(0, len(accounts), batch_size):
+        batch = [UUID(a) for a in accounts[offset:offset + batch_size]]
+        result.add(ledger.bill_accounts(period, batch, at=at, site=settings.site,
+                                        net_days=settings.invoice_net_days, carried=carried,
+                                        known_invoiced=known))
+        if progress is not None:
+            progress(min(offset + batch_size, len(accounts)), len(accounts))
+    catch_up(runtime)
+    return result
+
+
+def run_dunning(runtime: Runtime, *, at: int) -> list[dict[str, object]]:
+    """Suspend accounts whose plan's ``dunning_days`` an open invoice has exceeded. Returns
+    what was suspended. The enforcement stage acts on the recorded suspension."""
+    ledger, engine = runtime.ledger, runtime.engine
+    catch_up(runtime)
+    suspended = []
+    seen: set[str] = set()
+    for row in finance.overdue_accounts(engine, at):
+        account_id = str(row["account_id"])
+        if account_id in seen:
+            continue
+        account = ledger.get_account(UUID(account_id))
+        if account.status != "active":
+            continue
+        terms = version_in_force(ledger.get_plan(account.plan_at(at)).plan_versions(), at).terms
+        if terms.dunning_days and row["days_overdue"] >= terms.dunning_days:
+            seen.add(account_id)
+            ledger.set_account_status(account.id, status="suspended", at=at,
+                                      reason=f"invoice {row['number']} overdue {row['days_overdue']} days")
+            suspended.append({"account_id": account_id, "invoice": row["number"], "days_overdue": row["days_overdue"]})
+    catch_up(runtime)
+    return suspended
