@@ -36,6 +36,7 @@ class Settings:
     radius_receive_buffer: int = 8 * 1024 * 1024
     duplicate_cache_seconds: int = 30
     log_level: str = "info"
+    log_format: str = "text"  # text | json (one object per line)
     # Two sites (docs/readme/two-sites.md): the role this site takes when its store has no site
     # record yet, the other site's API URL, and a token with the replication role there.
     site_role: str = "active"  # active | standby
