@@ -189,3 +189,14 @@ def test_invalid_plans_are_refused(client: TestClient) -> None:
         response = client.post("/v1/plans", json={"name": "bad", "currency": "USD", "monthly_fee": "1",
                                                   "price_per_gb": "1"} | terms)
         assert response.status_code == 422, (terms, response.text)
+
+
+def test_the_readme_worked_example(client: TestClient, runtime: Runtime) -> None:
+    plan_id = plan(client, monthly_fee="40.00", included_gb="100",
+                   tiers=[{"up_to_gb": "50", "price_per_gb": "1.00"}, {"up_to_gb": None, "price_per_gb": "0.50"}],
+                   bands=[{"name": "night", "days": ["mon", "tue", "wed", "thu", "fri", "sat", "sun"],
+                           "start_hour": 23, "end_hour": 7, "price_per_gb": "0.10"}])
+    account_id = account(client, plan_id)
+    feed(runtime, *session_usage(ts("2026-11-10T10:00:00"), ts("2026-11-10T12:00:00"), 160 * GB, session="day"))
+    feed(runtime, *session_usage(ts("2026-11-11T01:00:00"), ts("2026-11-11T02:00:00"), 20 * GB, session="night"))
+    balance_reaches(client, account_id, "-57")
