@@ -291,6 +291,8 @@ class SiteController(threading.Thread):
             return True
         except PeerError as error:
             log.warning("cannot reach the active site: %s", error)
+            if record.caught_up_at:
+                LAG_SECONDS.set(max(0.0, now - record.caught_up_at))
             self._maybe_promote(record, now)
             return False
         if applied:
@@ -301,7 +303,7 @@ class SiteController(threading.Thread):
         lag = max(0, peer_head - head)
         caught_up = int(now) if lag == 0 else record.caught_up_at
         LAG_POSITIONS.set(lag)
-        LAG_SECONDS.set(0 if lag == 0 else max(0, now - (caught_up or now)))
+        LAG_SECONDS.set(max(0.0, now - caught_up) if caught_up else 0)
         if (int(batch.get("epoch", 0)), peer_head, caught_up) != (record.peer_epoch, record.peer_head,
                                                                      record.caught_up_at):
             self.store.note_peer(peer_epoch=int(batch.get("epoch", 0)), peer_head=peer_head, caught_up_at=caught_up)

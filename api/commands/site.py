@@ -44,8 +44,7 @@ def _show(settings: Settings, as_json: bool) -> int:
         if not record.active:
             lag = max(0, record.peer_head - head)
             status["lag_positions"] = lag
-            status["lag_seconds"] = 0 if lag == 0 else (int(time.time()) - record.caught_up_at
-                                                        if record.caught_up_at else None)
+            status["lag_seconds"] = max(0, int(time.time()) - record.caught_up_at) if record.caught_up_at else None
             status["resubmission_pending_from"] = record.resubmit_from or None
     finally:
         store.close()

@@ -28,7 +28,8 @@ def site_status(runtime: Any) -> dict[str, Any]:
         lag = max(0, record.peer_head - head)
         status["replication"] = {
             "peer_epoch": record.peer_epoch, "peer_head": record.peer_head, "lag_positions": lag,
-            "lag_seconds": 0 if lag == 0 else int(time.time()) - record.caught_up_at if record.caught_up_at else None,
+            # Seconds since this site last held the active's head: grows while the link is cut.
+            "lag_seconds": max(0, int(time.time()) - record.caught_up_at) if record.caught_up_at else None,
             "resubmission_pending_from": record.resubmit_from or None,
         }
     return status

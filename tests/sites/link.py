@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import socket
 import threading
 
@@ -33,13 +34,14 @@ class Link:
     def cut(self) -> None:
         with self.lock:
             if self.listener is not None:
+                # shutdown wakes the thread blocked in accept(); close alone would not.
+                with contextlib.suppress(OSError):
+                    self.listener.shutdown(socket.SHUT_RDWR)
                 self.listener.close()
                 self.listener = None
             for conn in self.connections:
-                try:
+                with contextlib.suppress(OSError):
                     conn.shutdown(socket.SHUT_RDWR)
-                except OSError:
-                    pass
                 conn.close()
             self.connections.clear()
 
@@ -48,6 +50,9 @@ class Link:
             try:
                 client, _ = listener.accept()
             except OSError:
+                return
+            if self.listener is not listener:  # cut meanwhile
+                client.close()
                 return
             try:
                 upstream = socket.create_connection(("127.0.0.1", self.target_port), timeout=5)
@@ -68,7 +73,5 @@ class Link:
             pass
         finally:
             for sock in (source, sink):
-                try:
+                with contextlib.suppress(OSError):
                     sock.close()
-                except OSError:
-                    pass

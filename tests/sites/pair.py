@@ -4,11 +4,15 @@ databases), each reaching the other through a Link that a test can cut."""
 from __future__ import annotations
 
 import random
+import secrets
+import threading
 from dataclasses import dataclass
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
+from api.bootstrap import build_runtime
+from api.settings import Settings
 from tests.e2e.product import Product, radclient, wait_until
 
 from .link import Link
@@ -52,13 +56,11 @@ def start_pair(tmp_path: Path, usernames: list[str], *, urls: tuple[str, str] = 
     if urls[0]:
         a.extra_env = {"WISPGATE_DATABASE_URL": urls[0]}
     # The replication token is an event in A's ledger: it replicates to B with everything else.
-    replication = a.create_token("replication")
-    admin = a.create_token("admin")
+    replication, admin = issue_tokens(a, urls[0], "replication", "admin")
     a.extra_env = site_env("site-a", "active", to_b, replication, urls[0])
     b.extra_env = site_env("site-b", "standby", to_a, replication, urls[1],
                            failover_after=str(failover_after))
-    a.start()
-    b.start()
+    start_all(a, b)
     a.token = b.token = admin
     assert a.post("/v1/nas", {"name": "bng-1", "address": "127.0.0.1", "secret": SECRET,
                               "vendor": "mikrotik"}).status_code == 201
@@ -73,6 +75,29 @@ def start_pair(tmp_path: Path, usernames: list[str], *, urls: tuple[str, str] = 
     pair = Pair(a, b, to_a, to_b, accounts)
     converged(pair)
     return pair
+
+
+def issue_tokens(product: Product, database_url: str, *roles: str) -> list[str]:
+    """What `wispgate token create` does, in process (the CLI's start-up costs seconds here)."""
+    runtime = build_runtime(Settings(data_dir=product.data_dir, database_url=database_url))
+    try:
+        tokens = []
+        for role in roles:
+            token = "wg_" + secrets.token_urlsafe(32)
+            runtime.ledger.issue_token(token=token, role=role, account_id=None, label=role, issued_at=BASE)
+            tokens.append(token)
+        return tokens
+    finally:
+        runtime.close()
+
+
+def start_all(*products: Product) -> None:
+    threads = [threading.Thread(target=p.start) for p in products]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert all(p.process is not None and p.process.poll() is None for p in products)
 
 
 def site(product: Product) -> dict[str, Any]:
