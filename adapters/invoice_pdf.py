@@ -64,6 +64,10 @@ def _date(epoch: int | None, timezone: str = "UTC") -> str:
     return "" if epoch is None else datetime.fromtimestamp(epoch, zone(timezone)).strftime("%d %b %Y")
 
 
+def _percent(rate: Any) -> str:
+    return f"{(Decimal(str(rate)) * 100).normalize():f} %"
+
+
 def _escape(text: str) -> str:
     return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
 
@@ -142,7 +146,7 @@ def render_invoice(doc: dict[str, Any], seller: Seller, daily_usage: Sequence[tu
         qty = f"{quantity.normalize():f} {line['unit']}".strip() if line["unit"] != "%" else ""
         unit_price = money(line["unit_price"], "") if line["kind"] != "discount" or line["unit"] != "%" else ""
         rows.append([Paragraph(_escape(line["description"]), s["body"]), qty, unit_price.strip(),
-                     money(line["net"], "").strip(), f"{Decimal(line['tax_rate']) * 100:.4g} %",
+                     money(line["net"], "").strip(), _percent(line["tax_rate"]),
                      money(line["gross"], "").strip()])
     lines_table = Table(rows, colWidths=[width - 112 * mm, 22 * mm, 20 * mm, 24 * mm, 14 * mm, 32 * mm], repeatRows=1)
     lines_table.setStyle(TableStyle([
@@ -157,7 +161,7 @@ def render_invoice(doc: dict[str, Any], seller: Seller, daily_usage: Sequence[tu
 
     tax_rows: list[list[Any]] = [["Tax rate", "Net", "Tax"]]
     for entry in doc["tax_summary"]:
-        tax_rows.append([f"{Decimal(entry['rate']) * 100:.4g} %", money(entry["net"], currency),
+        tax_rows.append([_percent(entry["rate"]), money(entry["net"], currency),
                          money(entry["tax"], currency)])
     tax_table = Table(tax_rows, colWidths=[22 * mm, 30 * mm, 26 * mm])
     tax_table.setStyle(TableStyle([

@@ -13,8 +13,15 @@ from typing import Any
 
 from sqlalchemy import delete, insert, select, update
 
+from domain.money import minor_unit
+
 from . import tables as t
 from .base import ModelBatch, ReadModel, dec, fmt
+
+
+def _amount(amount: Decimal, currency: str) -> str:
+    """Document amounts keep the currency's minor unit ("10.00", not "10")."""
+    return format(amount.quantize(minor_unit(currency)), "f")
 
 OPEN = ("issued", "partially_paid")
 
@@ -75,7 +82,8 @@ class _InvoiceBatch(ModelBatch):
         credited = dec(row["credited"]) + e.amount
         total, paid = dec(row["total"]), dec(row["paid"])
         self.conn.execute(insert(t.invoice_allocations).values(
-            invoice_id=invoice, source=f"credit-note:{e.originator_id}", amount=fmt(e.amount), at=e.issued_at))
+            invoice_id=invoice, source=f"credit-note:{e.originator_id}", amount=_amount(e.amount, e.currency),
+            at=e.issued_at))
         excess = paid + credited - total
         if excess > 0:  # paid, then credited: the overpayment goes back to the account's credit
             paid -= excess
@@ -83,7 +91,8 @@ class _InvoiceBatch(ModelBatch):
                 account_id=row["account_id"], payment_id=f"released:{e.originator_id}", amount=fmt(excess),
                 at=e.issued_at))
         self.conn.execute(update(t.invoices).where(t.invoices.c.id == invoice).values(
-            credited=fmt(credited), paid=fmt(paid), status=payment_status(total, paid, credited), position=position))
+            credited=_amount(credited, e.currency), paid=_amount(paid, e.currency),
+            status=payment_status(total, paid, credited), position=position))
         if excess > 0:
             self._allocate(row["account_id"])
 
@@ -118,9 +127,9 @@ class _InvoiceBatch(ModelBatch):
                 take = min(need, available)
                 paid += take
                 source["amount"] = fmt(available - take)
-                self._allocation(row["id"], source["payment_id"], take, source["at"])
+                self._allocation(row["id"], source["payment_id"], take, source["at"], row["currency"])
             self.conn.execute(update(inv).where(inv.c.id == row["id"]).values(
-                paid=fmt(paid), status=payment_status(total, paid, credited)))
+                paid=_amount(paid, row["currency"]), status=payment_status(total, paid, credited)))
         for source in credits:
             where = (credit.c.account_id == account_id) & (credit.c.payment_id == source["payment_id"])
             if dec(source["amount"]) <= 0:
@@ -128,15 +137,15 @@ class _InvoiceBatch(ModelBatch):
             else:
                 self.conn.execute(update(credit).where(where).values(amount=source["amount"]))
 
-    def _allocation(self, invoice_id: str, source: str, amount: Decimal, at: int) -> None:
+    def _allocation(self, invoice_id: str, source: str, amount: Decimal, at: int, currency: str) -> None:
         allocations = t.invoice_allocations
         where = (allocations.c.invoice_id == invoice_id) & (allocations.c.source == source)
         found = self.conn.execute(select(allocations.c.amount).where(where)).scalar()
         if found is None:
-            self.conn.execute(insert(allocations).values(invoice_id=invoice_id, source=source, amount=fmt(amount),
-                                                         at=at))
+            self.conn.execute(insert(allocations).values(invoice_id=invoice_id, source=source,
+                                                         amount=_amount(amount, currency), at=at))
         else:
-            self.conn.execute(update(allocations).where(where).values(amount=fmt(dec(found) + amount)))
+            self.conn.execute(update(allocations).where(where).values(amount=_amount(dec(found) + amount, currency)))
 
     def flush(self) -> None:
         if self.drafts:

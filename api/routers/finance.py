@@ -75,8 +75,9 @@ def _etag(runtime: Runtime, *parts: object) -> str:
 
 
 def _page(runtime: Runtime, request: Request, response: Response, *, period: str | None, status: str | None,
-          account_id: str | None, cursor: str | None, limit: int) -> InvoicePage | Response:
-    now = int(time.time())
+          account_id: str | None, cursor: str | None, limit: int, as_of: datetime | None = None,
+          ) -> InvoicePage | Response:
+    now = _epoch(as_of)
     # Overdue flips with the clock: the day is part of the entity tag.
     tag = _etag(runtime, period, status, account_id, cursor, limit, now // 86_400)
     if tag in request.headers.get("if-none-match", ""):
@@ -97,10 +98,11 @@ NOT_MODIFIED = {304: {"description": "Not modified (If-None-Match matched the ET
 def list_invoices(
     runtime: RuntimeDep, request: Request, response: Response, period: PeriodFilter = None,
     status: StatusFilter = None, account_id: UUID | None = None, cursor: Cursor = None, limit: Limit = 100,
+    as_of: Annotated[datetime | None, Query(description="the moment overdue is judged at (default now)")] = None,
 ) -> Any:
     """Invoices by id, filtered by period, status (``overdue``: open and past due) and account."""
     return _page(runtime, request, response, period=period, status=status,
-                 account_id=str(account_id) if account_id else None, cursor=cursor, limit=limit)
+                 account_id=str(account_id) if account_id else None, cursor=cursor, limit=limit, as_of=as_of)
 
 
 @router.get("/accounts/{account_id}/invoices", response_model=InvoicePage, tags=["portal"], responses=NOT_MODIFIED)
