@@ -172,6 +172,9 @@ class SiteController(threading.Thread):
         self.active: bool | None = None
         self.record = self.store.site(default_name=self.settings.site, default_role=self.settings.site_role)
         self.last_contact = clock()
+        # Automatic promotion needs an active peer seen by this process first: a standby that
+        # starts before its active site must not take over from it.
+        self.seen_active_peer = False
         self.last_peer_check = 0.0
         self.status: dict[str, Any] = {}
         self.chainer = Stage("chainer", runtime.gate.writer(chain_step(self.store)), poll_interval=0.2)
@@ -282,6 +285,7 @@ class SiteController(threading.Thread):
             self.last_contact = now
             if peer.get("role") != "active":
                 return False  # nothing authoritative to follow
+            self.seen_active_peer = True
             if int(peer["epoch"]) > record.epoch:
                 self.store.set_site(role="standby", epoch=int(peer["epoch"]), reason=f"following {peer.get('name')}")
             applied, batch = pull_once(self.store, self.peer, self.settings.replication_batch)
@@ -311,7 +315,7 @@ class SiteController(threading.Thread):
 
     def _maybe_promote(self, record: SiteRecord, now: float) -> None:
         after = self.settings.failover_after
-        if after > 0 and now - self.last_contact > after:
+        if after > 0 and self.seen_active_peer and now - self.last_contact > after:
             promote(self.store, record, reason=f"automatic: no heartbeat from the active site for {after} s")
             self.wakeup.set()
 

@@ -53,6 +53,11 @@ def start_pair(tmp_path: Path, usernames: list[str], *, urls: tuple[str, str] = 
     for product in (a, b):
         product.data_dir.mkdir(parents=True)
     to_a, to_b = Link(a.api_port), Link(b.api_port)
+    taken = {a.api_port, b.api_port}
+    while {to_a.port, to_b.port} & taken or to_a.port == to_b.port:  # the OS may hand out a port again
+        to_a.cut()
+        to_b.cut()
+        to_a, to_b = Link(a.api_port), Link(b.api_port)
     if urls[0]:
         a.extra_env = {"WISPGATE_DATABASE_URL": urls[0]}
     # The replication token is an event in A's ledger: it replicates to B with everything else.
@@ -60,8 +65,17 @@ def start_pair(tmp_path: Path, usernames: list[str], *, urls: tuple[str, str] = 
     a.extra_env = site_env("site-a", "active", to_b, replication, urls[0])
     b.extra_env = site_env("site-b", "standby", to_a, replication, urls[1],
                            failover_after=str(failover_after))
-    start_all(a, b)
-    a.token = b.token = admin
+    try:
+        start_all(a, b)
+        a.token = b.token = admin
+        return provision(Pair(a, b, to_a, to_b, {}), usernames)
+    except BaseException:
+        Pair(a, b, to_a, to_b, {}).stop()  # no orphan processes after a failed setup
+        raise
+
+
+def provision(pair: Pair, usernames: list[str]) -> Pair:
+    a = pair.a
     assert a.post("/v1/nas", {"name": "bng-1", "address": "127.0.0.1", "secret": SECRET,
                               "vendor": "mikrotik"}).status_code == 201
     plan = a.post("/v1/plans", {"name": "Home", "currency": "USD", "monthly_fee": "25.00",
@@ -72,7 +86,7 @@ def start_pair(tmp_path: Path, usernames: list[str], *, urls: tuple[str, str] = 
         created = a.post("/v1/accounts", {"name": username, "plan_id": plan.json()["id"], "usernames": [username]})
         assert created.status_code == 201, created.text
         accounts[username] = created.json()["id"]
-    pair = Pair(a, b, to_a, to_b, accounts)
+    pair.accounts = accounts
     converged(pair)
     return pair
 

@@ -1,0 +1,103 @@
+"""Failover and split: SIGKILL of the active site and promotion of the standby lose no
+acknowledged record and charge none twice; a split (both sites accept records) ends with the
+old site fenced, its divergent events set aside and its raw records re-submitted, and the
+balances of a single-site run."""
+
+from __future__ import annotations
+
+import random
+from pathlib import Path
+
+import pytest
+
+from tests.e2e.product import wait_until
+
+from .pair import balances, converged, expected_charge, flatten, send, sessions, site, start_pair
+
+pytestmark = pytest.mark.e2e
+
+
+def merged(*charges: dict[str, object]) -> dict[str, object]:
+    total: dict[str, object] = {}
+    for charge in charges:
+        for user, amount in charge.items():
+            total[user] = total.get(user, 0) + amount  # type: ignore[operator]
+    return total
+
+
+def test_sigkill_active_then_promote_standby_loses_nothing_and_charges_once(tmp_path: Path) -> None:
+    seed = random.randrange(2**32)
+    print(f"seed {seed}")
+    rng = random.Random(seed)
+    users = [f"user{i}" for i in range(8)]
+    pair = start_pair(tmp_path, users)
+    try:
+        shipped = sessions(users[:4], "S", rng)
+        send(pair.a, flatten(shipped))
+        converged(pair)
+        # The link is cut, so what A acknowledges now never reaches B before A dies.
+        pair.to_a.cut()
+        unshipped = sessions(users[4:], "U", rng)
+        send(pair.a, flatten(unshipped))
+        pair.a.kill()
+
+        promoted = pair.b.cli("site", "promote")
+        assert promoted.returncode == 0 and "active at epoch 2" in promoted.stdout, promoted.stdout
+        wait_until(lambda: site(pair.b)["role"] == "active")
+        # The BNG fails over to its secondary server: site B answers now.
+        after = sessions(users, "B", rng, start=1_795_100_000)
+        send(pair.b, flatten(after))
+
+        pair.to_a.heal()
+        pair.a.start()  # comes back at epoch 1, learns of epoch 2: fenced
+        wait_until(lambda: site(pair.a)["role"] == "standby", timeout=30)
+        expected = merged(expected_charge(shipped), expected_charge(unshipped), expected_charge(after))
+        wait_until(lambda: balances(pair.b, pair.accounts) == expected, timeout=60)
+        converged(pair)
+        assert balances(pair.a, pair.accounts) == expected
+        status = site(pair.a)
+        assert status["epoch"] == 2 and status["replication"]["resubmission_pending_from"] is None
+        # B's chain is A's chain now; both verify.
+        for product in (pair.a, pair.b):
+            verified = product.cli("audit", "verify")
+            assert verified.returncode == 0 and f"head hash {status['head_hash']}" in verified.stdout
+    finally:
+        pair.stop()
+
+
+def test_split_ends_with_fencing_resubmission_and_single_site_balances(tmp_path: Path) -> None:
+    seed = random.randrange(2**32)
+    print(f"seed {seed}")
+    rng = random.Random(seed)
+    users = [f"user{i}" for i in range(9)]
+    pair = start_pair(tmp_path, users, failover_after=2)
+    try:
+        before = sessions(users, "P", rng)
+        send(pair.a, flatten(before))
+        converged(pair)
+        pair.to_a.cut()
+        pair.to_b.cut()
+        # B loses A's heartbeat and promotes itself; A keeps running alone: a split.
+        wait_until(lambda: site(pair.b)["role"] == "active", timeout=30)
+        assert site(pair.a)["role"] == "active"
+        only_a = sessions(users[:3], "A", rng, start=1_795_050_000)
+        only_b = sessions(users[3:6], "B", rng, start=1_795_050_000)
+        both = sessions(users[6:], "AB", rng, start=1_795_050_000)
+        send(pair.a, flatten(only_a) + flatten([packets[:3] for packets in both]))
+        send(pair.b, flatten(only_b) + flatten(both))  # the BNG re-sent what A had acknowledged
+        divergent_head = site(pair.a)["head_position"]
+
+        pair.to_a.heal()
+        pair.to_b.heal()
+        wait_until(lambda: site(pair.a)["role"] == "standby", timeout=30)
+        expected = merged(expected_charge(before), expected_charge(only_a), expected_charge(only_b),
+                          expected_charge(both))
+        wait_until(lambda: balances(pair.b, pair.accounts) == expected, timeout=60)
+        converged(pair)
+        assert balances(pair.a, pair.accounts) == expected
+        status = site(pair.a)
+        assert status["epoch"] == site(pair.b)["epoch"] == 2
+        assert status["divergent_events_set_aside"] > 0  # kept for audit, never merged
+        assert divergent_head > 0
+    finally:
+        pair.stop()
