@@ -173,15 +173,26 @@ class WispgateEmbedded:
 
 
 def replay_rate(data_dir: Path) -> float:
+    return replay_rate_on(database_url="", data_dir=data_dir)
+
+
+def replay_rate_on(*, database_url: str, data_dir: Path) -> float:
     """Events/s rebuilding every read model from position 0 (in this process), checking the
-    rebuilt balances equal the live ones (guarantee 4)."""
+    rebuilt balances equal the live ones (guarantee 4). Nothing else may run on the store."""
+    from sqlalchemy import select
+
     from api.bootstrap import build_runtime
     from api.settings import Settings
+    from projections import tables
 
-    with sqlite3.connect(data_dir / "readmodels.db") as conn:
-        live = sorted(conn.execute("SELECT account_id, receivable FROM balances").fetchall())
-    runtime = build_runtime(Settings(data_dir=data_dir))
+    def balances() -> list[tuple[str, str]]:
+        with runtime.engine.connect() as conn:
+            rows = conn.execute(select(tables.balances.c.account_id, tables.balances.c.receivable))
+            return sorted((str(a), str(r)) for a, r in rows)
+
+    runtime = build_runtime(Settings(data_dir=data_dir, database_url=database_url))
     try:
+        live = balances()
         runtime.projector.reset()
         started = time.perf_counter()
         events = 0
@@ -192,10 +203,8 @@ def replay_rate(data_dir: Path) -> float:
             runtime.projector.process(batch)
             events += len(batch)
         seconds = time.perf_counter() - started
+        if balances() != live:
+            raise AssertionError("rebuilt balances differ from the live ones: replay is not deterministic")
     finally:
         runtime.close()
-    with sqlite3.connect(data_dir / "readmodels.db") as conn:
-        rebuilt = sorted(conn.execute("SELECT account_id, receivable FROM balances").fetchall())
-    if rebuilt != live:
-        raise AssertionError("rebuilt balances differ from the live ones: replay is not deterministic")
     return events / seconds
