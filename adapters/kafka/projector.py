@@ -19,7 +19,7 @@ from kafka import ConsumerRebalanceListener, KafkaConsumer, TopicPartition
 from projections import ReadModelProjector
 
 from .relay import decode_notification
-from .topics import consumer_config
+from .topics import consumer_config, wait_for_metadata
 
 log = logging.getLogger(__name__)
 
@@ -59,6 +59,7 @@ class TopicProjector:
         self.projector = projector
         self.max_records = max_records
         self.consumer = KafkaConsumer(**consumer_config(bootstrap, client_id, group))
+        wait_for_metadata(self.consumer, topic)
         self.consumer.subscribe([topic], listener=_FromStart(self))
         self.stopping = threading.Event()
 

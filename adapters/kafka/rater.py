@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import logging
 import threading
+import time
 from collections.abc import Callable
 
 from eventsourcing.persistence import Tracking
@@ -24,7 +25,7 @@ from prometheus_client import Counter
 from domain.accounting import AccountingRecord
 from ledger import Ledger
 
-from .topics import consumer_config
+from .topics import consumer_config, wait_for_metadata
 
 log = logging.getLogger(__name__)
 
@@ -85,6 +86,7 @@ class Rater:
         self.topic = topic
         self.max_records = max_records
         self.consumer = KafkaConsumer(**consumer_config(bootstrap, client_id, group))
+        wait_for_metadata(self.consumer, topic)
         self.consumer.subscribe([topic], listener=_Assignment(self))
         self.reseek = True
         self.stopping = threading.Event()
@@ -111,7 +113,10 @@ class Rater:
                 continue
             records = decode_records(messages)
             tracking = Tracking(upstream_name(tp.topic, tp.partition), messages[-1].offset + 1)
+            started = time.monotonic()
             self.ledger.apply_records(records, tracking, shard=str(tp.partition))
+            if (took := time.monotonic() - started) > 2.0:
+                log.warning("slow batch: %d records of partition %d took %.1f s", len(records), tp.partition, took)
             handled += len(messages)
         self.applied += handled
         APPLIED.inc(handled)

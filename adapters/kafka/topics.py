@@ -67,7 +67,7 @@ def consumer_config(bootstrap: str, client_id: str, group_id: str) -> dict[str, 
         "auto_offset_reset": "earliest",
         "max_partition_fetch_bytes": 4 * 1024 * 1024,
         "fetch_max_wait_ms": 50,
-        "session_timeout_ms": 10000,
+        "session_timeout_ms": 6000,  # the broker's minimum: a killed member is replaced fast
         "heartbeat_interval_ms": 1000,
         "max_poll_interval_ms": 120000,
         "reconnect_backoff_max_ms": 1000,
@@ -114,3 +114,13 @@ def ensure_topics(bootstrap: str, wanted: dict[str, int], replication: int, *, t
             time.sleep(0.2)
     finally:
         admin.close()
+
+
+def wait_for_metadata(consumer: Any, topic: str, timeout: float = 60.0) -> None:
+    """Load the topic's partitions before joining the group: a group leader that joins
+    without them assigns nothing (kafka-python's range assignor), and the group can stall."""
+    deadline = time.monotonic() + timeout
+    while not consumer.partitions_for_topic(topic):
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"no metadata for topic {topic} after {timeout:.0f} s")
+        time.sleep(0.1)

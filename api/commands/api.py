@@ -9,10 +9,9 @@ from typing import Any
 import uvicorn
 
 from ..app import create_app
-from ..bootstrap import build_runtime
 from ..settings import Settings
 from .common import add_listen_options, add_store_options
-from .distributed import run_role
+from .distributed import build_role_runtime, run_role
 
 
 def register(commands: Any) -> None:
@@ -23,7 +22,7 @@ def register(commands: Any) -> None:
 
 
 def serve_api(settings: Settings, _topics: Any) -> int:
-    runtime = build_runtime(settings)
+    runtime = build_role_runtime(settings)
     try:
         server = uvicorn.Server(uvicorn.Config(
             create_app(runtime), host=settings.api_host, port=settings.api_port,

@@ -4,18 +4,24 @@ settings they need, topic creation, SIGTERM handling and the optional /metrics p
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import signal
 import sys
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
+
+import psycopg
 
 from adapters.kafka import Topics, ensure_topics
 
+from ..bootstrap import Runtime, build_runtime
 from ..settings import Settings
 
 log = logging.getLogger("wispgate.distributed")
+
+SCHEMA_LOCK = 0x77697370  # advisory lock key ("wisp") held while a role creates its tables
 
 
 class NotDistributed(Exception):
@@ -36,6 +42,24 @@ def create_topics(settings: Settings, topics: Topics) -> None:
     partition (its order is the ledger's order)."""
     ensure_topics(settings.kafka_bootstrap, {topics.accounting: settings.kafka_partitions, topics.ledger: 1},
                   settings.kafka_replication)
+
+
+@contextlib.contextmanager
+def schema_lock(settings: Settings) -> Iterator[None]:
+    """Serialise schema creation: roles starting together on an empty database would race on
+    CREATE TABLE (PostgreSQL's IF NOT EXISTS is not safe against a concurrent create)."""
+    with psycopg.connect(settings.database_url, autocommit=True, connect_timeout=10) as conn:
+        conn.execute("SELECT pg_advisory_lock(%s)", (SCHEMA_LOCK,))
+        try:
+            yield
+        finally:
+            conn.execute("SELECT pg_advisory_unlock(%s)", (SCHEMA_LOCK,))
+
+
+def build_role_runtime(settings: Settings) -> Runtime:
+    """The applications of a role, their tables created under the schema lock."""
+    with schema_lock(settings):
+        return build_runtime(settings)
 
 
 def add_role_options(parser: Any) -> None:

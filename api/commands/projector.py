@@ -6,10 +6,17 @@ from typing import Any
 
 from adapters.kafka.projector import TopicProjector
 
-from ..bootstrap import build_runtime
 from ..settings import Settings
 from .common import add_store_options
-from .distributed import add_role_options, create_topics, on_termination, role_settings, run_role, serve_metrics
+from .distributed import (
+    add_role_options,
+    build_role_runtime,
+    create_topics,
+    on_termination,
+    role_settings,
+    run_role,
+    serve_metrics,
+)
 
 
 def register(commands: Any) -> None:
@@ -22,7 +29,7 @@ def register(commands: Any) -> None:
 
 def project(settings: Settings, topics: Any) -> int:
     create_topics(settings, topics)
-    runtime = build_runtime(settings)
+    runtime = build_role_runtime(settings)
     consumer = TopicProjector(runtime.projector, settings.kafka_bootstrap, topics.ledger, topics.projector_group)
     on_termination(consumer.stop)
     serve_metrics(settings)

@@ -20,7 +20,7 @@ from projections import tables
 
 from ..settings import Settings
 from .common import add_listen_options, add_store_options
-from .distributed import add_role_options, create_topics, role_settings, run_role, serve_metrics
+from .distributed import add_role_options, create_topics, role_settings, run_role, schema_lock, serve_metrics
 from .serve import _refresh_registry
 
 
@@ -36,7 +36,8 @@ def register(commands: Any) -> None:
 async def radius(settings: Settings, topics: Any) -> int:
     await asyncio.to_thread(create_topics, settings, topics)
     engine = read_model_engine(data_dir=settings.data_dir, database_url=settings.database_url)
-    tables.metadata.create_all(engine)
+    with schema_lock(settings):
+        tables.metadata.create_all(engine)
     registry = NasRegistry(engine)
     registry.refresh(force=True)
     sink = AccountingTopic(settings.kafka_bootstrap, topics.accounting,

@@ -8,10 +8,17 @@ from typing import Any
 
 from adapters.kafka.rater import Rater
 
-from ..bootstrap import build_runtime
 from ..settings import Settings
 from .common import add_store_options
-from .distributed import add_role_options, create_topics, on_termination, role_settings, run_role, serve_metrics
+from .distributed import (
+    add_role_options,
+    build_role_runtime,
+    create_topics,
+    on_termination,
+    role_settings,
+    run_role,
+    serve_metrics,
+)
 
 
 def register(commands: Any) -> None:
@@ -23,7 +30,7 @@ def register(commands: Any) -> None:
 
 def rate(settings: Settings, topics: Any) -> int:
     create_topics(settings, topics)
-    runtime = build_runtime(settings)
+    runtime = build_role_runtime(settings)
     rater = Rater(runtime.ledger, settings.kafka_bootstrap, topics.accounting, topics.rater_group,
                   client_id=f"wispgate-rater-{socket.gethostname()}")
     on_termination(rater.stop)

@@ -7,10 +7,18 @@ from typing import Any
 
 from adapters.kafka.relay import LedgerRelay
 
-from ..bootstrap import build_runtime
 from ..settings import Settings
 from .common import add_store_options
-from .distributed import add_role_options, create_topics, on_termination, role_settings, run_role, serve_metrics
+from .distributed import (
+    add_role_options,
+    build_role_runtime,
+    create_topics,
+    on_termination,
+    role_settings,
+    run_role,
+    schema_lock,
+    serve_metrics,
+)
 
 
 def register(commands: Any) -> None:
@@ -22,9 +30,10 @@ def register(commands: Any) -> None:
 
 def relay(settings: Settings, topics: Any) -> int:
     create_topics(settings, topics)
-    runtime = build_runtime(settings)
-    publisher = LedgerRelay(runtime.ledger, runtime.engine, settings.database_url, settings.kafka_bootstrap,
-                            topics.ledger)
+    runtime = build_role_runtime(settings)
+    with schema_lock(settings):
+        publisher = LedgerRelay(runtime.ledger, runtime.engine, settings.database_url, settings.kafka_bootstrap,
+                                topics.ledger)
     on_termination(publisher.stop)
     serve_metrics(settings)
     print(f"WISPGate relay: ledger -> {topics.ledger}", flush=True)

@@ -31,7 +31,7 @@ def expected_balances(sessions: list[Session], load: LoadResult, price_per_gb: D
     balances = {}
     for session in sessions:
         last = load.last_acked[session.index]
-        assert last is session.packets[-1]
+        assert last == session.packets[-1]
         balances[session.username] = -(Decimal(last.upload + last.download) * price_per_gb / GB)
     return balances
 

@@ -34,6 +34,7 @@ class Cluster:
     api_port: int = field(default_factory=free_port)
     processes: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
     token: str = ""
+    accounts: dict[str, str] = field(default_factory=dict)  # username -> account id
 
     @property
     def env(self) -> dict[str, str]:
@@ -69,6 +70,7 @@ class Cluster:
     def kill(self, name: str) -> None:
         """SIGKILL: no shutdown code runs."""
         process = self.processes.pop(name)
+        assert process.poll() is None, f"{name} had exited by itself ({process.returncode}); see {self.log_dir}"
         process.send_signal(signal.SIGKILL)
         process.wait(timeout=10)
 
@@ -82,6 +84,8 @@ class Cluster:
             process.wait(timeout=10)
 
     def stop_all(self) -> None:
+        for process in self.processes.values():
+            process.terminate()
         for name in list(self.processes):
             self.stop(name)
 
@@ -89,7 +93,16 @@ class Cluster:
         dead = {name: p.returncode for name, p in self.processes.items() if p.poll() is not None}
         assert not dead, f"roles exited: {dead} (logs in {self.log_dir})"
 
-    def wait_healthy(self, timeout: float = 30.0) -> None:
+    def wait_for_log(self, name: str, needle: str, timeout: float = 60.0) -> None:
+        """Block until the role's log contains ``needle``."""
+        deadline = time.monotonic() + timeout
+        path = self.log_dir / f"{name}.log"
+        while needle not in (path.read_text() if path.exists() else ""):
+            self.assert_running()
+            assert time.monotonic() < deadline, f"{name} never logged {needle!r}"
+            time.sleep(0.1)
+
+    def wait_healthy(self, timeout: float = 120.0) -> None:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             self.assert_running()

@@ -19,6 +19,12 @@ from tests.conftest import service
 from .cluster import Cluster
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers", "disruptive: restarts a shared service (Kafka broker or PostgreSQL); other tests "
+                   "running at the same moment may fail")
+
+
 @pytest.fixture
 def rebuild_database() -> Iterator[str]:
     """A second fresh database, for a rebuild of the read models from position 0."""
