@@ -24,7 +24,7 @@ def _iso(epoch: int) -> str:
 @router.get("/aggregates/{aggregate_id}/events")
 def aggregate_events(
     aggregate_id: UUID, runtime: RuntimeDep,
-    after: Annotated[int, Query(ge=0, description="cursor: the last version seen")] = 0,
+    after: Annotated[int, Query(ge=0, le=2**62, description="cursor: the last version seen")] = 0,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
 ) -> dict[str, Any]:
     """The stored events of one aggregate, as recorded (topic and JSON state), oldest first."""
