@@ -98,7 +98,7 @@ def store_engine(app_name: str, *, data_dir: Path, database_url: str) -> Engine:
     """An SQLAlchemy engine on the database holding ``app_name``'s events."""
     if database_url.startswith(("postgresql://", "postgres://")):
         url = "postgresql+psycopg://" + database_url.split("://", 1)[1]
-        return create_engine(url, pool_size=3, max_overflow=3, pool_pre_ping=True)
+        return create_engine(url, pool_size=2, max_overflow=3, pool_pre_ping=True)
     data_dir.mkdir(parents=True, exist_ok=True)
     return create_engine(f"sqlite:///{data_dir / f'{app_name.lower()}.db'}", connect_args={"timeout": 30})
 

@@ -160,8 +160,12 @@ class SiteController(threading.Thread):
         self.runtime = runtime
         self.settings = runtime.settings
         self.store = LedgerStore.open(data_dir=self.settings.data_dir, database_url=self.settings.database_url)
-        self.intake_table = EventTable(store_engine("accountinglog", data_dir=self.settings.data_dir,
-                                                    database_url=self.settings.database_url), "accountinglog")
+        runtime.__dict__["_ledger_store"] = self.store  # the API's routers use the same one
+        # On PostgreSQL the accounting log lives in the same database: share the engine.
+        self.intake_table = EventTable(
+            self.store.engine if self.store.events.postgres else store_engine(
+                "accountinglog", data_dir=self.settings.data_dir, database_url=self.settings.database_url),
+            "accountinglog")
         self.peer = (PeerClient(self.settings.peer_url, self.settings.replication_token)
                      if self.settings.peer_url else None)
         self.accounting: Any = None
@@ -211,6 +215,7 @@ class SiteController(threading.Thread):
             self.peer.close()
         self.store.close()
         self.intake_table.engine.dispose()
+        self.runtime.__dict__.pop("_ledger_store", None)
 
     # ---- one step -----------------------------------------------------------------------------
 

@@ -5,10 +5,15 @@ from __future__ import annotations
 
 import random
 import threading
+import uuid
+from collections.abc import Iterator
 from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
 
+import psycopg
 import pytest
 
+from tests.conftest import service
 from tests.e2e.product import radclient, wait_until
 
 from .pair import SECRET, balances, converged, expected_charge, flatten, send, sessions, site, start_pair
@@ -68,5 +73,47 @@ def test_cut_link_heals_by_itself(tmp_path: Path) -> None:
         converged(pair)
         expected = expected_charge(load)
         wait_until(lambda: balances(pair.b, pair.accounts) == expected, timeout=30)
+    finally:
+        pair.stop()
+
+
+@pytest.fixture
+def second_pg_database() -> Iterator[str]:
+    """Another fresh PostgreSQL database: the second site's."""
+    dsn = service("WISPGATE_TEST_PG_DSN")
+    name = f"wg_{uuid.uuid4().hex[:12]}"
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    yield urlunsplit(urlsplit(dsn)._replace(path=f"/{name}"))
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def test_postgres_sites_converge_and_promote(tmp_path: Path, pg_database: str, second_pg_database: str) -> None:
+    seed = random.randrange(2**32)
+    print(f"seed {seed}")
+    rng = random.Random(seed)
+    users = [f"user{i}" for i in range(10)]
+    pair = start_pair(tmp_path, users, urls=(pg_database, second_pg_database))
+    try:
+        load = sessions(users, "PG", rng)
+        send(pair.a, flatten(load))
+        converged(pair)
+        expected = expected_charge(load)
+        wait_until(lambda: balances(pair.b, pair.accounts) == expected, timeout=30)
+        # Same ids and bytes in both databases.
+        with psycopg.connect(pg_database) as a, psycopg.connect(second_pg_database) as b:
+            query = "SELECT notification_id, originator_id, originator_version, topic, state FROM ledger_events " \
+                    "ORDER BY notification_id"
+            assert a.execute(query).fetchall() == b.execute(query).fetchall()
+        # Promotion on PostgreSQL: B's sequence continues after the replicated ids.
+        pair.a.kill()
+        assert pair.b.cli("site", "promote").returncode == 0
+        wait_until(lambda: site(pair.b)["role"] == "active")
+        more = sessions(users, "PG2", rng, start=1_795_100_000)
+        send(pair.b, flatten(more))
+        expected = {u: expected[u] + expected_charge(more)[u] for u in users}
+        wait_until(lambda: balances(pair.b, pair.accounts) == expected, timeout=30)
+        assert pair.b.cli("audit", "verify").returncode == 0
     finally:
         pair.stop()
