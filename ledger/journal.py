@@ -5,7 +5,7 @@ finds money not conserved stops rather than continues)."""
 from __future__ import annotations
 
 from dataclasses import dataclass
-from decimal import Decimal
+from decimal import Context, Decimal, Inexact
 from uuid import UUID
 
 # The chart of accounts. Subscriber accounts are per account id: receivable (postpaid) or
@@ -18,6 +18,11 @@ DISCOUNTS = "discounts"
 TAX_PAYABLE = "tax:payable"
 CASH = "cash"
 SUBSCRIBER_PREFIXES = ("receivable:", "prepaid:")
+
+
+# Rated amounts are exact and may carry more digits than the default context's 28: sums and
+# negations here must never round (a rounded negation is a transaction that does not balance).
+_EXACT = Context(prec=200, traps=[Inexact])
 
 
 class UnbalancedTransaction(AssertionError):
@@ -55,7 +60,7 @@ def subscriber_of(ledger_account: str) -> str | None:
 def balanced(postings: list[Posting]) -> list[dict[str, str]]:
     totals: dict[str, Decimal] = {}
     for posting in postings:
-        totals[posting.currency] = totals.get(posting.currency, Decimal(0)) + posting.amount
+        totals[posting.currency] = _EXACT.add(totals.get(posting.currency, Decimal(0)), posting.amount)
     if any(total != 0 for total in totals.values()):
         raise UnbalancedTransaction(f"postings do not balance: {totals}")
     return [
@@ -67,4 +72,5 @@ def balanced(postings: list[Posting]) -> list[dict[str, str]]:
 
 def usage_postings(subscriber: str, amount: Decimal, currency: str) -> list[dict[str, str]]:
     """Usage charged: the subscriber owes more (debit), usage revenue earned (credit)."""
-    return balanced([Posting(subscriber, amount, currency), Posting(USAGE_REVENUE, -amount, currency)])
+    return balanced([Posting(subscriber, amount, currency),
+                     Posting(USAGE_REVENUE, amount.copy_negate(), currency)])

@@ -48,8 +48,10 @@ class NasSessions(Aggregate):
         return key in getattr(self, "restarts", {})
 
     @event("NasRestarted")
-    def nas_restarted(self, event_time: int, status: str, key: str = "") -> None:
-        self.open = {}
+    def nas_restarted(self, event_time: int, status: str, key: str = "",
+                      still_open: dict[str, int] | None = None) -> None:
+        # still_open: sessions that began after the restart (its Accounting-On came late)
+        self.open = dict(still_open or {})
         if key:
             # getattr: registries started before restarts were recorded
             self.restarts = getattr(self, "restarts", {}) | {key: event_time}

@@ -158,11 +158,15 @@ class _Batch:
             key = record.idempotency_key()
             if registry.has_restarted(key):
                 return
+            still_open: dict[str, int] = {}
             for session_key in sorted(registry.open):
                 session = self._load(UUID(session_key))
                 if isinstance(session, Session):
                     session.close_by_nas(record.event_time, record.status.value)
-            registry.nas_restarted(event_time=record.event_time, status=record.status.value, key=key)
+                    if remaining := len(session.open_incarnations()):
+                        still_open[session_key] = remaining
+            registry.nas_restarted(event_time=record.event_time, status=record.status.value, key=key,
+                                   still_open=still_open)
             return
         session = self._session(record.nas_id, record.acct_session_id)
         before = set(session.open_incarnations())

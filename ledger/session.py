@@ -129,8 +129,9 @@ class Session(Aggregate):
             inc["closed_at"] = event_time
 
     def close_by_nas(self, event_time: int, cause: str) -> list[str]:
-        """Accounting-On/Off: every open incarnation ends at ``event_time``."""
-        closed = self.open_incarnations()
+        """Accounting-On/Off: every incarnation open at ``event_time`` ends then. One that
+        started at or after it began after the reboot (the Accounting-On arrived late)."""
+        closed = [key for key in self.open_incarnations() if self.incarnations[key]["start"] < event_time]
         for inc_key in closed:
             self._closed_by_nas(incarnation=inc_key, event_time=event_time, cause=cause)
         return closed

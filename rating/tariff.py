@@ -95,7 +95,10 @@ class Rated:
 
     @property
     def amount(self) -> Decimal:
-        return sum((line.amount for line in self.lines), Decimal(0))
+        total = Decimal(0)
+        for line in self.lines:
+            total = _EXACT.add(total, line.amount)  # exact: the default context rounds at 28 digits
+        return total
 
 
 def price(bytes_: int, price_per_gb: Decimal) -> Decimal:
