@@ -20,7 +20,7 @@ router = APIRouter(prefix="/v1/replication", tags=["replication"], dependencies=
 
 
 @router.get("/log", response_class=Response)
-def log_after(runtime: RuntimeDep, after: Annotated[int, Query(ge=0)] = 0,
+def log_after(runtime: RuntimeDep, after: Annotated[int, Query(ge=0, le=2**62)] = 0,
               limit: Annotated[int, Query(ge=1, le=20_000)] = 2000) -> Response:
     """Chained events after ``after`` (gzip JSON). ``anchor_hash`` is this site's hash at
     ``after`` (null if it holds no such position), so the caller can check it holds a prefix."""
@@ -35,7 +35,7 @@ def log_after(runtime: RuntimeDep, after: Annotated[int, Query(ge=0)] = 0,
 
 
 @router.get("/hash")
-def hash_at(runtime: RuntimeDep, position: Annotated[int, Query(ge=0)]) -> dict[str, Any]:
+def hash_at(runtime: RuntimeDep, position: Annotated[int, Query(ge=0, le=2**62)]) -> dict[str, Any]:
     return {"position": position, "hash": ledger_store(runtime).hash_at(position)}
 
 
