@@ -18,7 +18,7 @@ from .billing_period import BillingPeriod
 from .commands import AdminCommands
 from .errors import Conflict, NotFound
 from .nas_sessions import NasSessions
-from .rater import Rater
+from .rater import CatalogCache, Rater
 from .session import Session
 
 A = TypeVar("A", bound=Aggregate)
@@ -37,6 +37,7 @@ class Ledger(AdminCommands, BillingRun, Rater, Application[UUID]):
         self.live_sessions: dict[UUID, Aggregate] = {}
         self.live_sessions_limit = 50_000
         self.listeners: list[Callable[[], None]] = []
+        self.catalog_cache = CatalogCache()
 
     def construct_recorder(self) -> ProcessRecorder:
         recorder = self.factory.process_recorder()
@@ -51,6 +52,7 @@ class Ledger(AdminCommands, BillingRun, Rater, Application[UUID]):
 
     def forget_live_sessions(self) -> None:
         self.live_sessions.clear()
+        self.catalog_cache.clear()
 
     def tracked_position(self, upstream: str) -> int:
         assert isinstance(self.recorder, ProcessRecorder)

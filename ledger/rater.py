@@ -74,30 +74,85 @@ class Rater:
         return _Pricing(self).tariff(username, at)
 
 
+CATALOG_TOPICS = tuple(
+    f"{module}:{cls}.{name}" for module, cls, names in (
+        ("ledger.account", "Account", ("Opened", "PlanChanged", "BillingSettingsChanged", "AddonPurchased",
+                                       "DiscountGranted", "Suspended", "Resumed", "Terminated",
+                                       "EnforcementApplied", "EnforcementLifted")),
+        ("ledger.account", "UsernameClaim", ("Claimed",)),
+        ("ledger.catalog", "Plan", ("Created", "Revised")),
+    ) for name in names
+)
+
+
+class CatalogCache:
+    """Accounts, plans and username claims as the rater last read them.
+
+    Before each batch, one query asks the ledger's log for catalogue events recorded since
+    the last check (by any process: the API writes them) and forgets the aggregates they
+    touch, so the rater prices with current plans without reading every account again for
+    every batch."""
+
+    def __init__(self) -> None:
+        self.accounts: dict[UUID, Account] = {}
+        self.plans: dict[UUID, list[PlanVersion]] = {}
+        self.claims: dict[str, UUID] = {}
+        self.checked = 0
+
+    def refresh(self, recorder: Any) -> None:
+        head = recorder.max_notification_id() or 0
+        if head <= self.checked:
+            return
+        start = self.checked + 1
+        while start <= head:
+            changed = recorder.select_notifications(start=start, limit=5000, stop=head, topics=CATALOG_TOPICS)
+            for notification in changed:
+                self.accounts.pop(notification.originator_id, None)
+                self.plans.pop(notification.originator_id, None)
+            if len(changed) < 5000:
+                break
+            start = changed[-1].id + 1
+        self.checked = head
+
+    def clear(self) -> None:
+        self.accounts.clear()
+        self.plans.clear()
+        self.claims.clear()
+        self.checked = 0
+
+
 class _Pricing:
-    """Resolves username -> account -> plan version, loading each aggregate once."""
+    """Resolves username -> account -> plan version through the ledger's catalogue cache."""
 
     def __init__(self, ledger: Rater) -> None:
         self.ledger = ledger
-        self.accounts: dict[str, Account | None] = {}
-        self.plans: dict[UUID, list[PlanVersion]] = {}
+        self.cache: CatalogCache = getattr(ledger, "catalog_cache", None) or CatalogCache()
+        self.cache.refresh(ledger.recorder)  # type: ignore[attr-defined]
+        self.unclaimed: set[str] = set()
 
     def account(self, username: str) -> Account | None:
-        if not username:
+        if not username or username in self.unclaimed:
             return None
-        if username not in self.accounts:
+        account_id = self.cache.claims.get(username)
+        if account_id is None:
             claim = self.ledger._maybe_get(UsernameClaim, username_id(username))
-            self.accounts[username] = None if claim is None else self.ledger.get_account(claim.account_id)
-        return self.accounts[username]
+            if claim is None:
+                self.unclaimed.add(username)  # may be claimed later: remembered for this batch only
+                return None
+            account_id = self.cache.claims[username] = claim.account_id  # claims never move
+        account = self.cache.accounts.get(account_id)
+        if account is None:
+            account = self.cache.accounts[account_id] = self.ledger.get_account(account_id)
+        return account
 
     def tariff(self, username: str, at: int) -> Tariff | None:
         account = self.account(username)
         if account is None:
             return None
         plan_id = account.plan_at(at)
-        if plan_id not in self.plans:
-            self.plans[plan_id] = self.ledger.get_plan(plan_id).plan_versions()
-        terms = version_in_force(self.plans[plan_id], at).terms
+        if plan_id not in self.cache.plans:
+            self.cache.plans[plan_id] = self.ledger.get_plan(plan_id).plan_versions()
+        terms = version_in_force(self.cache.plans[plan_id], at).terms
         packs = tuple(DataPack(p["pack_id"], int(p["total_bytes"]), int(p["valid_from"]), int(p["valid_until"]))
                       for p in account.packs)
         return Tariff(account_id=account.id, plan_id=plan_id, terms=terms, anchor_day=account.anchor_day,
