@@ -200,3 +200,18 @@ def test_the_readme_worked_example(client: TestClient, runtime: Runtime) -> None
     feed(runtime, *session_usage(ts("2026-11-10T10:00:00"), ts("2026-11-10T12:00:00"), 160 * GB, session="day"))
     feed(runtime, *session_usage(ts("2026-11-11T01:00:00"), ts("2026-11-11T02:00:00"), 20 * GB, session="night"))
     balance_reaches(client, account_id, "-57")
+
+
+def test_a_plan_change_after_rating_started_prices_later_usage_with_the_new_plan(
+    client: TestClient, runtime: Runtime,
+) -> None:
+    expensive = plan(client, price_per_gb="2.00")
+    cheap = plan(client, price_per_gb="1.00")
+    account_id = account(client, expensive)
+    feed(runtime, *session_usage(ts("2026-11-09T12:00:00"), ts("2026-11-09T13:00:00"), 10 * GB, session="a"))
+    balance_reaches(client, account_id, "-20")  # the rater has read (and cached) the account by now
+    changed = client.post(f"/v1/accounts/{account_id}/plan",
+                          json={"plan_id": cheap, "effective_from": "2026-11-10T00:00:00Z"})
+    assert changed.status_code == 200, changed.text
+    feed(runtime, *session_usage(ts("2026-11-11T12:00:00"), ts("2026-11-11T13:00:00"), 10 * GB, session="b"))
+    balance_reaches(client, account_id, "-30")
