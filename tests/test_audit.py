@@ -4,19 +4,23 @@ point-in-time balance folds the log."""
 
 from __future__ import annotations
 
+import secrets
 import subprocess
 import sys
 from collections.abc import Iterator
 from decimal import Decimal
 from pathlib import Path
+from typing import Any
 from uuid import UUID
 
 import pytest
+from fastapi.testclient import TestClient
 from sqlalchemy import text
 
 from adapters.audit import account_as_of, chain_step, export_log, verify_store
 from adapters.event_log import LedgerStore
 from adapters.followers import drain
+from api.app import create_app
 from api.bootstrap import Runtime
 from domain.plans import PlanTerms
 
@@ -148,3 +152,45 @@ def test_point_in_time_balance_usage_and_open_sessions(runtime: Runtime, store: 
     assert "balance   -1.00 USD (exact -1)" in done.stdout
     assert "1 open" in done.stdout
     assert UUID(account)
+
+
+def issue(runtime: Runtime, role: str, account_id: Any = None) -> str:
+    token = "wg_" + secrets.token_urlsafe(16)
+    runtime.ledger.issue_token(token=token, role=role, account_id=account_id, label="test", issued_at=0)
+    return token
+
+
+def test_audit_and_replication_api(runtime: Runtime, store: LedgerStore) -> None:
+    account = populate(runtime, store)
+    auditor, replication = issue(runtime, "auditor"), issue(runtime, "replication")
+    portal = issue(runtime, "portal", UUID(account))
+    drain(chain_step(store))
+    with TestClient(create_app(runtime)) as client:
+        def get(path: str, token: str, **params: Any) -> Any:
+            return client.get(path, params=params, headers={"Authorization": f"Bearer {token}"})
+
+        verdict = get("/v1/audit/verify", auditor).json()
+        assert verdict["ok"] and verdict["head_position"] == store.head_position()
+        as_of = get(f"/v1/audit/accounts/{account}/as-of", auditor, at="2026-11-18T11:11:40Z").json()
+        assert as_of["balance"] == "-1" and as_of["currency"] == "USD"
+        assert as_of["usage"] == {"upload_bytes": GB, "download_bytes": GB} and len(as_of["open_sessions"]) == 1
+        first = get(f"/v1/audit/aggregates/{account}/events", auditor, limit=1).json()
+        assert first["items"][0]["version"] == 1 and first["items"][0]["topic"].endswith("Account.Opened")
+        assert get(f"/v1/audit/aggregates/{account}/events", auditor, after=first["next_after"]).status_code == 200
+        assert get("/v1/audit/verify", portal).status_code == 403
+        assert get("/v1/replication/log", portal).status_code == 403
+
+        shipped = get("/v1/replication/log", replication, after=0, limit=5)
+        assert shipped.headers["content-encoding"] == "gzip"
+        batch = shipped.json()  # the client inflates it
+        assert batch["anchor_hash"] == "0" * 64 and [e["position"] for e in batch["events"]] == [1, 2, 3, 4, 5]
+        assert batch["events"][1]["prev_hash"] == batch["events"][0]["hash"]
+        assert get("/v1/replication/hash", replication, position=5).json()["hash"] == batch["events"][4]["hash"]
+
+        again = record("stop", "s1", at=T0 + 600, start=T0, up=2 * GB, down=2 * GB).to_dict()
+        resubmitted = client.post("/v1/replication/records", json={"records": [again]},
+                                  headers={"Authorization": f"Bearer {replication}"})
+        assert resubmitted.json() == {"received": 1, "new": 0, "duplicates": 1}  # charged once
+        bad = client.post("/v1/replication/records", json={"records": [{"nas_id": 1}]},
+                          headers={"Authorization": f"Bearer {replication}"})
+        assert bad.status_code == 422
