@@ -22,7 +22,13 @@ class _SessionBatch(ModelBatch):
         self.keys: dict[str, tuple[str, str]] = {}
 
     def on_Session_Registered(self, position: int, e: Any) -> None:
-        self.keys[str(e.originator_id)] = (e.nas_id, e.acct_session_id)
+        session_id = str(e.originator_id)
+        self.keys[session_id] = (e.nas_id, e.acct_session_id)
+        # A billing period touched earlier in the same batch may have logged this session's
+        # first UsageRated before its Registered event: complete the row made for it.
+        for row in self.rows.values():
+            if row["id"].startswith(session_id + ":") and not row["nas_id"]:
+                row["nas_id"], row["acct_session_id"] = e.nas_id, e.acct_session_id
         self.conn.execute(insert(t.session_aggregates).values(
             id=str(e.originator_id), nas_id=e.nas_id, acct_session_id=e.acct_session_id))
 
@@ -39,7 +45,9 @@ class _SessionBatch(ModelBatch):
         if session_id not in self.keys:
             found = self.conn.execute(select(t.session_aggregates).where(
                 t.session_aggregates.c.id == session_id)).mappings().first()
-            self.keys[session_id] = (found["nas_id"], found["acct_session_id"]) if found else ("", "")
+            if found is None:
+                return ("", "")  # registered later in this batch (not remembered: see above)
+            self.keys[session_id] = (found["nas_id"], found["acct_session_id"])
         return self.keys[session_id]
 
     def _new_row(self, session_id: str, incarnation: str, e: Any) -> dict[str, Any]:

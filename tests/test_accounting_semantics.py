@@ -160,12 +160,6 @@ def test_accounting_on_closes_every_open_session_of_that_nas_only(runtime: Runti
     assert rows["a1"]["stopped_at"] == T + 1000
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "projections/sessions.py: when one rater batch prices a session's usage in a BillingPeriod "
-    "touched earlier in the batch, BillingPeriod.UsageRated precedes that session's "
-    "Session.Registered in the ledger log; _SessionBatch._new_row then looks the session key up "
-    "in session_aggregates (not there yet), caches the miss as ('', '') and creates the row with "
-    "an empty nas_id and acct_session_id, which Registered/RecordApplied never repair"))
 def test_sessions_first_seen_in_one_batch_keep_their_nas_and_session_id(runtime: Runtime, alice: str) -> None:
     ingest(runtime,
            record("start", "a1", at=T, nas="nas-a"),

@@ -207,7 +207,7 @@ def test_a_plan_change_after_rating_started_prices_later_usage_with_the_new_plan
 ) -> None:
     expensive = plan(client, price_per_gb="2.00")
     cheap = plan(client, price_per_gb="1.00")
-    account_id = account(client, expensive)
+    account_id = account(client, expensive, opened_at="2026-11-01T00:00:00Z")
     feed(runtime, *session_usage(ts("2026-11-09T12:00:00"), ts("2026-11-09T13:00:00"), 10 * GB, session="a"))
     balance_reaches(client, account_id, "-20")  # the rater has read (and cached) the account by now
     changed = client.post(f"/v1/accounts/{account_id}/plan",
