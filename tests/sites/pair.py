@@ -74,20 +74,46 @@ def start_pair(tmp_path: Path, usernames: list[str], *, urls: tuple[str, str] = 
 
 
 def provision(pair: Pair, usernames: list[str]) -> Pair:
-    a = pair.a
-    assert a.post("/v1/nas", {"name": "bng-1", "address": "127.0.0.1", "secret": SECRET,
-                              "vendor": "mikrotik"}).status_code == 201
-    plan = a.post("/v1/plans", {"name": "Home", "currency": "USD", "monthly_fee": "25.00",
-                                "price_per_gb": str(PRICE_PER_GB)})
+    pair.accounts = provision_site(pair.a, usernames)
+    converged(pair)
+    return pair
+
+
+def provision_site(product: Product, usernames: list[str]) -> dict[str, str]:
+    """NAS, plan and one account per username through the API; username -> account id."""
+    assert product.post("/v1/nas", {"name": "bng-1", "address": "127.0.0.1", "secret": SECRET,
+                                    "vendor": "mikrotik"}).status_code == 201
+    plan = product.post("/v1/plans", {"name": "Home", "currency": "USD", "monthly_fee": "25.00",
+                                      "price_per_gb": str(PRICE_PER_GB)})
     assert plan.status_code == 201, plan.text
     accounts = {}
     for username in usernames:
-        created = a.post("/v1/accounts", {"name": username, "plan_id": plan.json()["id"], "usernames": [username]})
+        created = product.post("/v1/accounts", {"name": username, "plan_id": plan.json()["id"],
+                                                "usernames": [username]})
         assert created.status_code == 201, created.text
         accounts[username] = created.json()["id"]
-    pair.accounts = accounts
-    converged(pair)
-    return pair
+    return accounts
+
+
+def single_site_balances(tmp_path: Path, usernames: list[str], *batches: list[dict[str, object]]) -> dict[str, Decimal]:
+    """The balances one site computes for the same records, sent batch by batch."""
+    alone = Product(data_dir=tmp_path / "single" / "var")
+    alone.data_dir.mkdir(parents=True)
+    (admin,) = issue_tokens(alone, "", "admin")
+    alone.start()
+    try:
+        alone.token = admin
+        accounts = provision_site(alone, usernames)
+        for batch in batches:
+            send(alone, batch)
+        wait_until(lambda: alone.get("/health").json()["checks"]["projected_position"]
+                   >= alone.get("/health").json()["checks"]["ledger_position"] > 0
+                   and alone.get("/health").json()["checks"]["rated_position"]
+                   >= alone.get("/health").json()["checks"]["accounting_position"], timeout=60)
+        wait_until(lambda: sum(1 for v in balances(alone, accounts).values() if v) == len(usernames), timeout=30)
+        return balances(alone, accounts)
+    finally:
+        alone.stop()
 
 
 def issue_tokens(product: Product, database_url: str, *roles: str) -> list[str]:

@@ -12,7 +12,17 @@ import pytest
 
 from tests.e2e.product import wait_until
 
-from .pair import balances, converged, expected_charge, flatten, send, sessions, site, start_pair
+from .pair import (
+    balances,
+    converged,
+    expected_charge,
+    flatten,
+    send,
+    sessions,
+    single_site_balances,
+    site,
+    start_pair,
+)
 
 pytestmark = pytest.mark.e2e
 
@@ -101,3 +111,8 @@ def test_split_ends_with_fencing_resubmission_and_single_site_balances(tmp_path:
         assert divergent_head > 0
     finally:
         pair.stop()
+    # The same records on one site, as if there had been no split.
+    alone = single_site_balances(tmp_path, users, flatten(before),
+                                 flatten(only_a) + flatten([packets[:3] for packets in both]),
+                                 flatten(only_b) + flatten(both))
+    assert alone == expected
