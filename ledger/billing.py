@@ -75,18 +75,19 @@ class BillingRun:
     def bill_accounts(
         self, period: str, account_ids: Sequence[UUID], *, at: int, site: str, net_days: int = 14,
         carried: Mapping[str, Mapping[str, str]] | None = None, known_invoiced: frozenset[str] = frozenset(),
-        attempts: int = 5,
+        trust_hint: bool = False, attempts: int = 5,
     ) -> RunResult:
         """Issue the invoices of ``period`` (YYYY-MM) for one batch of accounts, in one save.
         ``carried`` gives each account's previous balance and payments since (display only);
-        ``known_invoiced`` names accounts known to be invoiced already (an optimisation: the
-        invoice's own id is what prevents a duplicate)."""
+        ``known_invoiced`` names accounts known to be invoiced already; with ``trust_hint`` the
+        others are not looked up first (an optimisation: the invoice's own id is what prevents
+        a duplicate, and a conflict retries the batch with every invoice checked)."""
         result = RunResult(period)
         for attempt in range(attempts):
             try:
                 return self._bill_batch(period, account_ids, at=at, site=site, net_days=net_days,
                                         carried=carried or {}, known=known_invoiced if attempt == 0 else frozenset(),
-                                        result=result)
+                                        trust_hint=trust_hint and attempt == 0, result=result)
             except IntegrityError:
                 # Another run saved the series (or one of these invoices) first: retry, now
                 # checking each invoice in the store.
@@ -95,7 +96,7 @@ class BillingRun:
 
     def _bill_batch(
         self, period: str, account_ids: Sequence[UUID], *, at: int, site: str, net_days: int,
-        carried: Mapping[str, Mapping[str, str]], known: frozenset[str], result: RunResult,
+        carried: Mapping[str, Mapping[str, str]], known: frozenset[str], trust_hint: bool, result: RunResult,
     ) -> RunResult:
         plans: dict[UUID, Plan] = {}
         drafts: list[tuple[Invoice, str]] = []
@@ -103,7 +104,9 @@ class BillingRun:
             if str(account_id) in known:
                 result.existing += 1
                 continue
-            if self._maybe_get(Invoice, invoice_id(account_id, period)) is not None:
+            # First attempt: trust the hint and let the save's unique (id, version) constraint
+            # catch an invoice the hint missed; a retry checks each invoice in the store.
+            if not trust_hint and self._maybe_get(Invoice, invoice_id(account_id, period)) is not None:
                 result.existing += 1
                 continue
             try:

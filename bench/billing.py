@@ -1,0 +1,148 @@
+"""Billing-run and invoice-PDF benchmark.
+
+    python -m bench.billing --accounts 10000 100000 [--database-url postgresql://...] [--pdfs 50]
+
+For each size: a fresh store with that many accounts (one plan, 16 % tax, each with a month of
+rated usage in two bands), then one `billing run` for the period, timed: drafting from the
+aggregates, numbering, saving, and projecting the invoices into the read models. A second run of
+the same period is timed too (it must find every invoice and issue none). Then invoice PDFs are
+rendered from an issued invoice, timed. Prints a table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import tempfile
+import time
+import uuid
+from datetime import UTC, datetime
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+from adapters.billing_runs import catch_up, run_billing
+from adapters.invoice_pdf import Seller, daily_usage, invoice_document, render_invoice
+from api.bootstrap import Runtime, build_runtime
+from api.settings import Settings
+from domain.plans import PlanTerms
+from ledger.account import Account, UsernameClaim
+from ledger.billing_period import BillingPeriod
+from ledger.invoice import invoice_id
+from ledger.journal import receivable
+from projections import queries
+from rating import Fragment
+
+PERIOD = "2026-10"
+
+
+def ts(text: str) -> int:
+    return int(datetime.fromisoformat(text).replace(tzinfo=UTC).timestamp())
+
+
+def populate(runtime: Runtime, accounts: int, batch: int = 1000) -> list[uuid.UUID]:
+    """Accounts with a rated month, saved in batches (as the rater would save them)."""
+    ledger = runtime.ledger
+    terms = PlanTerms.parse("USD", "30.00", "1.00", included_gb="50", bands=[
+        {"name": "night", "days": ["mon", "tue", "wed", "thu", "fri", "sat", "sun"], "start_hour": 0,
+         "end_hour": 6, "price_per_gb": "0.10"}])
+    plan = ledger.create_plan(name="Home 50", terms=terms, effective_from=0)
+    start, end = ts("2026-10-01T00:00:00"), ts("2026-11-01T00:00:00")
+    ids = []
+    for offset in range(0, accounts, batch):
+        pending: list[Any] = []
+        for n in range(offset, min(offset + batch, accounts)):
+            user = f"user{n:07d}"
+            account = Account(name=f"Subscriber {n}", plan_id=plan.id, currency="USD", usernames=[user],
+                              opened_at=ts("2026-08-01T00:00:00"), tax_rate=Decimal("0.16"))
+            period = BillingPeriod(account_id=account.id, start=start, end=end, currency="USD")
+            day = start + (n % 28) * 86_400
+            for band, hour, volume in (("standard", 12, (40 + n % 30) * 10**9), ("night", 2, (n % 7) * 10**9)):
+                fragment = Fragment(day + hour * 3600, day + hour * 3600 + 3600, volume // 10, volume - volume // 10,
+                                    band)
+                period.rate(terms=terms, plan_id=plan.id, fragment=fragment, packs=(), session_id=uuid.uuid4(),
+                            incarnation=str(day), record_key=f"k{n}{band}", subscriber=receivable(account.id))
+            pending += [account, UsernameClaim(username=user, account_id=account.id), period]
+            ids.append(account.id)
+        ledger.save(*pending)
+    catch_up(runtime)
+    return ids
+
+
+def bench_size(accounts: int, database_url: str, data_dir: Path) -> dict[str, Any]:
+    runtime = build_runtime(Settings(data_dir=data_dir, database_url=database_url))
+    try:
+        started = time.perf_counter()
+        ids = populate(runtime, accounts)
+        setup = time.perf_counter() - started
+        at = ts("2026-11-02T06:00:00")
+        started = time.perf_counter()
+        first = run_billing(runtime, PERIOD, at=at)
+        elapsed = time.perf_counter() - started
+        started = time.perf_counter()
+        again = run_billing(runtime, PERIOD, at=at)
+        rerun = time.perf_counter() - started
+        assert len(first.issued) == accounts and not again.issued and again.existing == accounts
+        numbers = sorted(int(n.rsplit("-", 1)[1]) for n in first.issued)
+        assert numbers == list(range(1, accounts + 1)), "numbers must be gapless"
+        sample = runtime.ledger.get_invoice(invoice_id(ids[0], PERIOD))
+        return {"accounts": accounts, "setup_s": setup, "run_s": elapsed, "per_s": accounts / elapsed,
+                "rerun_s": rerun, "sample": sample, "runtime": runtime}
+    except BaseException:
+        runtime.close()
+        raise
+
+
+def bench_pdf(runtime: Runtime, invoice: Any, renders: int) -> float:
+    seller = Seller("Andes Wireless S.A.", "Av. Reforma 123\n06600 Mexico City", "AWI-120304-XY1",
+                    "Bank transfer, CLABE 012 180 0012 3456 7890 1")
+    rows = queries.usage(runtime.engine, str(invoice.account_id), "day", invoice.period_start, invoice.period_end, 400)
+    usage = daily_usage(rows, invoice.period_start, invoice.period_end)
+    render_invoice(invoice_document(invoice), seller, usage)  # warm up fonts
+    started = time.perf_counter()
+    for _ in range(renders):
+        render_invoice(invoice_document(invoice), seller, usage)
+    return renders / (time.perf_counter() - started)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--accounts", type=int, nargs="+", default=[10_000, 100_000])
+    parser.add_argument("--database-url", default="", help="postgresql://... (default: SQLite in a temp dir)")
+    parser.add_argument("--pdfs", type=int, default=50)
+    args = parser.parse_args()
+    store = "PostgreSQL" if args.database_url else "SQLite"
+    print(f"billing run, {store}; period {PERIOD}; each account: fee + 2 usage bands + tax")
+    print(f"{'accounts':>9} {'setup s':>8} {'run s':>8} {'invoices/s':>11} {'re-run s':>9} {'PDF/s':>7}")
+    for size in args.accounts:
+        with tempfile.TemporaryDirectory() as scratch:
+            url = args.database_url
+            if url:
+                url = _fresh_database(url, f"wg_bench_{size}_{uuid.uuid4().hex[:6]}")
+            result = bench_size(size, url, Path(scratch))
+            try:
+                pdfs = bench_pdf(result["runtime"], result["sample"], args.pdfs)
+            finally:
+                result["runtime"].close()
+                if url:
+                    _drop_database(args.database_url, url.rsplit("/", 1)[1])
+            print(f"{size:>9,} {result['setup_s']:>8.1f} {result['run_s']:>8.1f} {result['per_s']:>11,.0f} "
+                  f"{result['rerun_s']:>9.1f} {pdfs:>7.1f}", flush=True)
+
+
+def _fresh_database(dsn: str, name: str) -> str:
+    import psycopg
+
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    return dsn.rsplit("/", 1)[0] + f"/{name}"
+
+
+def _drop_database(dsn: str, name: str) -> None:
+    import psycopg
+
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+if __name__ == "__main__":
+    main()
