@@ -8,6 +8,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable, Sequence
+from decimal import Context, localcontext
 from typing import Any
 
 from eventsourcing.persistence import Notification
@@ -87,7 +88,8 @@ class ReadModelProjector:
         below the stored position are skipped (redelivery is harmless)."""
         if not notifications:
             return self.position()
-        with self.engine.begin() as conn:
+        # Exact sums: rated amounts may carry more digits than Decimal's default 28.
+        with localcontext(Context(prec=80)), self.engine.begin() as conn:
             stored = conn.execute(
                 select(t.positions.c.position).where(t.positions.c.name == self.name).with_for_update()
             ).scalar()

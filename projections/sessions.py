@@ -108,16 +108,28 @@ class _SessionBatch(ModelBatch):
         for (account_id, granularity, start, band), (up, down) in sorted(self.usage_delta.items()):
             where = ((usage.c.account_id == account_id) & (usage.c.granularity == granularity)
                      & (usage.c.bucket_start == start) & (usage.c.band == band))
-            changed = self.conn.execute(update(usage).where(where).values(
-                upload_bytes=usage.c.upload_bytes + up, download_bytes=usage.c.download_bytes + down)).rowcount
+            up, down = min(up, BIGINT_MAX), min(down, BIGINT_MAX)
+            existing = self.conn.execute(select(usage.c.upload_bytes, usage.c.download_bytes).where(where)).first()
+            if existing is not None:
+                self.conn.execute(update(usage).where(where).values(
+                    upload_bytes=min(existing[0] + up, BIGINT_MAX), download_bytes=min(existing[1] + down, BIGINT_MAX)))
+            changed = existing is not None
             if not changed:
                 self.conn.execute(insert(usage).values(account_id=account_id, granularity=granularity,
                                                        bucket_start=start, band=band, upload_bytes=up,
                                                        download_bytes=down))
 
 
+BIGINT_MAX = 2**63 - 1
+
+
 def _clean(row: dict[str, Any]) -> dict[str, Any]:
-    return {k: v for k, v in row.items() if not k.startswith("_")}
+    """Row values for the table; byte totals saturate at BIGINT's range (only absurd counters
+    from a faulty NAS get there; the ledger keeps the exact figures, the projector keeps going)."""
+    values = {k: v for k, v in row.items() if not k.startswith("_")}
+    for key in ("upload_bytes", "download_bytes"):
+        values[key] = min(values[key], BIGINT_MAX)
+    return values
 
 
 class SessionModel(ReadModel):

@@ -4,7 +4,7 @@ own account; staff roles see any."""
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from decimal import Decimal
+from decimal import Context, Decimal
 from typing import Annotated, Literal
 
 from fastapi import APIRouter, HTTPException, Query
@@ -16,6 +16,9 @@ from ..deps import ReadableAccount, RuntimeDep
 from ..schemas import BalanceOut, SessionOut, SessionPage, UsageBucket, UsageOut
 
 router = APIRouter(prefix="/v1/accounts/{account_id}", tags=["portal"])
+
+
+_WIDE = Context(prec=80)  # exact: rated amounts may carry more than 28 digits
 
 
 def _time(epoch: int | None) -> datetime | None:
@@ -31,9 +34,9 @@ def balance(account_id: ReadableAccount, runtime: RuntimeDep) -> BalanceOut:
     found = queries.balance(runtime.engine, account_id)
     if found is None:
         raise HTTPException(404, f"no account {account_id}")
-    credit = Money(-found["receivable"], found["currency"])
+    credit = Money(found["receivable"].copy_negate(), found["currency"])
     return BalanceOut(account_id=account_id, balance=_plain(credit.rounded().amount),
-                      balance_exact=_plain(credit.amount.normalize()) if credit.amount else "0",
+                      balance_exact=_plain(credit.amount.normalize(_WIDE)) if credit.amount else "0",
                       currency=credit.currency, as_of=_time(found["updated_at"]))
 
 
