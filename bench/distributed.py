@@ -55,7 +55,7 @@ class WispgateDistributed:
         return {}
 
     def run(self, config: BenchConfig, index: int) -> Metrics:
-        database = f"bench_dist{self.raters}_run{index}"
+        database = f"bench_dist{self.raters}_run{index}_{os.getpid()}"  # concurrent invocations must not collide
         with psycopg.connect(admin_dsn(), autocommit=True) as conn:
             conn.execute(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)')
             conn.execute(f'CREATE DATABASE "{database}"')

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import shutil
 import socket
 import subprocess
@@ -112,7 +113,7 @@ class FreeRadiusSql:
     # ---- one run ----------------------------------------------------------------------
 
     def run(self, config: BenchConfig, index: int) -> Metrics:
-        database = f"bench_radacct_run{index}"
+        database = f"bench_radacct_run{index}_{os.getpid()}"  # concurrent invocations must not collide
         with psycopg.connect(admin_dsn(), autocommit=True) as conn:
             conn.execute(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)')
             conn.execute(f'CREATE DATABASE "{database}" TEMPLATE "{self.template}"')

@@ -47,7 +47,13 @@ async def measure_freshness(url: str, radius_port: int, config: BenchConfig, pro
     async with httpx.AsyncClient(base_url=url, headers=headers, timeout=30, limits=limits) as client:
 
         async def read(account: str) -> Decimal:
-            answer = await client.get(f"/v1/accounts/{account}/balance")
+            for attempt in range(5):  # the server may close an idle keep-alive connection as we reuse it
+                try:
+                    answer = await client.get(f"/v1/accounts/{account}/balance")
+                    break
+                except httpx.TransportError:
+                    if attempt == 4:
+                        raise
             answer.raise_for_status()
             return Decimal(answer.json()["balance_exact"])
 
