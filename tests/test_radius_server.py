@@ -1,0 +1,63 @@
+"""Guarantee 1 at the adapter: no Accounting-Response unless the sink made the record durable.
+While the store fails the BNG hears nothing (and retransmits); once it recovers, the
+retransmission is stored and answered."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+
+from adapters.radius.codec import encode_accounting_request
+from adapters.radius.registry import NasEntry, NasRegistry
+from adapters.radius.server import AccountingServer, start_accounting_server
+from domain.accounting import AccountingRecord
+
+SECRET = b"durable"
+
+
+class FlakyStore:
+    def __init__(self) -> None:
+        self.down = True
+        self.records: list[AccountingRecord] = []
+
+    def append(self, records: list[AccountingRecord]) -> list[bool]:
+        if self.down:
+            raise OSError("database is unavailable")
+        self.records.extend(records)
+        return [True] * len(records)
+
+
+def test_no_answer_while_the_store_is_down_then_the_retransmission_is_answered() -> None:
+    async def scenario() -> None:
+        registry = NasRegistry()
+        registry.load([NasEntry(id="nas-1", name="bng", address="127.0.0.1", secret=SECRET, vendor="mikrotik",
+                                require_message_authenticator=False)])
+        store = FlakyStore()
+        server = AccountingServer(registry, store.append)
+        transport = await start_accounting_server("127.0.0.1", 0, server)
+        port = transport.get_extra_info("sockname")[1]
+        client = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        client.setblocking(False)
+        loop = asyncio.get_running_loop()
+        packet = encode_accounting_request(42, SECRET, {"Acct-Status-Type": "Start", "Acct-Session-Id": "D1",
+                                                        "User-Name": "alice"})
+
+        async def exchange() -> bytes | None:
+            client.sendto(packet, ("127.0.0.1", port))
+            try:
+                return await asyncio.wait_for(loop.sock_recv(client, 4096), timeout=0.5)
+            except TimeoutError:
+                return None
+
+        try:
+            assert await exchange() is None  # store down: silence, nothing recorded
+            assert store.records == []
+            store.down = False
+            answer = await exchange()  # the BNG's retransmission (same Identifier)
+            assert answer is not None and answer[0] == 5 and answer[1] == 42
+            assert [r.acct_session_id for r in store.records] == ["D1"]
+        finally:
+            client.close()
+            server.close()
+
+    asyncio.run(scenario())
