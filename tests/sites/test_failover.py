@@ -71,8 +71,44 @@ def test_sigkill_active_then_promote_standby_loses_nothing_and_charges_once(tmp_
         for product in (pair.a, pair.b):
             verified = product.cli("audit", "verify")
             assert verified.returncode == 0 and f"head hash {status['head_hash']}" in verified.stdout
+
+        # Failback by the same mechanism: A caught up, promoted at epoch 3; B fences itself.
+        assert pair.a.cli("site", "promote").returncode == 0
+        wait_until(lambda: site(pair.a)["role"] == "active" and site(pair.b)["role"] == "standby", timeout=30)
+        back = sessions(users[:2], "F", rng, start=1_795_200_000)
+        send(pair.a, flatten(back))
+        expected = merged(expected, expected_charge(back))
+        wait_until(lambda: balances(pair.a, pair.accounts) == expected, timeout=30)
+        converged(pair)
+        assert site(pair.b)["epoch"] == 3 and site(pair.b)["divergent_events_set_aside"] == 0
+
+        # Invoices and their series live in the replicated log: after a switchover the other
+        # site neither re-issues a billed period nor reuses a number.
+        first_run = pair.a.post("/v1/billing-runs", {"period": "2026-11", "at": "2026-12-01T00:00:10Z"})
+        assert first_run.status_code == 200 and first_run.json()["issued"] == len(users), first_run.text
+        converged(pair)
+        assert pair.b.cli("site", "promote").returncode == 0
+        wait_until(lambda: site(pair.b)["role"] == "active" and site(pair.a)["role"] == "standby", timeout=30)
+        repeat = pair.b.post("/v1/billing-runs", {"period": "2026-11", "at": "2026-12-01T00:00:10Z"}).json()
+        assert (repeat["issued"], repeat["existing"]) == (0, len(users))
+        second_run = pair.b.post("/v1/billing-runs", {"period": "2026-12", "at": "2027-01-01T00:00:10Z"})
+        assert second_run.status_code == 200 and second_run.json()["issued"] == len(users), second_run.text
+        assert number(second_run.json()["first_number"]) == 1  # B's own series, gapless
+        assert series(second_run.json()["first_number"]) != series(first_run.json()["last_number"])
+        converged(pair)
+        listed = pair.a.get("/v1/invoices", params={"limit": 100}).json()["items"]
+        numbers = [item["number"] for item in listed]
+        assert len(numbers) == 2 * len(users) and len(set(numbers)) == len(numbers)
     finally:
         pair.stop()
+
+
+def number(document: str) -> int:
+    return int(document.rsplit("-", 1)[-1])
+
+
+def series(document: str) -> str:
+    return document.rsplit("-", 1)[0]
 
 
 def test_split_ends_with_fencing_resubmission_and_single_site_balances(tmp_path: Path) -> None:
