@@ -111,6 +111,7 @@ class EventTable:
         self.postgres = engine.dialect.name == "postgresql"
         self.table = f"{app_name.lower()}_events" if self.postgres else "stored_events"
         self.snapshots = f"{app_name.lower()}_snapshots" if self.postgres else "stored_snapshots"
+        self.tracking = f"{app_name.lower()}_tracking" if self.postgres else "tracking"
         self.id = "notification_id" if self.postgres else "rowid"
 
     def _oid(self, value: Any) -> UUID:
@@ -169,6 +170,19 @@ class EventTable:
 
     def delete_after(self, conn: Connection, position: int) -> int:
         return int(conn.execute(text(f"DELETE FROM {self.table} WHERE {self.id} > :p"), {"p": position}).rowcount)
+
+    def rewind_tracking(self, conn: Connection, followers: Sequence[str], position: int) -> None:
+        """Followers of this very log that record their position here (the enforcer) go back to
+        ``position``, so events later inserted above it are not skipped. Works for single-row
+        and multi-row tracking tables alike."""
+        for name in followers:
+            removed = conn.execute(text(f"DELETE FROM {self.tracking} WHERE application_name = :n "
+                                        "AND notification_id > :p"), {"n": name, "p": position}).rowcount
+            left = conn.execute(text(f"SELECT COUNT(*) FROM {self.tracking} WHERE application_name = :n"),
+                                {"n": name}).scalar()
+            if removed and not left and position > 0:
+                conn.execute(text(f"INSERT INTO {self.tracking} (application_name, notification_id) VALUES (:n, :p)"),
+                             {"n": name, "p": position})
 
     def drop_snapshots(self, conn: Connection) -> None:
         """Snapshots are an optimisation and may hold state from a discarded tail."""
@@ -270,7 +284,8 @@ class LedgerStore:
         with self.engine.connect() as conn:
             return self.events.select(conn, position, None, 10**9)
 
-    def set_aside_after(self, position: int, epoch: int, resubmit_from: int = 0) -> list[ChainedEvent]:
+    def set_aside_after(self, position: int, epoch: int, resubmit_from: int = 0,
+                        followers: Sequence[str] = ()) -> list[ChainedEvent]:
         """Copy every event after ``position`` to audit_divergent_events, then remove them (and
         their links, and all snapshots) from the live log, and note from where raw records
         must be re-submitted, all in one transaction. Returns what was set aside."""
@@ -295,6 +310,7 @@ class LedgerStore:
                      "hash": e.hash or None} for e in aside])
             self.events.delete_after(conn, position)
             conn.execute(delete(log_chain).where(log_chain.c.position > position))
+            self.events.rewind_tracking(conn, followers, position)
             self.events.drop_snapshots(conn)
         return aside
 

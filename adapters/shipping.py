@@ -37,6 +37,10 @@ from .followers import Stage
 
 log = logging.getLogger(__name__)
 
+# Stages that follow the ledger log and record their position in the ledger's own tracking
+# table: a fenced site rewinds them to the common prefix.
+LEDGER_FOLLOWERS = ("enforcer",)
+
 LAG_POSITIONS = Gauge("wispgate_replication_lag_positions", "Positions the standby is behind the active site")
 LAG_SECONDS = Gauge("wispgate_replication_lag_seconds", "Seconds since the standby last held the active's head")
 SITE_EPOCH = Gauge("wispgate_site_epoch", "This site's epoch")
@@ -333,7 +337,8 @@ class SiteController(threading.Thread):
         divergent = [ledger.mapper.to_domain_event(_notification(row)) for row in self.store.events_after(common)]
         resubmit_from = self._resubmit_start(common, divergent)
         with self.runtime.gate.exclusive():
-            aside = self.store.set_aside_after(common, record.epoch, resubmit_from=resubmit_from)
+            aside = self.store.set_aside_after(common, record.epoch, resubmit_from=resubmit_from,
+                                               followers=LEDGER_FOLLOWERS)
             self._forget_cached_aggregates()
             self.runtime.projector.reset()
             # This site's own unrated records are re-submitted too: its rater must never rate
