@@ -26,7 +26,7 @@ def _time(epoch: int | None) -> datetime | None:
 
 
 def _plain(amount: Decimal) -> str:
-    return format(amount, "f")
+    return format(amount.copy_abs() if amount.is_zero() else amount, "f")  # never "-0.00"
 
 
 @router.get("/balance", response_model=BalanceOut)
