@@ -152,8 +152,9 @@ def as_notification(event: ChainedEvent) -> Notification:
 class Progress:
     """A progress bar on stderr with the rate in events/s."""
 
-    def __init__(self, total: int, label: str = "replayed", stream: TextIO = sys.stderr) -> None:
-        self.total, self.label, self.stream = max(total, 1), label, stream
+    def __init__(self, total: int, label: str = "replayed", stream: TextIO | None = None) -> None:
+        self.total, self.label = max(total, 1), label
+        self.stream = sys.stderr if stream is None else stream
         self.started = time.monotonic()
         self.shown = 0.0
         self.done = 0

@@ -333,11 +333,10 @@ class LedgerStore:
         with self.engine.begin() as conn:
             row = conn.execute(select(site_state).where(site_state.c.id == 1)).first()
             if row is None:
-                epoch = 1 if default_role == "active" else 0
-                values = {"id": 1, "name": default_name, "role": default_role, "epoch": epoch,
-                          "changed_at": int(time.time()), "reason": "configured"}
-                conn.execute(insert(site_state).values(**values))
-                return SiteRecord(default_name, default_role, epoch, values["changed_at"], "configured")
+                epoch, now = (1 if default_role == "active" else 0), int(time.time())
+                conn.execute(insert(site_state).values(id=1, name=default_name, role=default_role, epoch=epoch,
+                                                       changed_at=now, reason="configured"))
+                return SiteRecord(default_name, default_role, epoch, now, "configured")
         return SiteRecord(row.name, row.role, int(row.epoch), int(row.changed_at), row.reason,
                           int(row.peer_epoch), int(row.peer_head), int(row.caught_up_at), int(row.resubmit_from))
 

@@ -96,8 +96,8 @@ class PeerClient:
         return dict(self._call("GET", "/v1/replication/log", params={"after": after, "limit": limit}))
 
     def hash_at(self, position: int) -> str | None:
-        found = self._call("GET", "/v1/replication/hash", params={"position": position})
-        return found.get("hash")
+        found = self._call("GET", "/v1/replication/hash", params={"position": position}).get("hash")
+        return None if found is None else str(found)
 
     def resubmit(self, records: list[dict[str, Any]]) -> dict[str, Any]:
         return dict(self._call("POST", "/v1/replication/records", json={"records": records}))
@@ -320,7 +320,7 @@ class SiteController(threading.Thread):
         if (int(batch.get("epoch", 0)), peer_head, caught_up) != (record.peer_epoch, record.peer_head,
                                                                      record.caught_up_at):
             self.store.note_peer(peer_epoch=int(batch.get("epoch", 0)), peer_head=peer_head, caught_up_at=caught_up)
-        return applied >= self.settings.replication_batch
+        return bool(applied >= self.settings.replication_batch)
 
     def _maybe_promote(self, record: SiteRecord, now: float) -> None:
         after = self.settings.failover_after

@@ -15,7 +15,7 @@ _lock = threading.Lock()
 def ledger_store(runtime: Runtime) -> LedgerStore:
     with _lock:
         store = runtime.__dict__.get("_ledger_store")
-        if store is None:
+        if not isinstance(store, LedgerStore):
             store = LedgerStore.open(data_dir=runtime.settings.data_dir, database_url=runtime.settings.database_url)
             runtime.__dict__["_ledger_store"] = store
         return store

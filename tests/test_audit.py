@@ -4,6 +4,8 @@ point-in-time balance folds the log."""
 
 from __future__ import annotations
 
+import contextlib
+import io
 import secrets
 import subprocess
 import sys
@@ -22,6 +24,7 @@ from adapters.event_log import LedgerStore
 from adapters.followers import drain
 from api.app import create_app
 from api.bootstrap import Runtime
+from api.cli import main
 from domain.plans import PlanTerms
 
 from .support import ingest, record
@@ -55,10 +58,15 @@ def populate(runtime: Runtime, store: LedgerStore) -> str:
 
 
 def cli(runtime: Runtime, *args: str) -> subprocess.CompletedProcess[str]:
+    """`wispgate ARGS` on the runtime's store, in process (a subprocess costs seconds of imports)."""
     settings = runtime.settings
-    env = {"WISPGATE_DATA_DIR": str(settings.data_dir), "WISPGATE_DATABASE_URL": settings.database_url,
-           "PATH": "/usr/bin:/bin"}
-    return subprocess.run([WISPGATE, *args], env=env, capture_output=True, text=True, timeout=120, check=False)
+    out, err = io.StringIO(), io.StringIO()
+    argv = [*args, "--data-dir", str(settings.data_dir)]
+    if settings.database_url:
+        argv += ["--database-url", settings.database_url]
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        code = main(argv)
+    return subprocess.CompletedProcess(argv, code, out.getvalue(), err.getvalue())
 
 
 def test_chain_verifies_and_one_changed_byte_is_named(runtime: Runtime, store: LedgerStore) -> None:
@@ -110,22 +118,30 @@ def test_export_verifies_and_replays_offline(runtime: Runtime, store: LedgerStor
     with exported.open("w") as out:
         count, head, head_hash = export_log(store, out, site="site-a", epoch=1)
     assert count == head == store.head_position()
-    offline = {"PATH": "/usr/bin:/bin", "WISPGATE_DATA_DIR": str(tmp_path / "nowhere")}
-    run = [WISPGATE, "audit", "verify", "--file", str(exported)]
-    done = subprocess.run(run, env=offline, capture_output=True, text=True, timeout=60, check=False)
-    assert done.returncode == 0, done.stdout + done.stderr
-    assert f"head hash {head_hash}" in done.stdout
-    done = subprocess.run([WISPGATE, "audit", "replay", "--file", str(exported)], env=offline,
-                          capture_output=True, text=True, timeout=60, check=False)
-    assert done.returncode == 0, done.stderr
-    assert f"replayed {count} events" in done.stdout
+    # Offline: a data directory that does not exist, only the file.
+    nowhere = str(tmp_path / "nowhere")
+
+    def offline(*args: str) -> tuple[int, str]:
+        out = io.StringIO()
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(io.StringIO()):
+            code = main([*args, "--data-dir", nowhere])
+        return code, out.getvalue()
+
+    code, said = offline("audit", "verify", "--file", str(exported))
+    assert code == 0 and f"head hash {head_hash}" in said, said
+    code, said = offline("audit", "replay", "--file", str(exported))
+    assert code == 0 and f"replayed {count} events" in said, said
+    assert not Path(nowhere).exists()
 
     lines = exported.read_text().splitlines()
     lines[3] = lines[3].replace('"originator_version":1', '"originator_version":2', 1) if (
         '"originator_version":1' in lines[3]) else lines[3].replace('"topic":"', '"topic":"x', 1)
     exported.write_text("\n".join(lines) + "\n")
-    done = subprocess.run(run, env=offline, capture_output=True, text=True, timeout=60, check=False)
-    assert done.returncode == 1 and "chain BROKEN at position 3" in done.stdout
+    code, said = offline("audit", "verify", "--file", str(exported))
+    assert code == 1 and "chain BROKEN at position 3" in said
+    exported.write_text("\n".join(lines[:2]) + "\n")  # cut short: no trailer
+    code, said = offline("audit", "verify", "--file", str(exported))
+    assert code == 1 and "truncated" in said
 
 
 def test_point_in_time_balance_usage_and_open_sessions(runtime: Runtime, store: LedgerStore) -> None:
@@ -194,3 +210,17 @@ def test_audit_and_replication_api(runtime: Runtime, store: LedgerStore) -> None
         bad = client.post("/v1/replication/records", json={"records": [{"nas_id": 1}]},
                           headers={"Authorization": f"Bearer {replication}"})
         assert bad.status_code == 422
+
+
+def test_chain_links_are_deterministic_and_order_matters() -> None:
+    from ledger.chain import GENESIS, ChainedEvent, ChainVerifier, chain
+
+    oid = UUID(int=7)
+    events = [(1, oid, 1, "t:A", b'{"a":1}'), (2, oid, 2, "t:B", b'{"b":2}')]
+    links = chain(GENESIS, events)
+    assert links == chain(GENESIS, events) and links[1][1] == links[0][2]
+    chained = [ChainedEvent(*e, prev, h) for e, (_, prev, h) in zip(events, links, strict=True)]
+    verifier = ChainVerifier()
+    assert all(verifier.feed(e) for e in chained) and verifier.verdict().head_hash == links[1][2]
+    swapped = ChainVerifier()
+    assert not swapped.feed(chained[1]) and swapped.verdict().broken_at == 2
