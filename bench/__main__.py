@@ -122,7 +122,8 @@ def main(argv: list[str] | None = None) -> int:
                                                                         "replay_rate")), flush=True)
         except Exception as error:  # one broken target must not hide the others' figures
             traceback.print_exc()
-            reason = " ".join(str(error).split()).replace("|", "/")[:160]
+            lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+            reason = (lines[0] if len(lines) < 2 else f"{lines[0][:60]} ... {lines[-1]}").replace("|", "/")[:200]
             runs.append({"_unavailable": f"n/a (failed: {type(error).__name__}: {reason})"})
         per_target[target.name] = runs
     table = render(per_target)
