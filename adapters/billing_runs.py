@@ -40,7 +40,7 @@ def run_billing(runtime: Runtime, period: str, *, at: int, batch_size: int = 500
         batch = [UUID(a) for a in accounts[offset:offset + batch_size]]
         result.add(ledger.bill_accounts(period, batch, at=at, site=settings.site,
                                         net_days=settings.invoice_net_days, carried=carried,
-                                        known_invoiced=known, trust_hint=True))
+                                        known_invoiced=known))
         if progress is not None:
             progress(min(offset + batch_size, len(accounts)), len(accounts))
     catch_up(runtime)

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -24,13 +24,14 @@ from eventsourcing.persistence import IntegrityError
 
 from domain.calendar import period_for_label
 from domain.money import ROUNDING, minor_unit
-from domain.plans import PlanTerms, version_in_force
+from domain.plans import PlanTerms, PlanVersion, version_in_force
 from rating.invoicing import InvoiceLine, PlanSpan, draft_invoice, issue_postings, plan_spans
 
 from .account import Account
 from .billing_period import BillingPeriod
+from .bulk import existing_ids, load_aggregates
 from .catalog import Plan
-from .errors import Conflict
+from .errors import Conflict, NotFound
 from .invoice import CreditNote, Invoice, InvoiceSeries, document_number, invoice_id
 from .journal import TAX_PAYABLE, Posting, balanced, subscriber_account
 
@@ -58,8 +59,34 @@ class RunResult:
         self.retries += other.retries
 
 
-class _NotEnded(Exception):
-    """The account's period is still running at the run's date: it is billed later."""
+@dataclass(frozen=True)
+class _BillingSpan:
+    """Where one account's billing period lies, and the plan that fixes its time zone."""
+
+    start: int
+    end: int
+    timezone: str
+    first_plan: Plan
+
+
+class _Plans:
+    """The plans a batch refers to, each read and parsed once per batch."""
+
+    def __init__(self, read: Callable[[UUID], Plan]) -> None:
+        self.read = read
+        self.plans: dict[UUID, Plan] = {}
+        self.parsed: dict[UUID, list[PlanVersion]] = {}
+
+    def get(self, plan_id: Any) -> Plan:
+        key = UUID(str(plan_id))
+        if key not in self.plans:
+            self.plans[key] = self.read(key)
+        return self.plans[key]
+
+    def versions(self, plan: Plan) -> list[PlanVersion]:
+        if plan.id not in self.parsed:
+            self.parsed[plan.id] = plan.plan_versions()
+        return self.parsed[plan.id]
 
 
 class BillingRun:
@@ -75,46 +102,53 @@ class BillingRun:
     def bill_accounts(
         self, period: str, account_ids: Sequence[UUID], *, at: int, site: str, net_days: int = 14,
         carried: Mapping[str, Mapping[str, str]] | None = None, known_invoiced: frozenset[str] = frozenset(),
-        trust_hint: bool = False, attempts: int = 5,
+        attempts: int = 5,
     ) -> RunResult:
         """Issue the invoices of ``period`` (YYYY-MM) for one batch of accounts, in one save.
         ``carried`` gives each account's previous balance and payments since (display only);
-        ``known_invoiced`` names accounts known to be invoiced already; with ``trust_hint`` the
-        others are not looked up first (an optimisation: the invoice's own id is what prevents
-        a duplicate, and a conflict retries the batch with every invoice checked)."""
+        ``known_invoiced`` names accounts known to be invoiced already (from the read model),
+        which are not looked up; the others' invoices are looked up in the store, and the
+        invoice's own id (one per account and period) prevents a duplicate either way."""
         result = RunResult(period)
         for attempt in range(attempts):
             try:
                 return self._bill_batch(period, account_ids, at=at, site=site, net_days=net_days,
                                         carried=carried or {}, known=known_invoiced if attempt == 0 else frozenset(),
-                                        trust_hint=trust_hint and attempt == 0, result=result)
+                                        result=result)
             except IntegrityError:
-                # Another run saved the series (or one of these invoices) first: retry, now
-                # checking each invoice in the store.
+                # Another run saved the series (or one of these invoices) first: retry; the
+                # invoices it issued are found in the store and skipped.
                 result = RunResult(period, retries=result.retries + 1)
         raise Conflict(f"billing {period}: the batch kept conflicting with concurrent runs")
 
     def _bill_batch(
         self, period: str, account_ids: Sequence[UUID], *, at: int, site: str, net_days: int,
-        carried: Mapping[str, Mapping[str, str]], known: frozenset[str], trust_hint: bool, result: RunResult,
+        carried: Mapping[str, Mapping[str, str]], known: frozenset[str], result: RunResult,
     ) -> RunResult:
-        plans: dict[UUID, Plan] = {}
-        drafts: list[tuple[Invoice, str]] = []
-        for account_id in account_ids:
-            if str(account_id) in known:
-                result.existing += 1
-                continue
-            # First attempt: trust the hint and let the save's unique (id, version) constraint
-            # catch an invoice the hint missed; a retry checks each invoice in the store.
-            if not trust_hint and self._maybe_get(Invoice, invoice_id(account_id, period)) is not None:
-                result.existing += 1
-                continue
-            try:
-                drafted = self._draft(period, self.get_account(account_id), plans, at,
-                                      carried.get(str(account_id), {}))
-            except _NotEnded:
+        # The batch's aggregates are read in a few bulk queries (ledger/bulk.py), not one by one.
+        candidates = [a for a in dict.fromkeys(account_ids) if str(a) not in known]
+        result.existing += len(account_ids) - len(candidates)
+        invoiced = existing_ids(self, [invoice_id(a, period) for a in candidates])
+        to_bill = [a for a in candidates if invoice_id(a, period) not in invoiced]
+        result.existing += len(candidates) - len(to_bill)
+        accounts = load_aggregates(self, Account, to_bill)
+        missing = [a for a in to_bill if a not in accounts]
+        if missing:
+            raise NotFound(f"no account {missing[0]}")
+        plans = _Plans(self.get_plan)
+        spans: dict[UUID, _BillingSpan] = {}
+        for account_id in to_bill:
+            span = self._billing_span(period, accounts[account_id], plans)
+            if span.end > at:
                 result.not_ended += 1
-                continue
+            else:
+                spans[account_id] = span
+        usage = load_aggregates(self, BillingPeriod, [BillingPeriod.create_id(a, s.start) for a, s in spans.items()])
+        drafts: list[tuple[Invoice, str]] = []
+        for account_id, span in spans.items():
+            drafted = self._draft(period, accounts[account_id], span, plans, at,
+                                  usage.get(BillingPeriod.create_id(account_id, span.start)),
+                                  carried.get(str(account_id), {}))
             if drafted is None:
                 result.skipped += 1
             else:
@@ -139,27 +173,25 @@ class BillingRun:
         found = self._maybe_get(InvoiceSeries, InvoiceSeries.create_id(name))
         return found if found is not None else InvoiceSeries(name=name)
 
-    def _draft(self, period: str, account: Account, plans: dict[UUID, Plan], at: int,
-               carried: Mapping[str, str]) -> tuple[Invoice, str] | None:
-        def plan(plan_id: UUID) -> Plan:
-            if plan_id not in plans:
-                plans[plan_id] = self.get_plan(plan_id)
-            return plans[plan_id]
-
-        first_plan = plan(UUID(str(account.plans[0]["plan_id"])))
-        timezone = version_in_force(first_plan.plan_versions(), account.opened_at).terms.timezone
+    def _billing_span(self, period: str, account: Account, plans: _Plans) -> _BillingSpan:
+        """The account's billing period ``period``: its bounds follow the anchor day and the
+        time zone of the account's first plan."""
+        first_plan = plans.get(account.plans[0]["plan_id"])
+        timezone = version_in_force(plans.versions(first_plan), account.opened_at).terms.timezone
         start, end = period_for_label(period, account.anchor_day, timezone)
-        if end > at:
-            raise _NotEnded()
+        return _BillingSpan(start, end, timezone, first_plan)
+
+    def _draft(self, period: str, account: Account, span: _BillingSpan, plans: _Plans, at: int,
+               usage_period: BillingPeriod | None, carried: Mapping[str, str]) -> tuple[Invoice, str] | None:
+        start, end, timezone, first_plan = span.start, span.end, span.timezone, span.first_plan
         active_from = max(start, account.opened_at)
         active_to = min(end, account.closed_at) if account.closed_at is not None else end
         history = []
         for entry in account.plans:
-            chosen = plan(UUID(str(entry["plan_id"])))
+            chosen = plans.get(entry["plan_id"])
             history.append((int(entry["effective_from"]), str(chosen.id), chosen.name,
-                            [(v.effective_from, v.terms) for v in chosen.plan_versions()]))
+                            [(v.effective_from, v.terms) for v in plans.versions(chosen)]))
         spans: list[PlanSpan] = plan_spans(history, active_from, active_to)
-        usage_period = self._maybe_get(BillingPeriod, BillingPeriod.create_id(account.id, start))
         usage_totals: dict[str, Any] = getattr(usage_period, "usage_totals", {}) if usage_period else {}
         in_period = [p for p in account.packs if start <= int(p["valid_from"]) < end]
         if not spans and not usage_totals and not in_period:
@@ -168,7 +200,7 @@ class BillingRun:
             currency=account.currency, period_start=start, period_end=end, timezone=timezone, spans=spans,
             usage_totals=usage_totals, packs=account.packs, discounts=account.discounts, tax_rate=account.tax_rate,
         )
-        terms: PlanTerms = spans[-1].terms if spans else version_in_force(first_plan.plan_versions(), start).terms
+        terms: PlanTerms = spans[-1].terms if spans else version_in_force(plans.versions(first_plan), start).terms
         subscriber = subscriber_account(account.id, terms.payment_model)
         previous = Decimal(carried.get("previous_balance", "0"))
         payments = Decimal(carried.get("payments", "0"))

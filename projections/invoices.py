@@ -39,6 +39,12 @@ class _InvoiceBatch(ModelBatch):
         super().__init__(conn)
         self.drafts: dict[str, dict[str, Any]] = {}  # invoice rows not written yet
         self.lines: list[dict[str, Any]] = []
+        # Accounts that were issued an invoice since the last flush: waiting credit (a payment
+        # received before the invoice) is spent on it at the next flush, with one query for all
+        # of them rather than one per invoice. Every handler that touches an account's credit or
+        # invoices flushes first, and a second invoice of the same account flushes before it
+        # is issued, so the outcome is exactly that of allocating at each issue.
+        self.issued_accounts: dict[str, None] = {}
 
     def on_Invoice_Drafted(self, position: int, e: Any) -> None:
         invoice = str(e.originator_id)
@@ -60,14 +66,17 @@ class _InvoiceBatch(ModelBatch):
         values = {"number": e.number, "series": e.series, "status": "issued", "issued_at": e.issued_at,
                   "due_at": e.due_at, "position": position}
         if invoice in self.drafts:
-            self.drafts[invoice].update(values)
             account = self.drafts[invoice]["account_id"]
         else:
-            self.conn.execute(update(t.invoices).where(t.invoices.c.id == invoice).values(**values))
             account = self.conn.execute(select(t.invoices.c.account_id).where(t.invoices.c.id == invoice)).scalar()
-        if self.conn.execute(select(t.account_credit.c.account_id)
-                             .where(t.account_credit.c.account_id == account).limit(1)).first():
-            self._allocate(account)
+        if account in self.issued_accounts:
+            self.flush()
+        if invoice in self.drafts:
+            self.drafts[invoice].update(values)
+        else:
+            self.conn.execute(update(t.invoices).where(t.invoices.c.id == invoice).values(**values))
+        if account is not None:
+            self.issued_accounts[account] = None
 
     def on_CreditNote_Issued(self, position: int, e: Any) -> None:
         self.flush()
@@ -154,6 +163,16 @@ class _InvoiceBatch(ModelBatch):
         if self.lines:
             self.conn.execute(insert(t.invoice_lines), self.lines)
             self.lines = []
+        if self.issued_accounts:
+            accounts, self.issued_accounts = list(self.issued_accounts), {}
+            with_credit: set[str] = set()
+            for offset in range(0, len(accounts), 500):
+                chunk = accounts[offset:offset + 500]
+                with_credit |= {str(r[0]) for r in self.conn.execute(
+                    select(t.account_credit.c.account_id).distinct().where(t.account_credit.c.account_id.in_(chunk)))}
+            for account in accounts:
+                if account in with_credit:
+                    self._allocate(account)
 
 
 class InvoiceModel(ReadModel):

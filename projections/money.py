@@ -6,7 +6,7 @@ from collections.abc import Iterable
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import insert, select, update
+from sqlalchemy import bindparam, insert, select, update
 
 from ledger.journal import subscriber_of
 
@@ -64,20 +64,31 @@ class _MoneyBatch(ModelBatch):
     def flush(self) -> None:
         if self.journal_rows:
             self.conn.execute(insert(t.journal), self.journal_rows)
+            self.journal_rows = []
         if not self.balance_delta:
             return
-        existing = {r.account_id: r for r in self.conn.execute(
-            select(t.balances).where(t.balances.c.account_id.in_(list(self.balance_delta))))}
+        accounts = list(self.balance_delta)
+        existing: dict[str, Any] = {}
+        for offset in range(0, len(accounts), 500):
+            existing |= {r.account_id: r for r in self.conn.execute(
+                select(t.balances).where(t.balances.c.account_id.in_(accounts[offset:offset + 500])))}
+        # One executemany each for new and changed balances, not one statement per account.
+        new, changed = [], []
         for account_id, (currency, amount, at, position) in self.balance_delta.items():
             old = existing.get(account_id)
             if old is None:
-                self.conn.execute(insert(t.balances).values(
-                    account_id=account_id, currency=currency, receivable=fmt(amount), updated_at=at,
-                    position=position))
+                new.append({"account_id": account_id, "currency": currency, "receivable": fmt(amount),
+                            "updated_at": at, "position": position})
             else:
-                self.conn.execute(update(t.balances).where(t.balances.c.account_id == account_id).values(
-                    receivable=fmt(dec(old.receivable) + amount), updated_at=max(old.updated_at, at),
-                    position=position))
+                changed.append({"key": account_id, "new_receivable": fmt(dec(old.receivable) + amount),
+                                "new_updated_at": max(old.updated_at, at), "new_position": position})
+        if new:
+            self.conn.execute(insert(t.balances), new)
+        if changed:
+            self.conn.execute(update(t.balances).where(t.balances.c.account_id == bindparam("key")).values(
+                receivable=bindparam("new_receivable"), updated_at=bindparam("new_updated_at"),
+                position=bindparam("new_position")), changed)
+        self.balance_delta = {}
 
 
 class MoneyModel(ReadModel):
