@@ -27,7 +27,7 @@ def catch_up(runtime: Runtime) -> None:
         drain(project_step(ledger, projector), timeout=600)
 
 
-def run_billing(runtime: Runtime, period: str, *, at: int, batch_size: int = 500,
+def run_billing(runtime: Runtime, period: str, *, at: int, batch_size: int = 1000,
                 progress: Progress | None = None) -> RunResult:
     """Bill every account for ``period`` (YYYY-MM) as of ``at``; safe to re-run."""
     settings, ledger, engine = runtime.settings, runtime.ledger, runtime.engine

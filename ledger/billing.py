@@ -126,10 +126,10 @@ class BillingRun:
         carried: Mapping[str, Mapping[str, str]], known: frozenset[str], result: RunResult,
     ) -> RunResult:
         # The batch's aggregates are read in a few bulk queries (ledger/bulk.py), not one by one.
-        candidates = [a for a in dict.fromkeys(account_ids) if str(a) not in known]
+        candidates = {a: invoice_id(a, period) for a in account_ids if str(a) not in known}
         result.existing += len(account_ids) - len(candidates)
-        invoiced = existing_ids(self, [invoice_id(a, period) for a in candidates])
-        to_bill = [a for a in candidates if invoice_id(a, period) not in invoiced]
+        invoiced = existing_ids(self, candidates.values())
+        to_bill = [a for a, invoice in candidates.items() if invoice not in invoiced]
         result.existing += len(candidates) - len(to_bill)
         accounts = load_aggregates(self, Account, to_bill)
         missing = [a for a in to_bill if a not in accounts]

@@ -10,6 +10,7 @@ Payment status (paid, partially paid, overdue) is derived from payments in the r
 from __future__ import annotations
 
 from decimal import Decimal
+from functools import lru_cache
 from typing import Any
 from uuid import UUID, uuid5
 
@@ -20,6 +21,7 @@ from domain.ids import NAMESPACE
 from .errors import Conflict
 
 
+@lru_cache(maxsize=4096)  # a billing run derives each id twice (lookup, then the new invoice's id)
 def invoice_id(account_id: UUID | str, period: str) -> UUID:
     """One invoice per account and period: re-running a period finds the same invoice."""
     return uuid5(NAMESPACE, f"invoice:{account_id}:{period}")
