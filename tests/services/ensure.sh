@@ -3,7 +3,8 @@
 #   - PostgreSQL on 127.0.0.1:5432 with role wispgate/wispgate (superuser) and databases
 #     wispgate_test, wispgate_test2 (the stock Debian cluster is created/started when nothing listens)
 #   - a single-node KRaft Kafka broker on 127.0.0.1:9092 (jars from Maven Central into .cache/kafka/libs)
-#   - the Debian tools the tests call: radclient (freeradius-utils), pdftotext (poppler-utils)
+#   - the Debian tools the tests call: radclient (freeradius-utils), pdftotext (poppler-utils),
+#     docker-compose (validates compose.yaml; no Docker engine needed)
 # and write .cache/services.env for `. .cache/services.env && pytest`.
 #
 # Idempotent: when everything already runs it only checks and rewrites services.env (a second or so).
@@ -71,6 +72,7 @@ pkg_installed postgresql && compgen -G '/usr/lib/postgresql/*/bin/postgres' >/de
     && command -v pg_ctlcluster >/dev/null && command -v pg_isready >/dev/null || missing+=(postgresql)
 pkg_installed freeradius-utils && command -v radclient >/dev/null || missing+=(freeradius-utils)
 pkg_installed poppler-utils && command -v pdftotext >/dev/null || missing+=(poppler-utils)
+pkg_installed docker-compose && command -v docker-compose >/dev/null || missing+=(docker-compose)  # compose.yaml check
 command -v java >/dev/null || missing+=(default-jre-headless)
 command -v mvn >/dev/null || missing+=(maven)
 if [ "${#missing[@]}" -gt 0 ]; then
@@ -79,7 +81,7 @@ if [ "${#missing[@]}" -gt 0 ]; then
         || die "apt-get update failed:$(printf '\n')$(tail -n 20 "$CACHE/apt.log")"
     as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -q "${missing[@]}" >>"$CACHE/apt.log" 2>&1 \
         || die "apt-get install -y ${missing[*]} failed:$(printf '\n')$(tail -n 30 "$CACHE/apt.log")"
-    for c in pg_ctlcluster pg_isready psql radclient pdftotext java mvn; do
+    for c in pg_ctlcluster pg_isready psql radclient pdftotext docker-compose java mvn; do
         command -v "$c" >/dev/null || die "$c still not found after apt-get install ${missing[*]} (see $CACHE/apt.log)"
     done
 fi
