@@ -13,6 +13,7 @@ from sqlalchemy import create_engine, select, text
 from adapters.persistence import eventstore_env
 from bench.loadgen import LoadResult
 from bench.workload import Session
+from domain.ids import session_id
 from ledger import Ledger
 from projections import ReadModelProjector
 from projections import tables as t
@@ -36,13 +37,15 @@ def expected_balances(sessions: list[Session], load: LoadResult, price_per_gb: D
     return balances
 
 
-def applied_records(database_url: str) -> int:
-    """RecordApplied events in the ledger: one per distinct accounting record rated."""
+def applied_records(database_url: str, nas_id: str, sessions: list[Session]) -> int:
+    """RecordApplied events of these sessions in the ledger: one per distinct record rated."""
+    ids = [session_id(nas_id, s.acct_session_id) for s in sessions]
     engine = create_engine(sqlalchemy_url(database_url))
     try:
         with engine.connect() as conn:
             return int(conn.execute(text(
-                "select count(*) from ledger_events where topic like '%RecordApplied'")).scalar() or 0)
+                "select count(*) from ledger_events where topic like '%RecordApplied' "
+                "and originator_id = any(:ids)"), {"ids": ids}).scalar() or 0)
     finally:
         engine.dispose()
 

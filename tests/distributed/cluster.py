@@ -4,6 +4,7 @@ way compose.yaml runs them, on a fresh PostgreSQL database and topics of their o
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 import time
@@ -34,7 +35,8 @@ class Cluster:
     api_port: int = field(default_factory=free_port)
     processes: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
     token: str = ""
-    accounts: dict[str, str] = field(default_factory=dict)  # username -> account id
+    nas_id: str = ""
+    plan_id: str = ""
 
     @property
     def env(self) -> dict[str, str]:
@@ -93,13 +95,13 @@ class Cluster:
         dead = {name: p.returncode for name, p in self.processes.items() if p.poll() is not None}
         assert not dead, f"roles exited: {dead} (logs in {self.log_dir})"
 
-    def wait_for_log(self, name: str, needle: str, timeout: float = 60.0) -> None:
-        """Block until the role's log contains ``needle``."""
+    def wait_for_log(self, name: str, pattern: str, timeout: float = 60.0) -> None:
+        """Block until the role's log has a line matching the regular expression ``pattern``."""
         deadline = time.monotonic() + timeout
         path = self.log_dir / f"{name}.log"
-        while needle not in (path.read_text() if path.exists() else ""):
+        while not re.search(pattern, path.read_text() if path.exists() else ""):
             self.assert_running()
-            assert time.monotonic() < deadline, f"{name} never logged {needle!r}"
+            assert time.monotonic() < deadline, f"{name} never logged {pattern!r}"
             time.sleep(0.1)
 
     def wait_healthy(self, timeout: float = 120.0) -> None:
@@ -139,24 +141,29 @@ class Cluster:
         with self.client() as client:
             return client.get(path)
 
-    def provision(self, secret: str, price_per_gb: str, usernames: list[str]) -> dict[str, str]:
-        """A NAS at 127.0.0.1, one plan and an account per username; username -> account id."""
+    def provision_site(self, secret: str, price_per_gb: str) -> None:
+        """Through the API: an admin token, a NAS at 127.0.0.1 and a metered plan."""
         self.create_token()
         created = self.post("/v1/nas", {"name": "bng", "address": "127.0.0.1", "secret": secret})
         assert created.status_code == 201, created.text
+        self.nas_id = created.json()["id"]
         plan = self.post("/v1/plans", {"name": "Metered", "currency": "USD", "monthly_fee": "0.00",
                                        "price_per_gb": price_per_gb})
         assert plan.status_code == 201, plan.text
-        plan_id = plan.json()["id"]
-        first = self.post("/v1/accounts", {"name": usernames[0], "plan_id": plan_id, "usernames": usernames[:1]})
+        self.plan_id = plan.json()["id"]
+
+    def open_accounts(self, usernames: list[str]) -> dict[str, str]:
+        """An account per username (username -> id): the first through the API, the rest
+        straight into the ledger with the command the API calls (an HTTP round trip each,
+        with read-your-writes through Kafka, would dominate the test's time)."""
+        first = self.post("/v1/accounts", {"name": usernames[0], "plan_id": self.plan_id,
+                                           "usernames": usernames[:1]})
         assert first.status_code == 201, first.text
         accounts = {usernames[0]: first.json()["id"]}
-        # The rest straight into the ledger, as the API would (one HTTP round trip each with
-        # read-your-writes would dominate the test's time).
         ledger = Ledger(env=eventstore_env("ledger", data_dir=self.log_dir, database_url=self.database_url))
         try:
             for username in usernames[1:]:
-                account = ledger.open_account(name=username, plan_id=UUID(plan_id), usernames=[username],
+                account = ledger.open_account(name=username, plan_id=UUID(self.plan_id), usernames=[username],
                                               opened_at=0)
                 accounts[username] = str(account.id)
         finally:
