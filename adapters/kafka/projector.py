@@ -34,7 +34,7 @@ def ascending(notifications: list[Notification]) -> list[Notification]:
     return kept
 
 
-class _FromStart(ConsumerRebalanceListener):
+class _FromStart(ConsumerRebalanceListener):  # type: ignore[misc]  # kafka-python is untyped
     def __init__(self, owner: TopicProjector) -> None:
         self.owner = owner
 

@@ -53,7 +53,7 @@ def decode_records(messages: list[ConsumerRecord]) -> list[AccountingRecord]:
     return records
 
 
-class _Assignment(ConsumerRebalanceListener):
+class _Assignment(ConsumerRebalanceListener):  # type: ignore[misc]  # kafka-python is untyped
     def __init__(self, rater: Rater) -> None:
         self.rater = rater
 
