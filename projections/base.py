@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Iterator
 from decimal import Decimal
+from itertools import islice
 from typing import Any
 
 from sqlalchemy import Connection, Table
@@ -32,6 +34,10 @@ class ModelBatch:
         if handler is not None:
             handler(position, event)
 
+    def prepare(self, events: list[Any]) -> None:
+        """Called with the whole batch's events before any is applied: load in a few
+        queries what the handlers will need (rather than one query per event)."""
+
     def flush(self) -> None:
         """Write accumulated changes (models that write immediately need nothing here)."""
 
@@ -45,3 +51,10 @@ class ReadModel:
 
     def batch(self, conn: Connection) -> ModelBatch:
         return self.batch_class(conn)
+
+
+def chunks(values: Iterable[Any], size: int = 500) -> Iterator[list[Any]]:
+    """Bounded IN lists (SQLite allows 32k parameters, PostgreSQL 65k; keep queries small)."""
+    iterator = iter(values)
+    while chunk := list(islice(iterator, size)):
+        yield chunk

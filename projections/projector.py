@@ -97,10 +97,12 @@ class ReadModelProjector:
             fresh = [n for n in notifications if n.id > current]
             if fresh:
                 batches = [model.batch(conn) for model in self.models]
-                for notification in fresh:
-                    event = self.decode(notification)
+                events = [(notification.id, self.decode(notification)) for notification in fresh]
+                for batch in batches:
+                    batch.prepare([event for _, event in events])
+                for position, event in events:
                     for batch in batches:
-                        batch.apply(notification.id, event)
+                        batch.apply(position, event)
                 for batch in batches:
                     batch.flush()
                 current = fresh[-1].id

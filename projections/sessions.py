@@ -4,12 +4,12 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import insert, select, update
+from sqlalchemy import and_, bindparam, insert, select, update
 
 from rating import UsageDelta, split_by_hour
 
 from . import tables as t
-from .base import ModelBatch, ReadModel, dec, fmt
+from .base import ModelBatch, ReadModel, chunks, dec, fmt
 
 DAY = 86_400
 
@@ -20,6 +20,28 @@ class _SessionBatch(ModelBatch):
         self.usage_delta: dict[tuple[str, str, int, str], list[int]] = {}
         self.rows: dict[str, dict[str, Any]] = {}
         self.keys: dict[str, tuple[str, str]] = {}
+        self.registered: list[dict[str, str]] = []
+        self.prefetched = False
+
+    def prepare(self, events: list[Any]) -> None:
+        """Load the session rows and session keys the batch refers to, a chunk per query."""
+        row_ids, session_ids = set(), set()
+        for e in events:
+            name = type(e).__qualname__
+            if name in ("Session.RecordApplied", "Session.ClosedByNas"):
+                row_ids.add(f"{e.originator_id}:{e.incarnation}")
+                session_ids.add(str(e.originator_id))
+            elif name == "BillingPeriod.UsageRated":
+                row_ids.add(f"{e.session_id}:{e.incarnation}")
+                session_ids.add(str(e.session_id))
+        for ids in chunks(sorted(row_ids)):
+            for found in self.conn.execute(select(t.sessions).where(t.sessions.c.id.in_(ids))).mappings():
+                self.rows[found["id"]] = dict(found) | {"_new": False}
+        for ids in chunks(sorted(session_ids)):
+            query = select(t.session_aggregates).where(t.session_aggregates.c.id.in_(ids))
+            for found in self.conn.execute(query).mappings():
+                self.keys[found["id"]] = (found["nas_id"], found["acct_session_id"])
+        self.prefetched = True
 
     def on_Session_Registered(self, position: int, e: Any) -> None:
         session_id = str(e.originator_id)
@@ -29,26 +51,25 @@ class _SessionBatch(ModelBatch):
         for row in self.rows.values():
             if row["id"].startswith(session_id + ":") and not row["nas_id"]:
                 row["nas_id"], row["acct_session_id"] = e.nas_id, e.acct_session_id
-        self.conn.execute(insert(t.session_aggregates).values(
-            id=str(e.originator_id), nas_id=e.nas_id, acct_session_id=e.acct_session_id))
+        self.registered.append({"id": session_id, "nas_id": e.nas_id, "acct_session_id": e.acct_session_id})
 
     def _row(self, session_id: str, incarnation: str) -> dict[str, Any] | None:
         row_id = f"{session_id}:{incarnation}"
-        if row_id not in self.rows:
+        if row_id not in self.rows and not self.prefetched:
             found = self.conn.execute(select(t.sessions).where(t.sessions.c.id == row_id)).mappings().first()
             if found is None:
                 return None
             self.rows[row_id] = dict(found) | {"_new": False}
-        return self.rows[row_id]
+        return self.rows.get(row_id)
 
     def _key(self, session_id: str) -> tuple[str, str]:
-        if session_id not in self.keys:
+        if session_id not in self.keys and not self.prefetched:
             found = self.conn.execute(select(t.session_aggregates).where(
                 t.session_aggregates.c.id == session_id)).mappings().first()
-            if found is None:
-                return ("", "")  # registered later in this batch (not remembered: see above)
-            self.keys[session_id] = (found["nas_id"], found["acct_session_id"])
-        return self.keys[session_id]
+            if found is not None:
+                self.keys[session_id] = (found["nas_id"], found["acct_session_id"])
+        # Missing: registered later in this batch (not remembered: see on_Session_Registered).
+        return self.keys.get(session_id, ("", ""))
 
     def _new_row(self, session_id: str, incarnation: str, e: Any) -> dict[str, Any]:
         nas_id, acct_session_id = self._key(session_id)
@@ -98,26 +119,50 @@ class _SessionBatch(ModelBatch):
                 totals[1] += part.download_bytes
 
     def flush(self) -> None:
+        if self.registered:
+            self.conn.execute(insert(t.session_aggregates), self.registered)
         new_rows = [_clean(r) for r in self.rows.values() if r["_new"]]
         if new_rows:
             self.conn.execute(insert(t.sessions), new_rows)
-        for row in (r for r in self.rows.values() if not r["_new"]):
-            values = _clean(row)
-            self.conn.execute(update(t.sessions).where(t.sessions.c.id == values.pop("id")).values(**values))
+        changed = [_clean(r) | {"_id": r["id"]} for r in self.rows.values() if not r["_new"]]
+        if changed:
+            columns = [c.name for c in t.sessions.columns if c.name != "id"]
+            statement = (update(t.sessions).where(t.sessions.c.id == bindparam("_id"))
+                         .values({name: bindparam(name) for name in columns}))
+            self.conn.execute(statement, [{k: v for k, v in row.items() if k != "id"} for row in changed])
+        self._flush_usage()
+
+    def _flush_usage(self) -> None:
+        if not self.usage_delta:
+            return
         usage = t.usage
-        for (account_id, granularity, start, band), (up, down) in sorted(self.usage_delta.items()):
-            where = ((usage.c.account_id == account_id) & (usage.c.granularity == granularity)
-                     & (usage.c.bucket_start == start) & (usage.c.band == band))
-            up, down = min(up, BIGINT_MAX), min(down, BIGINT_MAX)
-            existing = self.conn.execute(select(usage.c.upload_bytes, usage.c.download_bytes).where(where)).first()
-            if existing is not None:
-                self.conn.execute(update(usage).where(where).values(
-                    upload_bytes=min(existing[0] + up, BIGINT_MAX), download_bytes=min(existing[1] + down, BIGINT_MAX)))
-            changed = existing is not None
-            if not changed:
-                self.conn.execute(insert(usage).values(account_id=account_id, granularity=granularity,
-                                                       bucket_start=start, band=band, upload_bytes=up,
-                                                       download_bytes=down))
+        existing: dict[tuple[str, str, int, str], tuple[int, int]] = {}
+        low = min(key[2] for key in self.usage_delta)
+        high = max(key[2] for key in self.usage_delta)
+        for accounts in chunks(sorted({key[0] for key in self.usage_delta})):
+            query = select(usage).where(and_(usage.c.account_id.in_(accounts), usage.c.bucket_start >= low,
+                                             usage.c.bucket_start <= high))
+            for row in self.conn.execute(query):
+                existing[(row.account_id, row.granularity, row.bucket_start, row.band)] = (
+                    row.upload_bytes, row.download_bytes)
+        inserts, updates = [], []
+        for key, (up, down) in sorted(self.usage_delta.items()):
+            account_id, granularity, start, band = key
+            old_up, old_down = existing.get(key, (0, 0))
+            values = {"account_id": account_id, "granularity": granularity, "bucket_start": start, "band": band,
+                      "upload_bytes": min(old_up + up, BIGINT_MAX), "download_bytes": min(old_down + down, BIGINT_MAX)}
+            (updates if key in existing else inserts).append(values)
+        if inserts:
+            self.conn.execute(insert(usage), inserts)
+        if updates:
+            statement = (update(usage).where(and_(
+                usage.c.account_id == bindparam("k_account"), usage.c.granularity == bindparam("k_granularity"),
+                usage.c.bucket_start == bindparam("k_start"), usage.c.band == bindparam("k_band")))
+                .values(upload_bytes=bindparam("upload_bytes"), download_bytes=bindparam("download_bytes")))
+            self.conn.execute(statement, [
+                {"k_account": v["account_id"], "k_granularity": v["granularity"], "k_start": v["bucket_start"],
+                 "k_band": v["band"], "upload_bytes": v["upload_bytes"], "download_bytes": v["download_bytes"]}
+                for v in updates])
 
 
 BIGINT_MAX = 2**63 - 1
