@@ -31,12 +31,23 @@ class Stage(threading.Thread):
         self.wakeup = threading.Event()
         self.stopping = threading.Event()
         self.failures = 0
+        self.fatal: BaseException | None = None
+        self.on_fatal: Callable[[Stage], None] | None = None
 
     def run(self) -> None:
         while not self.stopping.is_set():
             try:
                 handled = self.step()
                 self.failures = 0
+            except AssertionError as broken:
+                # A ledger invariant failed (e.g. postings that do not sum to zero): a bug,
+                # not a passing fault. Stop rather than continue, and say so loudly.
+                log.critical("stage %s stopped: invariant violated: %s", self.name, broken, exc_info=True)
+                self.fatal = broken
+                self.stopping.set()
+                if self.on_fatal is not None:
+                    self.on_fatal(self)
+                return
             except Exception:
                 # The store may be briefly unavailable; nothing was committed, so retrying
                 # the same batch is safe. Back off so a persistent fault does not spin.

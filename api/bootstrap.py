@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from sqlalchemy import Engine
@@ -31,6 +32,8 @@ class Runtime:
     stages: list[Stage] = field(default_factory=list)
     # Closed while the site is a standby or fenced: the rater must not write ledger events.
     gate: WriteGate = field(default_factory=WriteGate)
+    # Called (from the stage's thread) when a stage stops on a violated ledger invariant.
+    on_fatal: Callable[[Stage], None] | None = None
 
     def start_stages(self) -> None:
         rater = Stage("rater", self.gate.writer(rate_step(self.intake, self.ledger)))
@@ -43,6 +46,7 @@ class Runtime:
         self.ledger.listeners.append(projector.wakeup.set)
         self.projector.listeners.append(lambda _position: enforcer.wakeup.set())
         for stage in self.stages:
+            stage.on_fatal = self.on_fatal
             stage.start()
 
     def stop_stages(self) -> None:

@@ -46,6 +46,17 @@ async def serve(settings: Settings) -> int:
     runtime.projector.listeners.append(registry.mark_stale)
     # The site record decides, before any stage runs, whether this site may write (standby).
     site = SiteController(runtime)
+    loop = asyncio.get_running_loop()
+    halted: list[str] = []
+    api: uvicorn.Server | None = None
+
+    def halt(stage: Any) -> None:
+        """A ledger invariant failed in a stage: stop the whole process, never continue."""
+        halted.append(stage.name)
+        if api is not None:
+            loop.call_soon_threadsafe(setattr, api, "should_exit", True)
+
+    runtime.on_fatal = halt
     try:
         runtime.start_stages()
         registry.refresh(force=True)
@@ -75,11 +86,17 @@ async def serve(settings: Settings) -> int:
         if not queries.listing(runtime.engine, "api_tokens", limit=1):
             print("No API token exists yet. Create an admin token with:  wispgate token create --role admin",
                   flush=True)
+        if halted:  # a stage failed before the API existed
+            api.should_exit = True
         try:
             await api.serve()
         finally:
             refresher.cancel()
             accounting.close()
+        if halted:
+            print(f"wispgate: stopped: a ledger invariant failed in stage {', '.join(halted)} (see the log)",
+                  file=sys.stderr)
+            return 70
         return 0 if api.started else 1
     finally:
         site.stop()

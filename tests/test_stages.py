@@ -1,0 +1,47 @@
+"""Stages retry passing faults but stop on a violated ledger invariant (never continue)."""
+
+from __future__ import annotations
+
+import threading
+
+from adapters.followers import Stage
+from ledger.journal import Posting, UnbalancedTransaction, balanced
+
+
+def test_a_passing_fault_is_retried_until_it_clears() -> None:
+    calls = {"n": 0}
+    done = threading.Event()
+
+    def step() -> int:
+        calls["n"] += 1
+        if calls["n"] < 3:
+            raise OSError("database is locked")
+        done.set()
+        return 0
+
+    stage = Stage("flaky", step, poll_interval=0.01)
+    stage.start()
+    try:
+        assert done.wait(5)
+        assert stage.fatal is None and stage.is_alive()
+    finally:
+        stage.stop()
+        stage.join(5)
+
+
+def test_an_unbalanced_transaction_stops_the_stage_and_says_so() -> None:
+    stopped: list[str] = []
+    applied: list[int] = []
+
+    def step() -> int:
+        balanced([Posting("receivable:a", 10, "USD"), Posting("revenue:usage", -9, "USD")])  # type: ignore[arg-type]
+        applied.append(1)  # never reached: nothing after the broken transaction happens
+        return 1
+
+    stage = Stage("rater", step, poll_interval=0.01)
+    stage.on_fatal = lambda s: stopped.append(s.name)
+    stage.start()
+    stage.join(5)
+    assert not stage.is_alive()
+    assert isinstance(stage.fatal, UnbalancedTransaction)
+    assert stopped == ["rater"] and applied == []
