@@ -322,6 +322,10 @@ class LedgerStore:
         with self.engine.connect() as conn:
             return self.events.max_position(conn)
 
+    def rewind_followers(self, followers: Sequence[str], position: int) -> None:
+        with self.engine.begin() as conn:
+            self.events.rewind_tracking(conn, followers, position)
+
     def sync_sequence(self) -> None:
         with self.engine.begin() as conn:
             self.events.sync_sequence(conn)

@@ -76,7 +76,7 @@ def decode_events(items: list[dict[str, Any]]) -> list[ChainedEvent]:
 class PeerClient:
     """HTTP to the other site's API with the replication token."""
 
-    def __init__(self, url: str, token: str, timeout: float = 5.0) -> None:
+    def __init__(self, url: str, token: str, timeout: float = 2.0) -> None:
         self.http = httpx.Client(base_url=url.rstrip("/"), timeout=timeout,
                                  headers={"Authorization": f"Bearer {token}"})
 
@@ -165,6 +165,7 @@ class SiteController(threading.Thread):
         self.settings = runtime.settings
         self.store = LedgerStore.open(data_dir=self.settings.data_dir, database_url=self.settings.database_url)
         runtime.__dict__["_ledger_store"] = self.store  # the API's routers use the same one
+        runtime.__dict__["_site_controller"] = self  # /v1/site reports what this process does
         # On PostgreSQL the accounting log lives in the same database: share the engine.
         self.intake_table = EventTable(
             self.store.engine if self.store.events.postgres else store_engine(
@@ -220,6 +221,7 @@ class SiteController(threading.Thread):
         self.store.close()
         self.intake_table.engine.dispose()
         self.runtime.__dict__.pop("_ledger_store", None)
+        self.runtime.__dict__.pop("_site_controller", None)
 
     # ---- one step -----------------------------------------------------------------------------
 
@@ -245,6 +247,11 @@ class SiteController(threading.Thread):
                 # The store may hold events this process never wrote (replicated): start clean.
                 self.store.sync_sequence()
                 self._forget_cached_aggregates()
+                if record.resubmit_from:
+                    # Promoted before its re-submission reached the old active site: rate those
+                    # records here instead (records already in the log are recognised by content).
+                    self.store.rewind_followers(("AccountingLog",), record.resubmit_from - 1)
+                    self.store.note_peer(resubmit_from=0)
                 gate.writes_open = True
             else:
                 gate.writes_open = False

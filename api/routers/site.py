@@ -24,6 +24,10 @@ def site_status(runtime: Any) -> dict[str, Any]:
         "reason": record.reason, "head_position": head, "head_hash": head_hash,
         "divergent_events_set_aside": store.divergent_count(),
     }
+    controller = runtime.__dict__.get("_site_controller")
+    if controller is not None:
+        # The record changes first (CLI or API); the running process follows within seconds.
+        status["serving_as"] = "active" if controller.active else "standby"
     if not record.active:
         lag = max(0, record.peer_head - head)
         status["replication"] = {

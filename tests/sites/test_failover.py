@@ -53,14 +53,14 @@ def test_sigkill_active_then_promote_standby_loses_nothing_and_charges_once(tmp_
 
         promoted = pair.b.cli("site", "promote")
         assert promoted.returncode == 0 and "active at epoch 2" in promoted.stdout, promoted.stdout
-        wait_until(lambda: site(pair.b)["role"] == "active")
+        wait_until(lambda: site(pair.b)["serving_as"] == "active")
         # The BNG fails over to its secondary server: site B answers now.
         after = sessions(users, "B", rng, start=1_795_100_000)
         send(pair.b, flatten(after))
 
         pair.to_a.heal()
         pair.a.start()  # comes back at epoch 1, learns of epoch 2: fenced
-        wait_until(lambda: site(pair.a)["role"] == "standby", timeout=30)
+        wait_until(lambda: site(pair.a)["serving_as"] == "standby", timeout=30)
         expected = merged(expected_charge(shipped), expected_charge(unshipped), expected_charge(after))
         wait_until(lambda: balances(pair.b, pair.accounts) == expected, timeout=60)
         converged(pair)
@@ -69,12 +69,13 @@ def test_sigkill_active_then_promote_standby_loses_nothing_and_charges_once(tmp_
         assert status["epoch"] == 2 and status["replication"]["resubmission_pending_from"] is None
         # B's chain is A's chain now; both verify.
         for product in (pair.a, pair.b):
-            verified = product.cli("audit", "verify")
-            assert verified.returncode == 0 and f"head hash {status['head_hash']}" in verified.stdout
+            verified = product.get("/v1/audit/verify").json()
+            assert verified["ok"] and verified["head_hash"] == status["head_hash"]
 
         # Failback by the same mechanism: A caught up, promoted at epoch 3; B fences itself.
-        assert pair.a.cli("site", "promote").returncode == 0
-        wait_until(lambda: site(pair.a)["role"] == "active" and site(pair.b)["role"] == "standby", timeout=30)
+        assert pair.a.post("/v1/site/promote", {}).json()["epoch"] == 3
+        wait_until(lambda: (site(pair.a)["serving_as"], site(pair.b)["serving_as"]) == ("active", "standby"),
+                   timeout=30)
         back = sessions(users[:2], "F", rng, start=1_795_200_000)
         send(pair.a, flatten(back))
         expected = merged(expected, expected_charge(back))
@@ -87,8 +88,9 @@ def test_sigkill_active_then_promote_standby_loses_nothing_and_charges_once(tmp_
         first_run = pair.a.post("/v1/billing-runs", {"period": "2026-11", "at": "2026-12-01T00:00:10Z"})
         assert first_run.status_code == 200 and first_run.json()["issued"] == len(users), first_run.text
         converged(pair)
-        assert pair.b.cli("site", "promote").returncode == 0
-        wait_until(lambda: site(pair.b)["role"] == "active" and site(pair.a)["role"] == "standby", timeout=30)
+        assert pair.b.post("/v1/site/promote", {}).json()["epoch"] == 4
+        wait_until(lambda: (site(pair.a)["serving_as"], site(pair.b)["serving_as"]) == ("standby", "active"),
+                   timeout=30)
         repeat = pair.b.post("/v1/billing-runs", {"period": "2026-11", "at": "2026-12-01T00:00:10Z"}).json()
         assert (repeat["issued"], repeat["existing"]) == (0, len(users))
         second_run = pair.b.post("/v1/billing-runs", {"period": "2026-12", "at": "2027-01-01T00:00:10Z"})
@@ -124,8 +126,8 @@ def test_split_ends_with_fencing_resubmission_and_single_site_balances(tmp_path:
         pair.to_a.cut()
         pair.to_b.cut()
         # B loses A's heartbeat and promotes itself; A keeps running alone: a split.
-        wait_until(lambda: site(pair.b)["role"] == "active", timeout=30)
-        assert site(pair.a)["role"] == "active"
+        wait_until(lambda: site(pair.b)["serving_as"] == "active", timeout=30)
+        assert site(pair.a)["serving_as"] == "active"
         only_a = sessions(users[:3], "A", rng, start=1_795_050_000)
         only_b = sessions(users[3:6], "B", rng, start=1_795_050_000)
         both = sessions(users[6:], "AB", rng, start=1_795_050_000)
@@ -135,7 +137,7 @@ def test_split_ends_with_fencing_resubmission_and_single_site_balances(tmp_path:
 
         pair.to_a.heal()
         pair.to_b.heal()
-        wait_until(lambda: site(pair.a)["role"] == "standby", timeout=30)
+        wait_until(lambda: site(pair.a)["serving_as"] == "standby", timeout=30)
         expected = merged(expected_charge(before), expected_charge(only_a), expected_charge(only_b),
                           expected_charge(both))
         wait_until(lambda: balances(pair.b, pair.accounts) == expected, timeout=60)
