@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import signal
 import sys
 import threading
@@ -56,8 +57,18 @@ def schema_lock(settings: Settings) -> Iterator[None]:
             conn.execute("SELECT pg_advisory_unlock(%s)", (SCHEMA_LOCK,))
 
 
+# Connections per process of each event-store application (pool opened eagerly; overflow on
+# demand). A role needs few, and every process's pool counts against PostgreSQL's
+# max_connections (100 by default). WISPGATE-independent eventsourcing settings: override them
+# in the environment (e.g. LEDGER_POSTGRES_POOL_SIZE=8 for a busy API).
+ROLE_POOLS = {"LEDGER": (2, 4), "ACCOUNTINGLOG": (1, 1)}
+
+
 def build_role_runtime(settings: Settings) -> Runtime:
     """The applications of a role, their tables created under the schema lock."""
+    for app, (size, overflow) in ROLE_POOLS.items():
+        os.environ.setdefault(f"{app}_POSTGRES_POOL_SIZE", str(size))
+        os.environ.setdefault(f"{app}_POSTGRES_MAX_OVERFLOW", str(overflow))
     with schema_lock(settings):
         return build_runtime(settings)
 
