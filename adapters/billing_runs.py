@@ -7,7 +7,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING
 from uuid import UUID
 
-from adapters.followers import drain, project_step
+from adapters.followers import project_step
 from domain.plans import version_in_force
 from ledger.billing import RunResult
 from projections import finance
@@ -24,7 +24,11 @@ def catch_up(runtime: Runtime) -> None:
     if runtime.stages:
         projector.wait_for(ledger.recorder.max_notification_id() or 0, timeout=60)
     else:
-        drain(project_step(ledger, projector), timeout=600)
+        # In process: project up to what is recorded now, however long a large run takes
+        # (a fixed deadline made 100k-account runs fail on a busy machine).
+        target, step = ledger.recorder.max_notification_id() or 0, project_step(ledger, projector)
+        while projector.position() < target and step():
+            pass
 
 
 def run_billing(runtime: Runtime, period: str, *, at: int, batch_size: int = 1000,
