@@ -15,6 +15,7 @@ from typing import Any, TextIO
 
 from eventsourcing.persistence import Notification
 from sqlalchemy import Engine, Table, select
+from sqlalchemy.exc import IntegrityError
 
 from ledger.chain import ChainedEvent, ChainVerifier, Verdict, chain
 from projections import ReadModelProjector
@@ -32,7 +33,10 @@ def chain_step(store: LedgerStore, batch: int = 2000) -> Step:
         head, prev_hash = store.chain_head()
         with store.engine.connect() as conn:
             rows = store.events.select(conn, head, None, batch)
-        store.append_links(chain(prev_hash, rows))
+        try:
+            store.append_links(chain(prev_hash, rows))
+        except IntegrityError:  # another chainer (a second relay process) linked them first
+            return 0
         return len(rows)
 
     return step

@@ -34,6 +34,7 @@ from sqlalchemy import (
     select,
     text,
 )
+from sqlalchemy.exc import DBAPIError
 
 from ledger.chain import GENESIS, ChainedEvent
 
@@ -199,7 +200,14 @@ class LedgerStore:
     def __init__(self, engine: Engine, app_name: str = "ledger") -> None:
         self.engine = engine
         self.events = EventTable(engine, app_name)
-        metadata.create_all(engine)
+        for attempt in range(5):
+            try:
+                metadata.create_all(engine)
+                break
+            except DBAPIError:  # another process created them at the same moment (PostgreSQL catalog race)
+                if attempt == 4:
+                    raise
+                time.sleep(0.2 * (attempt + 1))
 
     @classmethod
     def open(cls, *, data_dir: Path, database_url: str) -> LedgerStore:
