@@ -16,9 +16,10 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from decimal import Decimal
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar, cast
 from uuid import UUID
 
+from eventsourcing.application import Application
 from eventsourcing.domain import Aggregate
 from eventsourcing.persistence import IntegrityError
 
@@ -128,10 +129,11 @@ class BillingRun:
         # The batch's aggregates are read in a few bulk queries (ledger/bulk.py), not one by one.
         candidates = {a: invoice_id(a, period) for a in account_ids if str(a) not in known}
         result.existing += len(account_ids) - len(candidates)
-        invoiced = existing_ids(self, candidates.values())
+        store = cast("Application[UUID]", self)  # this mixin is part of the Ledger application
+        invoiced = existing_ids(store, candidates.values())
         to_bill = [a for a, invoice in candidates.items() if invoice not in invoiced]
         result.existing += len(candidates) - len(to_bill)
-        accounts = load_aggregates(self, Account, to_bill)
+        accounts = load_aggregates(store, Account, to_bill)
         missing = [a for a in to_bill if a not in accounts]
         if missing:
             raise NotFound(f"no account {missing[0]}")
@@ -143,7 +145,7 @@ class BillingRun:
                 result.not_ended += 1
             else:
                 spans[account_id] = span
-        usage = load_aggregates(self, BillingPeriod, [BillingPeriod.create_id(a, s.start) for a, s in spans.items()])
+        usage = load_aggregates(store, BillingPeriod, [BillingPeriod.create_id(a, s.start) for a, s in spans.items()])
         drafts: list[tuple[Invoice, str]] = []
         for account_id, span in spans.items():
             drafted = self._draft(period, accounts[account_id], span, plans, at,

@@ -35,11 +35,12 @@ def load_aggregates(app: Application[UUID], cls: type[A], ids: Iterable[UUID]) -
         if app.snapshots is not None:
             for stored in _latest_snapshots(app.snapshots.recorder, chunk):
                 snapshot: Any = app.mapper.to_domain_event(stored)
-                aggregates[stored.originator_id] = snapshot.mutate(None)
-                after[stored.originator_id] = stored.originator_version
+                aggregates[_uuid(stored.originator_id)] = snapshot.mutate(None)
+                after[_uuid(stored.originator_id)] = stored.originator_version
         for stored in _events_after(app.recorder, chunk, after):
             event: Any = app.mapper.to_domain_event(stored)
-            aggregates[stored.originator_id] = event.mutate(aggregates.get(stored.originator_id))
+            key = _uuid(stored.originator_id)
+            aggregates[key] = event.mutate(aggregates.get(key))
         for aggregate_id in chunk:
             aggregate = aggregates.get(aggregate_id)
             if isinstance(aggregate, cls):
@@ -57,9 +58,9 @@ def existing_ids(app: Application[UUID], ids: Iterable[UUID]) -> set[UUID]:
         if _is_postgres(recorder):
             from psycopg.sql import SQL
 
-            query = SQL("SELECT DISTINCT originator_id FROM {} WHERE originator_id = ANY(%s)").format(
+            pg_query = SQL("SELECT DISTINCT originator_id FROM {} WHERE originator_id = ANY(%s)").format(
                 _pg_table(recorder))
-            found |= {_uuid(row["originator_id"]) for row in _pg_rows(recorder, query, [chunk])}
+            found |= {_uuid(row["originator_id"]) for row in _pg_rows(recorder, pg_query, [chunk])}
         else:
             marks = ",".join("?" * len(chunk))
             query = f"SELECT DISTINCT originator_id FROM {_sqlite_table(recorder)} WHERE originator_id IN ({marks})"
@@ -71,10 +72,10 @@ def _latest_snapshots(recorder: AggregateRecorder, ids: Sequence[UUID]) -> list[
     if _is_postgres(recorder):
         from psycopg.sql import SQL
 
-        query = SQL("SELECT DISTINCT ON (originator_id) originator_id, originator_version, topic, state FROM {} "
-                    "WHERE originator_id = ANY(%s) ORDER BY originator_id, originator_version DESC").format(
+        pg_query = SQL("SELECT DISTINCT ON (originator_id) originator_id, originator_version, topic, state FROM {} "
+                       "WHERE originator_id = ANY(%s) ORDER BY originator_id, originator_version DESC").format(
             _pg_table(recorder))
-        return [_stored(row) for row in _pg_rows(recorder, query, [list(ids)])]
+        return [_stored(row) for row in _pg_rows(recorder, pg_query, [list(ids)])]
     table = _sqlite_table(recorder)
     marks = ",".join("?" * len(ids))
     query = (f"SELECT s.originator_id, s.originator_version, s.topic, s.state FROM {table} s JOIN "
@@ -90,11 +91,11 @@ def _events_after(recorder: AggregateRecorder, ids: Sequence[UUID], after: dict[
     if _is_postgres(recorder):
         from psycopg.sql import SQL
 
-        query = SQL("SELECT e.originator_id, e.originator_version, e.topic, e.state FROM {} e "
-                    "JOIN unnest(%s::uuid[], %s::bigint[]) AS b(id, v) "
-                    "ON e.originator_id = b.id AND e.originator_version > b.v "
-                    "ORDER BY e.originator_id, e.originator_version").format(_pg_table(recorder))
-        return [_stored(row) for row in _pg_rows(recorder, query, [list(ids), versions])]
+        pg_query = SQL("SELECT e.originator_id, e.originator_version, e.topic, e.state FROM {} e "
+                       "JOIN unnest(%s::uuid[], %s::bigint[]) AS b(id, v) "
+                       "ON e.originator_id = b.id AND e.originator_version > b.v "
+                       "ORDER BY e.originator_id, e.originator_version").format(_pg_table(recorder))
+        return [_stored(row) for row in _pg_rows(recorder, pg_query, [list(ids), versions])]
     bounds = ",".join("(?,?)" for _ in ids)
     query = (f"WITH b(id, v) AS (VALUES {bounds}) SELECT e.originator_id, e.originator_version, e.topic, e.state "
              f"FROM b JOIN {_sqlite_table(recorder)} e ON e.originator_id = b.id AND e.originator_version > b.v "
