@@ -19,7 +19,7 @@ from kafka import ConsumerRebalanceListener, KafkaConsumer, TopicPartition
 from projections import ReadModelProjector
 
 from .relay import decode_notification
-from .topics import consumer_config, wait_for_metadata
+from .topics import GroupWatchdog, consumer_config, replace_consumer, wait_for_metadata
 
 log = logging.getLogger(__name__)
 
@@ -58,10 +58,17 @@ class TopicProjector:
                  *, client_id: str = "wispgate-projector", max_records: int = 5000) -> None:
         self.projector = projector
         self.max_records = max_records
-        self.consumer = KafkaConsumer(**consumer_config(bootstrap, client_id, group))
-        wait_for_metadata(self.consumer, topic)
-        self.consumer.subscribe([topic], listener=_FromStart(self))
+        self.topic = topic
+        self.config = consumer_config(bootstrap, client_id, group)
+        self.consumer = self._subscribe()
+        self.watchdog = GroupWatchdog()
         self.stopping = threading.Event()
+
+    def _subscribe(self) -> KafkaConsumer:
+        consumer = KafkaConsumer(**self.config)
+        wait_for_metadata(consumer, self.topic)
+        consumer.subscribe([self.topic], listener=_FromStart(self))
+        return consumer
 
     def step(self, timeout_ms: int = 200) -> int:
         batches = self.consumer.poll(timeout_ms=timeout_ms, max_records=self.max_records)
@@ -80,6 +87,11 @@ class TopicProjector:
         failures = 0
         while not self.stopping.is_set():
             try:
+                if self.watchdog.stalled(self.consumer):
+                    log.error("the consumer has not rejoined its group for %.0f s; replacing it",
+                              self.watchdog.limit)
+                    replace_consumer(self.consumer)
+                    self.consumer = self._subscribe()
                 self.step()
                 failures = 0
             except Exception:

@@ -25,7 +25,7 @@ from prometheus_client import Counter
 from domain.accounting import AccountingRecord
 from ledger import Ledger
 
-from .topics import consumer_config, wait_for_metadata
+from .topics import GroupWatchdog, consumer_config, replace_consumer, wait_for_metadata
 
 log = logging.getLogger(__name__)
 
@@ -85,13 +85,19 @@ class Rater:
         self.ledger = ledger
         self.topic = topic
         self.max_records = max_records
-        self.consumer = KafkaConsumer(**consumer_config(bootstrap, client_id, group))
-        wait_for_metadata(self.consumer, topic)
-        self.consumer.subscribe([topic], listener=_Assignment(self))
+        self.config = consumer_config(bootstrap, client_id, group)
+        self.consumer = self._subscribe()
+        self.watchdog = GroupWatchdog()
         self.reseek = True
         self.stopping = threading.Event()
         self.applied = 0
         self.on_applied: Callable[[int], None] | None = None
+
+    def _subscribe(self) -> KafkaConsumer:
+        consumer = KafkaConsumer(**self.config)
+        wait_for_metadata(consumer, self.topic)
+        consumer.subscribe([self.topic], listener=_Assignment(self))
+        return consumer
 
     def seek_to_tracked(self, partitions: list[TopicPartition] | None = None) -> None:
         """Position the assigned partitions at the offsets the ledger recorded."""
@@ -128,6 +134,13 @@ class Rater:
         failures = 0
         while not self.stopping.is_set():
             try:
+                if self.watchdog.stalled(self.consumer):
+                    log.error("the consumer has not rejoined its group for %.0f s; replacing it",
+                              self.watchdog.limit)
+                    self.ledger.forget_live_sessions()
+                    replace_consumer(self.consumer)
+                    self.consumer = self._subscribe()
+                    self.reseek = True
                 if self.reseek:
                     self.seek_to_tracked()
                 self.step()

@@ -10,6 +10,7 @@ from typing import Any
 from kafka import KafkaAdminClient
 from kafka.admin import NewTopic
 from kafka.errors import KafkaError, TopicAlreadyExistsError
+from kafka.structs import MemberState
 
 log = logging.getLogger(__name__)
 
@@ -124,3 +125,35 @@ def wait_for_metadata(consumer: Any, topic: str, timeout: float = 60.0) -> None:
         if time.monotonic() > deadline:
             raise TimeoutError(f"no metadata for topic {topic} after {timeout:.0f} s")
         time.sleep(0.1)
+
+
+class GroupWatchdog:
+    """Notices a consumer stuck in a rebalance. Seen with kafka-python 3.0.12 after a broker
+    restart: the group leader's assignment never completes and the consumer spins without
+    partitions. A member that is not stable for ``limit`` seconds should be replaced (a new
+    consumer rejoins the group; positions come from the database, so nothing is lost)."""
+
+    def __init__(self, limit: float = 60.0) -> None:
+        self.limit = limit
+        self.unstable_since: float | None = None
+
+    def stalled(self, consumer: Any) -> bool:
+        state = getattr(getattr(consumer, "_coordinator", None), "state", MemberState.STABLE)
+        if state == MemberState.STABLE:
+            self.unstable_since = None
+            return False
+        now = time.monotonic()
+        if self.unstable_since is None:
+            self.unstable_since = now
+        if now - self.unstable_since < self.limit:
+            return False
+        self.unstable_since = None
+        return True
+
+
+def replace_consumer(consumer: Any) -> None:
+    """Close a wedged consumer without waiting on the group (it may never answer)."""
+    try:
+        consumer.close(autocommit=False, timeout_ms=2000)
+    except Exception:  # a wedged client may fail to close; it is dropped either way
+        log.warning("error closing a stalled consumer", exc_info=True)
