@@ -30,14 +30,14 @@ class Settings:
     # 0 serves none. Their compose healthchecks use it.
     metrics_port: int = 0
     site: str = "site-a"
-    # Group commit window for accounting records (ms): records arriving while a batch is
-    # being made durable join the next batch; this adds at most this much latency.
+    # Group commit: records arriving while a batch is being made durable join the next batch,
+    # up to this many records per batch.
     radius_batch_max: int = 512
     radius_receive_buffer: int = 8 * 1024 * 1024
     duplicate_cache_seconds: int = 30
     log_level: str = "info"
     log_format: str = "text"  # text | json (one object per line)
-    # Two sites (docs/readme/two-sites.md): the role this site takes when its store has no site
+    # Two sites (README, "Two sites"): the role this site takes when its store has no site
     # record yet, the other site's API URL, and a token with the replication role there.
     site_role: str = "active"  # active | standby
     peer_url: str = ""
@@ -45,7 +45,7 @@ class Settings:
     replication_batch: int = 2000
     # Promote a standby automatically after this many seconds without reaching the peer (0: never).
     failover_after: int = 0
-    # Invoices (docs/readme/finance.md): who issues them, how customers pay, payment terms.
+    # Invoices (README, "Finance"): who issues them, how customers pay, payment terms.
     seller_name: str = "WISPGate Networks"
     seller_address: str = ""
     seller_tax_id: str = ""
