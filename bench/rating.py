@@ -42,7 +42,8 @@ def run_once(settings: Settings, count: int, sessions: int) -> float:
     runtime = build_runtime(settings)
     try:
         terms = PlanTerms.parse("USD", "40", "0.50", included_gb="100",
-                                tiers=[{"up_to_gb": "50", "price_per_gb": "1"}, {"up_to_gb": None, "price_per_gb": "0.5"}])
+                                tiers=[{"up_to_gb": "50", "price_per_gb": "1"},
+                                       {"up_to_gb": None, "price_per_gb": "0.5"}])
         plan = runtime.ledger.create_plan(name="bench", terms=terms, effective_from=0)
         users = max(1, sessions // 2)
         for user in range(users):

@@ -48,7 +48,8 @@ class BillingPeriod(Aggregate):
         rated = rate_fragment(terms, MeterState.from_dict(self.meter), fragment, packs)
         amount = rated.amount
         self._usage_rated(
-            account_id=self.account_id, session_id=session_id, incarnation=incarnation, record_key=record_key, plan_id=plan_id,
+            account_id=self.account_id, session_id=session_id, incarnation=incarnation, record_key=record_key,
+            plan_id=plan_id,
             start=fragment.start, end=fragment.end, band=fragment.band,
             upload_bytes=fragment.upload_bytes, download_bytes=fragment.download_bytes,
             lines=[line.to_dict() for line in rated.lines], amount=amount, currency=terms.currency,
@@ -62,7 +63,8 @@ class BillingPeriod(Aggregate):
 
     @event("UsageRated")
     def _usage_rated(
-        self, account_id: UUID, session_id: UUID, incarnation: str, record_key: str, plan_id: UUID, start: int, end: int,
+        self, account_id: UUID, session_id: UUID, incarnation: str, record_key: str, plan_id: UUID,
+        start: int, end: int,
         band: str, upload_bytes: int, download_bytes: int, lines: list[dict[str, Any]], amount: Decimal,
         currency: str, postings: list[dict[str, str]], meter: dict[str, Any],
     ) -> None:

@@ -99,7 +99,9 @@ class Product:
             return client.get(path, **kw)
 
 
-def radclient(port: int, secret: str, records: list[dict[str, Any]], *, retries: int = 3) -> subprocess.CompletedProcess[str]:
+def radclient(
+    port: int, secret: str, records: list[dict[str, Any]], *, retries: int = 3,
+) -> subprocess.CompletedProcess[str]:
     """Send accounting records with FreeRADIUS's radclient, the BNG-side reference tool."""
     binary = shutil.which("radclient")
     if binary is None:
