@@ -165,3 +165,20 @@ def test_a_nak_and_a_lost_packet_are_recorded_not_hidden(runtime: Runtime, clien
         assert len(stand_in.received) == 2
     finally:
         stand_in.close()
+
+
+def test_fair_use_throttle_lifts_in_the_next_billing_period(client: TestClient, runtime: Runtime,
+                                                            nas: NasStandIn) -> None:
+    nas_id, account = setup(client, nas, price_per_gb="0",
+                            fair_use={"cap_gb": "10", "action": "throttle", "throttle_rate": "2M/2M"})
+    runtime.intake.append([usage(nas_id, 1_795_000_000, 12 * GB)])  # 2026-11-18: cap crossed
+    wait_for(lambda: client.get(f"/v1/accounts/{account}").json()["enforcement"])
+    # The session goes on into December: its first usage there opens the new period.
+    runtime.intake.append([usage(nas_id, 1_796_515_200 + 3600, 1 * GB)])  # 2026-12-05, under the cap
+    lifted = wait_for(lambda: [e for e in enforcement_events(runtime) if type(e).__name__ == "EnforcementLifted"])
+    # Both sessions still open (November's and December's) get the plan's rate limit back.
+    assert [r["outcome"] for r in lifted[0].results] == ["ack", "ack"]
+    code, packet = nas.received[-1]
+    assert code == COA_REQUEST  # the plan's own rate limit restored
+    assert encode_accounting_request(0, SECRET, rate_limit_attributes("mikrotik", "20M/20M"))[20:] in packet
+    assert client.get(f"/v1/accounts/{account}").json()["enforcement"] is None
