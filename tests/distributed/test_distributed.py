@@ -132,7 +132,8 @@ def test_kafka_broker_restart_under_load(cluster: Cluster, rebuild_database: str
     def restart_broker(done: threading.Event) -> None:
         done.wait(random.Random(chosen).uniform(1.0, 3.0))
         phase("stopping the broker")
-        subprocess.run([str(SERVICES / "stop.sh")], check=True, timeout=60)
+        # --require: fail (not pass vacuously) when this checkout did not start the broker.
+        subprocess.run([str(SERVICES / "stop.sh"), "--require"], check=True, timeout=60)
         outage.append(time.monotonic())
         time.sleep(3)
         outage.append(time.monotonic())
