@@ -259,7 +259,9 @@ class SiteController(threading.Thread):
         if self.accounting is not None:
             self.accounting.accepting = record.active
         self.active = record.active
-        log.warning("site %s is %s (epoch %d): %s", record.name, record.role, record.epoch, record.reason)
+        # A role change is worth a warning; the role a site starts in as configured is not.
+        level = logging.INFO if record.reason == "configured" else logging.WARNING
+        log.log(level, "site %s is %s (epoch %d): %s", record.name, record.role, record.epoch, record.reason)
 
     def _forget_cached_aggregates(self) -> None:
         ledger = self.runtime.ledger
