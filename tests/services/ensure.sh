@@ -233,7 +233,8 @@ start_broker() {
     note "starting Kafka $kafka_version broker (log $BROKER_LOG)"
     # setsid: own session, so the broker outlives this script and the make/CI step that ran it.
     # The inner shell writes its pid before exec'ing java, so the pid file names the JVM itself.
-    (cd "$KAFKA_DIR" && setsid nohup bash -c 'echo $$ >"$0"; exec "$@"' "$PIDFILE" \
+    # trap - ERR: the broker's end (a test restarting it) is not a failure of this script.
+    (trap - ERR; cd "$KAFKA_DIR" && setsid nohup bash -c 'echo $$ >"$0"; exec "$@"' "$PIDFILE" \
         java -Xms256m -Xmx512m -XX:+UseG1GC -XX:MaxGCPauseMillis=20 -Djava.awt.headless=true \
         -Dlog4j2.configurationFile="$HERE/kafka/log4j2.properties" -Dkafka.logs.dir="$KAFKA_DIR" \
         -cp "$LIBS/*" kafka.Kafka "$PROPS" >"$BROKER_LOG" 2>&1 </dev/null &)
