@@ -22,6 +22,7 @@ from rating import DataPack, split_usage
 
 from .account import Account, UsernameClaim
 from .billing_period import BillingPeriod
+from .bulk import load_aggregates
 from .journal import subscriber_account
 from .nas_sessions import NasSessions
 from .session import Session
@@ -53,6 +54,7 @@ class Rater:
         (the open-session registry) is kept per shard, so raters never contend on it."""
         batch = _Batch(self, shard)
         try:
+            batch.prefetch(records)
             for record in records:
                 batch.apply(record)
             processing_event: ProcessingEvent[UUID] = ProcessingEvent(tracking=tracking)
@@ -167,9 +169,33 @@ class _Batch:
         self.ledger = ledger
         self.shard = shard
         self.touched: dict[UUID, Aggregate] = {}
+        self.prefetched: set[UUID] = set()
         self.pricing = _Pricing(ledger)
 
+    def prefetch(self, records: list[AccountingRecord]) -> None:
+        """Load, in a few queries, the sessions and billing periods the batch will touch that
+        are not in memory already (one repository read each would be a query each)."""
+        live = self.ledger.live_sessions
+        session_ids = {Session.create_id(r.nas_id, r.acct_session_id) for r in records if not r.status.closes_nas}
+        period_ids: set[UUID] = set()
+        for record in records:
+            if record.status.closes_nas:
+                continue
+            tariff = self.pricing.tariff(record.username, record.event_time)
+            if tariff is not None:
+                start, _ = billing_period(record.event_time, tariff.anchor_day, tariff.terms.timezone)
+                period_ids.add(BillingPeriod.create_id(tariff.account_id, start))
+        app: Any = self.ledger
+        for cls, ids in ((Session, session_ids), (BillingPeriod, period_ids)):
+            missing = [i for i in ids if i not in live and i not in self.touched]
+            if missing:
+                self.touched.update(load_aggregates(app, cls, missing))
+        self.prefetched = session_ids | period_ids
+
     def _load(self, aggregate_id: UUID) -> Any:
+        if aggregate_id not in self.touched and aggregate_id in self.prefetched \
+                and aggregate_id not in self.ledger.live_sessions:
+            return None  # looked for in bulk: it does not exist yet
         if aggregate_id not in self.touched:
             live = self.ledger.live_sessions.get(aggregate_id)
             if live is not None:
