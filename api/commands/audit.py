@@ -14,15 +14,7 @@ from typing import Any
 from sqlalchemy import create_engine
 
 from ..settings import Settings
-from .common import add_store_options
-
-
-def parse_time(text: str) -> int:
-    """Epoch seconds, or an ISO 8601 timestamp (UTC when no offset is given)."""
-    if text.isdigit():
-        return int(text)
-    moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
-    return int((moment if moment.tzinfo else moment.replace(tzinfo=UTC)).timestamp())
+from .common import add_store_options, parse_moment
 
 
 def register(commands: Any) -> None:
@@ -194,7 +186,7 @@ def balance_command(settings: Settings, args: argparse.Namespace) -> int:
     from ..bootstrap import build_runtime
 
     try:
-        at = parse_time(args.at)
+        at = parse_moment(args.at, required=True)
     except ValueError:
         print(f"wispgate: not a timestamp: {args.at}", file=sys.stderr)
         return 2

@@ -5,11 +5,10 @@ from __future__ import annotations
 import argparse
 import sys
 import time
-from datetime import UTC, datetime
 from typing import Any, TextIO
 
 from ..settings import Settings
-from .common import add_store_options
+from .common import add_store_options, parse_moment
 
 
 class Bar:
@@ -35,16 +34,6 @@ class Bar:
     def finish(self) -> None:
         self.stream.write("\n")
         self.stream.flush()
-
-
-def parse_moment(text: str | None) -> int:
-    """Epoch seconds or ISO 8601 (UTC when no offset); None: now."""
-    if not text:
-        return int(time.time())
-    if text.isdigit():
-        return int(text)
-    moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
-    return int((moment if moment.tzinfo else moment.replace(tzinfo=UTC)).timestamp())
 
 
 def register(commands: Any) -> None:

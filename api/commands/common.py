@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import argparse
+import time
+from datetime import UTC, datetime
 
 from ..settings import Settings, load_settings
 
@@ -26,3 +28,16 @@ def settings_from(args: argparse.Namespace) -> Settings:
     flags = {name: getattr(args, name, None) for name in (
         "data_dir", "database_url", "radius_host", "radius_port", "api_host", "api_port")}
     return settings.with_overrides(**flags)
+
+
+def parse_moment(text: str | None, *, required: bool = False) -> int:
+    """Epoch seconds or ISO 8601 (UTC when no offset is given); empty or None: now, unless
+    ``required`` (then a ValueError, like any malformed timestamp)."""
+    if not text:
+        if required:
+            raise ValueError("a timestamp is required")
+        return int(time.time())
+    if text.isdigit():
+        return int(text)
+    moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    return int((moment if moment.tzinfo else moment.replace(tzinfo=UTC)).timestamp())

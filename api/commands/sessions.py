@@ -9,8 +9,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from ..settings import Settings
-from .billing import parse_moment
-from .common import add_store_options
+from .common import add_store_options, parse_moment
 
 
 def register(commands: Any) -> None:
