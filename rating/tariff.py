@@ -11,15 +11,14 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
-from decimal import Context, Decimal
+from decimal import Decimal
 
 from domain.calendar import hour_boundaries
-from domain.plans import BYTES_PER_GB, Band, PlanTerms, gb_to_bytes
+from domain.plans import Band, PlanTerms, gb_to_bytes
 
-from .usage import UsageDelta
+from .usage import EXACT, UsageDelta, price
 
 STANDARD = "standard"
-_EXACT = Context(prec=80)
 
 
 @dataclass(frozen=True, slots=True)
@@ -97,24 +96,8 @@ class Rated:
     def amount(self) -> Decimal:
         total = Decimal(0)
         for line in self.lines:
-            total = _EXACT.add(total, line.amount)  # exact: the default context rounds at 28 digits
+            total = EXACT.add(total, line.amount)  # exact: the default context rounds at 28 digits
         return total
-
-
-def price(bytes_: int, price_per_gb: Decimal) -> Decimal:
-    """Exact price of ``bytes_`` at ``price_per_gb`` (GB = 10^9 bytes)."""
-    if bytes_ == 0 or price_per_gb == 0:
-        return Decimal(0)
-    return exact(_EXACT.divide(_EXACT.multiply(price_per_gb, Decimal(bytes_)), BYTES_PER_GB))
-
-
-def exact(amount: Decimal) -> Decimal:
-    """Canonical form of an exact amount: no trailing zeros, never an exponent above 0."""
-    if amount == 0:
-        return Decimal(0)
-    normal = amount.normalize(_EXACT)
-    exponent = normal.as_tuple().exponent
-    return normal.quantize(Decimal(1)) if isinstance(exponent, int) and exponent > 0 else normal
 
 
 def band_named(terms: PlanTerms, name: str) -> Band | None:

@@ -12,7 +12,8 @@ from decimal import Context, Decimal
 
 from domain.plans import BYTES_PER_GB, PlanTerms
 
-_EXACT = Context(prec=60)
+# Wide enough for any 64-bit byte count times any price the API accepts: nothing rounds.
+EXACT = Context(prec=80)
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,22 +49,27 @@ def counter_delta(last: int, new: int, *, newer: bool) -> int:
     return new if newer else 0
 
 
-def rate_usage(terms: PlanTerms, usage: UsageDelta) -> Charge:
-    """Price a usage delta at the plan's per-GB price, exactly."""
-    amount = _EXACT.divide(_EXACT.multiply(terms.price_per_gb, Decimal(usage.total_bytes)), BYTES_PER_GB)
-    return Charge(amount=_normalise(amount), currency=terms.currency, billable_bytes=usage.total_bytes)
+def price(bytes_: int, price_per_gb: Decimal) -> Decimal:
+    """Exact price of ``bytes_`` at ``price_per_gb`` (GB = 10^9 bytes)."""
+    if bytes_ == 0 or price_per_gb == 0:
+        return Decimal(0)
+    return exact(EXACT.divide(EXACT.multiply(price_per_gb, Decimal(bytes_)), BYTES_PER_GB))
 
 
-def _normalise(amount: Decimal) -> Decimal:
-    # Drop trailing zeros from the exact quotient but keep at least the unit scale so
-    # stored figures stay readable ("0.25", not "2.5E-1").
+def exact(amount: Decimal) -> Decimal:
+    """Canonical form of an exact amount: no trailing zeros, never an exponent above 0
+    (stored figures stay readable: "0.25", "100", not "2.5E-1", "1E+2")."""
     if amount == 0:
         return Decimal(0)
-    normal = amount.normalize(_EXACT)
+    normal = amount.normalize(EXACT)
     exponent = normal.as_tuple().exponent
-    if isinstance(exponent, int) and exponent > 0:
-        return normal.quantize(Decimal(1))
-    return normal
+    return normal.quantize(Decimal(1)) if isinstance(exponent, int) and exponent > 0 else normal
+
+
+def rate_usage(terms: PlanTerms, usage: UsageDelta) -> Charge:
+    """Price a usage delta at the plan's flat per-GB price, exactly."""
+    return Charge(amount=price(usage.total_bytes, terms.price_per_gb), currency=terms.currency,
+                  billable_bytes=usage.total_bytes)
 
 
 def split_by_hour(usage: UsageDelta) -> list[UsageDelta]:
