@@ -4,6 +4,7 @@ server that `make test` starts); a missing service is a failure, never a skip.""
 from __future__ import annotations
 
 import os
+import secrets
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -11,7 +12,9 @@ from urllib.parse import urlsplit, urlunsplit
 
 import psycopg
 import pytest
+from fastapi.testclient import TestClient
 
+from api.app import create_app
 from api.bootstrap import Runtime, build_runtime
 from api.settings import Settings
 
@@ -51,3 +54,14 @@ def runtime(store_settings: Settings) -> Iterator[Runtime]:
     rt = build_runtime(store_settings)
     yield rt
     rt.close()
+
+
+@pytest.fixture
+def client(runtime: Runtime) -> Iterator[TestClient]:
+    """The HTTP API of ``runtime`` with its stages running, as an admin."""
+    runtime.start_stages()
+    token = "wg_" + secrets.token_urlsafe(16)
+    runtime.ledger.issue_token(token=token, role="admin", account_id=None, label="test", issued_at=0)
+    with TestClient(create_app(runtime)) as test_client:
+        test_client.headers["Authorization"] = f"Bearer {token}"
+        yield test_client

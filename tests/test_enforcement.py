@@ -5,7 +5,6 @@ a payment or a new period lifts it; every NAS answer is recorded as an event."""
 from __future__ import annotations
 
 import hashlib
-import secrets
 import socket
 import threading
 import time
@@ -23,7 +22,6 @@ from adapters.radius.codec import (
     DISCONNECT_REQUEST,
     encode_accounting_request,
 )
-from api.app import create_app
 from api.bootstrap import Runtime
 from domain.accounting import AccountingRecord, StatusType
 from domain.enforcement import rate_limit_attributes
@@ -73,16 +71,6 @@ def nas() -> Iterator[NasStandIn]:
     stand_in = NasStandIn()
     yield stand_in
     stand_in.close()
-
-
-@pytest.fixture
-def client(runtime: Runtime) -> Iterator[TestClient]:
-    runtime.start_stages()
-    token = "wg_" + secrets.token_urlsafe(16)
-    runtime.ledger.issue_token(token=token, role="admin", account_id=None, label="t", issued_at=0)
-    with TestClient(create_app(runtime)) as test_client:
-        test_client.headers["Authorization"] = f"Bearer {token}"
-        yield test_client
 
 
 def setup(client: TestClient, nas: NasStandIn, **plan: Any) -> tuple[str, str]:

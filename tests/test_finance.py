@@ -8,18 +8,15 @@ import secrets
 import subprocess
 import threading
 import time
-from collections.abc import Iterator
 from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 from uuid import UUID
 
 import pandas as pd
-import pytest
 from fastapi.testclient import TestClient
 
 from adapters.billing_runs import catch_up
-from api.app import create_app
 from api.bootstrap import Runtime
 from ledger.invoice import Invoice, invoice_id
 from projections import finance
@@ -39,14 +36,6 @@ def issue(runtime: Runtime, role: str, account_id: str | None = None) -> dict[st
     runtime.ledger.issue_token(token=token, role=role, account_id=UUID(account_id) if account_id else None,
                                label="t", issued_at=0)
     return {"Authorization": f"Bearer {token}"}
-
-
-@pytest.fixture
-def client(runtime: Runtime) -> Iterator[TestClient]:
-    runtime.start_stages()
-    with TestClient(create_app(runtime)) as test_client:
-        test_client.headers.update(issue(runtime, "admin"))
-        yield test_client
 
 
 def plan(client: TestClient, name: str = "Home 50", **terms: Any) -> str:

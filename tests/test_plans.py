@@ -3,17 +3,13 @@ Accounting records go through the accounting log (as the RADIUS adapter writes t
 
 from __future__ import annotations
 
-import secrets
 import time
-from collections.abc import Iterator
 from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 
-import pytest
 from fastapi.testclient import TestClient
 
-from api.app import create_app
 from api.bootstrap import Runtime
 from ledger.billing_period import BillingPeriod
 
@@ -24,16 +20,6 @@ GB = 10**9
 
 def ts(text: str) -> int:
     return int(datetime.fromisoformat(text).replace(tzinfo=UTC).timestamp())
-
-
-@pytest.fixture
-def client(runtime: Runtime) -> Iterator[TestClient]:
-    runtime.start_stages()
-    token = "wg_" + secrets.token_urlsafe(16)
-    runtime.ledger.issue_token(token=token, role="admin", account_id=None, label="t", issued_at=0)
-    with TestClient(create_app(runtime)) as test_client:
-        test_client.headers["Authorization"] = f"Bearer {token}"
-        yield test_client
 
 
 def plan(client: TestClient, **terms: Any) -> str:
