@@ -131,6 +131,7 @@ class _Pricing:
         self.cache: CatalogCache = getattr(ledger, "catalog_cache", None) or CatalogCache()
         self.cache.refresh(ledger.recorder)  # type: ignore[attr-defined]
         self.unclaimed: set[str] = set()
+        self.packs: dict[UUID, tuple[DataPack, ...]] = {}
 
     def account(self, username: str) -> Account | None:
         if not username or username in self.unclaimed:
@@ -155,10 +156,17 @@ class _Pricing:
         if plan_id not in self.cache.plans:
             self.cache.plans[plan_id] = self.ledger.get_plan(plan_id).plan_versions()
         terms = version_in_force(self.cache.plans[plan_id], at).terms
-        packs = tuple(DataPack(p["pack_id"], int(p["total_bytes"]), int(p["valid_from"]), int(p["valid_until"]))
-                      for p in account.packs)
         return Tariff(account_id=account.id, plan_id=plan_id, terms=terms, anchor_day=account.anchor_day,
-                      packs=packs, subscriber=subscriber_account(account.id, terms.payment_model))
+                      packs=self._packs(account), subscriber=subscriber_account(account.id, terms.payment_model))
+
+    def _packs(self, account: Account) -> tuple[DataPack, ...]:
+        """The account's data packs, built once per batch (tariff() runs several times a record)."""
+        packs = self.packs.get(account.id)
+        if packs is None:
+            packs = self.packs[account.id] = tuple(
+                DataPack(p["pack_id"], int(p["total_bytes"]), int(p["valid_from"]), int(p["valid_until"]))
+                for p in account.packs)
+        return packs
 
 
 class _Batch:
