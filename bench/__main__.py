@@ -71,6 +71,8 @@ def parse_config(argv: list[str]) -> tuple[BenchConfig, list[str], Path]:
     parser.add_argument("--freshness-seconds", type=float, help="length of the paced freshness load (default 10)")
     parser.add_argument("--distributed-runs", type=int, help="runs for the distributed columns (default --runs)")
     parser.add_argument("--history", type=int, help="closed sessions pre-filled in radacct (default 1000000)")
+    parser.add_argument("--billing-accounts", type=int, nargs=2, metavar=("SMALL", "LARGE"),
+                        help="accounts in the two timed billing runs (default 10000 100000)")
     parser.add_argument("--targets", default="freeradius,embedded,distributed-1,distributed-2",
                         help="comma-separated: freeradius, embedded, distributed-1, distributed-2")
     parser.add_argument("--out", type=Path, help="working directory (default bench/out)")
@@ -80,10 +82,12 @@ def parse_config(argv: list[str]) -> tuple[BenchConfig, list[str], Path]:
     config = BenchConfig()
     if args.smoke:
         config = replace(config, sessions=100, runs=1, history_closed=2_000, history_open=100,
-                         freshness_rate=300.0, freshness_seconds=2.0, freshness_accounts=10, smoke=True)
+                         freshness_rate=300.0, freshness_seconds=2.0, freshness_accounts=10,
+                         billing_sizes=(100, 300), pdf_renders=3, smoke=True)
     overrides = {"runs": args.runs, "sessions": args.sessions, "interims": args.interims,
                  "inflight": args.inflight, "history_closed": args.history, "out": args.out,
-                 "freshness_seconds": args.freshness_seconds, "distributed_runs": args.distributed_runs}
+                 "freshness_seconds": args.freshness_seconds, "distributed_runs": args.distributed_runs,
+                 "billing_sizes": tuple(args.billing_accounts) if args.billing_accounts else None}
     config = replace(config, **{k: v for k, v in overrides.items() if v is not None})
     if config.history_closed and args.history is not None:
         config = replace(config, history_open=max(1, config.history_closed // 50))
@@ -126,7 +130,7 @@ def main(argv: list[str] | None = None) -> int:
             reason = (lines[0] if len(lines) < 2 else f"{lines[0][:60]} ... {lines[-1]}").replace("|", "/")[:200]
             runs.append({"_unavailable": f"n/a (failed: {type(error).__name__}: {reason})"})
         per_target[target.name] = runs
-    table = render(per_target)
+    table = render(per_target, config)
     print()
     print(table)
     command = "python -m bench " + " ".join(argv) if argv else "make bench  (python -m bench)"

@@ -104,6 +104,29 @@ def bench_pdf(runtime: Runtime, invoice: Any, renders: int) -> float:
     return renders / (time.perf_counter() - started)
 
 
+def billing_metrics(sizes: tuple[int, ...], *, database_url: str = "", pdfs: int = 50) -> dict[str, float | str]:
+    """The benchmark table's billing rows: seconds of one billing run per size (small, large),
+    and invoice PDFs/s rendered from an issued invoice of the first size. Each size gets a fresh
+    store (a scratch SQLite directory, or a fresh database on the PostgreSQL server of
+    ``database_url``). Raises if a run issues a wrong set of invoices or numbers with gaps."""
+    metrics: dict[str, float | str] = {}
+    for key, size in zip(("billing_small", "billing_large"), sizes, strict=True):
+        with tempfile.TemporaryDirectory() as scratch:
+            url = _fresh_database(database_url, f"wg_bench_{size}_{uuid.uuid4().hex[:6]}") if database_url else ""
+            try:
+                result = bench_size(size, url, Path(scratch))
+                try:
+                    metrics[key] = result["run_s"]
+                    if "invoice_pdfs" not in metrics:
+                        metrics["invoice_pdfs"] = bench_pdf(result["runtime"], result["sample"], pdfs)
+                finally:
+                    result["runtime"].close()
+            finally:
+                if url:
+                    _drop_database(database_url, url.rsplit("/", 1)[1])
+    return metrics
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--accounts", type=int, nargs="+", default=[10_000, 100_000])

@@ -11,7 +11,7 @@ import sys
 from datetime import UTC, datetime
 from pathlib import Path
 
-from .target import METRICS, BenchConfig, Metrics
+from .target import METRICS, BenchConfig, Metrics, metric_label
 
 REFERENCE = "FreeRADIUS+SQL"
 
@@ -53,7 +53,7 @@ def _format(value: float | str | None, unit: str) -> str:
     return f"{value:,.1f}"
 
 
-def render(per_target: dict[str, list[Metrics]]) -> str:
+def render(per_target: dict[str, list[Metrics]], config: BenchConfig) -> str:
     """One Markdown table: rows are metrics, columns are targets; cells of other targets carry
     their ratio to FreeRADIUS (value / FreeRADIUS value)."""
     names = list(per_target)
@@ -61,7 +61,7 @@ def render(per_target: dict[str, list[Metrics]]) -> str:
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     reference = per_target.get(REFERENCE)
     for key, label, unit, _higher in METRICS:
-        cells = [label, unit]
+        cells = [metric_label(label, config), unit]
         base = median(reference, key) if reference else None
         for name in names:
             value = median(per_target[name], key)

@@ -27,8 +27,8 @@ METRICS: list[tuple[str, str, str, bool]] = [
     ("freshness_p50", "Freshness ack -> balance API p50 (paced load)", "ms", False),
     ("freshness_p99", "Freshness ack -> balance API p99 (paced load)", "ms", False),
     ("replay_rate", "Replay: rebuild all read models", "events/s", True),
-    ("billing_10k", "Billing run, 10k accounts", "s", False),
-    ("billing_100k", "Billing run, 100k accounts", "s", False),
+    ("billing_small", "Billing run, {small} accounts", "s", False),
+    ("billing_large", "Billing run, {large} accounts", "s", False),
     ("invoice_pdfs", "Invoice PDFs", "PDFs/s", True),
     ("bytes_per_record", "Bytes at rest per accounting record", "bytes", False),
     ("events_per_record", "Ledger events per accounting record", "events", False),
@@ -37,6 +37,12 @@ METRICS: list[tuple[str, str, str, bool]] = [
 ]
 
 Metrics = dict[str, float | str]
+
+
+def metric_label(label: str, config: BenchConfig) -> str:
+    """A row label with the configured sizes filled in (e.g. the billing run's account count)."""
+    small, large = config.billing_sizes
+    return label.format(small=f"{small:,}", large=f"{large:,}")
 
 
 @dataclass(frozen=True)
@@ -54,6 +60,8 @@ class BenchConfig:
     freshness_rate: float = 2_000.0
     freshness_seconds: float = 10.0
     freshness_accounts: int = 100  # accounts whose balance is polled
+    billing_sizes: tuple[int, int] = (10_000, 100_000)  # accounts per timed billing run (small, large)
+    pdf_renders: int = 50
     secret: str = "bench-secret"
     out: Path = field(default_factory=lambda: Path(__file__).parent / "out")
     smoke: bool = False
