@@ -35,6 +35,10 @@ class Settings:
     radius_batch_max: int = 512
     radius_receive_buffer: int = 8 * 1024 * 1024
     duplicate_cache_seconds: int = 30
+    # `wispgate serve`: "separate" runs the RADIUS listener in its own process (its own core:
+    # the rater, projector and API do not slow the acks down); "inline" runs everything in
+    # one process (debugging, profiling).
+    radius_process: str = "separate"  # separate | inline
     log_level: str = "info"
     log_format: str = "text"  # text | json (one object per line)
     # Two sites (README, "Two sites"): the role this site takes when its store has no site
@@ -84,6 +88,8 @@ def _coerce(values: dict[str, Any]) -> dict[str, Any]:
         raise ValueError("mode is 'embedded' or 'distributed'")
     if "site_role" in out and out["site_role"] not in ("active", "standby"):
         raise ValueError("site_role is 'active' or 'standby'")
+    if "radius_process" in out and out["radius_process"] not in ("separate", "inline"):
+        raise ValueError("radius_process is 'separate' or 'inline'")
     return out
 
 
