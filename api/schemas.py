@@ -161,6 +161,22 @@ class AccountOut(BaseModel):
     enforcement: dict[str, object] | None
 
 
+class AccountSummary(BaseModel):
+    id: str
+    name: str
+    plan_id: str
+    currency: str
+    status: str
+    usernames: list[str]
+    opened_at: datetime
+    balance: str  # what the subscriber holds: credit positive, debt negative (as GET .../balance)
+
+
+class AccountPage(BaseModel):
+    items: list[AccountSummary]
+    next_cursor: str | None
+
+
 class PaymentIn(Strict):
     amount: str = Amount
     currency: str = Field(pattern=r"^[A-Z]{3}$")

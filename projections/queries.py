@@ -89,3 +89,23 @@ def listing(engine: Engine, table_name: str, limit: int = 1000) -> list[dict[str
     table = t.metadata.tables[table_name]
     with engine.connect() as conn:
         return [dict(r) for r in conn.execute(select(table).limit(limit)).mappings().all()]
+
+
+def find_accounts(engine: Engine, *, username: str | None = None, status: str | None = None,
+                  name: str | None = None, after: str = "", limit: int = 100) -> list[dict[str, Any]]:
+    """Accounts in id order after ``after``: the one that holds RADIUS ``username`` (exact),
+    those with ``status``, those whose name contains ``name`` (case-insensitive); each with its
+    balance (receivable, debit-positive) when it has one."""
+    query = (select(t.accounts, t.balances.c.receivable)
+             .select_from(t.accounts.outerjoin(t.balances, t.balances.c.account_id == t.accounts.c.id))
+             .where(t.accounts.c.id > after).order_by(t.accounts.c.id).limit(limit))
+    if username is not None:
+        query = query.where(t.accounts.c.id.in_(
+            select(t.usernames.c.account_id).where(t.usernames.c.username == username)))
+    if status is not None:
+        query = query.where(t.accounts.c.status == status)
+    if name:
+        query = query.where(t.accounts.c.name.ilike(f"%{name}%"))
+    with engine.connect() as conn:
+        rows = conn.execute(query).mappings().all()
+    return [dict(row) | {"usernames": json.loads(row["usernames"])} for row in rows]

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import time
 from datetime import UTC, datetime
+from decimal import Decimal
 from typing import Annotated, Any
 from uuid import UUID
 
-from fastapi import APIRouter, Header, HTTPException, Response
+from fastapi import APIRouter, Header, HTTPException, Query, Response
 
 from domain.calendar import zone
-from domain.money import parse_amount
+from domain.money import Money, parse_amount
 from domain.plans import PlanTerms
 from projections import queries
 
@@ -18,6 +19,8 @@ from ..deps import RuntimeDep, require
 from ..schemas import (
     AccountIn,
     AccountOut,
+    AccountPage,
+    AccountSummary,
     AddonIn,
     Created,
     DiscountIn,
@@ -131,6 +134,33 @@ def _account_out(account: Any) -> AccountOut:
         anchor_day=account.anchor_day, tax_zone=account.tax_zone, tax_rate=str(account.tax_rate),
         credit_limit=str(account.credit_limit), packs=account.packs, discounts=account.discounts,
         enforcement=account.enforcement)
+
+
+@router.get("/accounts", response_model=AccountPage)
+def find_accounts(
+    runtime: RuntimeDep,
+    username: Annotated[str | None, Query(max_length=253, description="the RADIUS User-Name (exact)")] = None,
+    status: Annotated[str | None, Query(pattern="^(active|suspended|closed)$")] = None,
+    name: Annotated[str | None, Query(max_length=200, description="part of the account's name")] = None,
+    limit: Annotated[int, Query(ge=1, le=500)] = 100,
+    cursor: Annotated[str | None, Query(pattern=r"^[0-9a-f-]{36}$")] = None,
+) -> AccountPage:
+    """Find accounts: by RADIUS username (support's first question), status or name; in id
+    order, ``next_cursor`` continues the listing."""
+    rows = queries.find_accounts(runtime.engine, username=username, status=status, name=name,
+                                 after=cursor or "", limit=limit)
+    items = [AccountSummary(
+        id=r["id"], name=r["name"], plan_id=r["plan_id"], currency=r["currency"], status=r["status"],
+        usernames=r["usernames"], opened_at=datetime.fromtimestamp(r["opened_at"], UTC),
+        balance=_held(r["receivable"], r["currency"])) for r in rows]
+    return AccountPage(items=items, next_cursor=rows[-1]["id"] if len(rows) == limit else None)
+
+
+def _held(receivable: str | None, currency: str) -> str:
+    """The balance as the portal shows it (credit positive), rounded to the currency's unit."""
+    owed = Decimal(receivable) if receivable is not None else Decimal(0)
+    held = Money(owed.copy_negate(), currency).rounded().amount
+    return format(held.copy_abs() if held.is_zero() else held, "f")  # never "-0.00"
 
 
 @router.get("/accounts/{account_id}", response_model=AccountOut)
