@@ -9,8 +9,9 @@ so a replicated batch and its chain links commit in one transaction.
 
 from __future__ import annotations
 
+import json
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -75,6 +76,36 @@ divergent_events = Table(
     Column("topic", Text, nullable=False),
     Column("state", LargeBinary, nullable=False),
     Column("hash", String(64)),
+)
+
+# Distributed sites (several processes share one store): what the site controller has put
+# into effect (the record changes first; raters, RADIUS nodes and relays follow it).
+site_serving = Table(
+    "site_serving", metadata,
+    Column("id", Integer, primary_key=True, autoincrement=False),  # always 1
+    Column("role", String(16), nullable=False),
+    Column("epoch", BigInteger, nullable=False),
+    Column("at", BigInteger, nullable=False),
+)
+
+# Distributed sites: where each accounting-topic partition's rater stood when the ledger's head
+# was ``position`` (read in one snapshot). After a fence at common prefix C, the records before
+# the offsets of the last checkpoint at or below C are in the shared log: only what follows
+# them needs re-submitting.
+site_checkpoints = Table(
+    "site_checkpoints", metadata,
+    Column("position", BigInteger, primary_key=True, autoincrement=False),
+    Column("taken_at", BigInteger, nullable=False),
+    Column("offsets", Text, nullable=False),  # JSON {"partition": next offset}
+)
+
+# Distributed sites: the re-submission still to do after a fence, per partition (durable, so a
+# restart resumes it; rows are removed when it is done).
+resubmission_plan = Table(
+    "resubmission_plan", metadata,
+    Column("partition", Integer, primary_key=True, autoincrement=False),
+    Column("next_offset", BigInteger, nullable=False),
+    Column("end_offset", BigInteger, nullable=False),
 )
 
 
@@ -293,7 +324,8 @@ class LedgerStore:
             return self.events.select(conn, position, None, 10**9)
 
     def set_aside_after(self, position: int, epoch: int, resubmit_from: int = 0,
-                        followers: Sequence[str] = ()) -> list[ChainedEvent]:
+                        followers: Sequence[str] = (),
+                        also: Callable[[Connection], None] | None = None) -> list[ChainedEvent]:
         """Copy every event after ``position`` to audit_divergent_events, then remove them (and
         their links, and all snapshots) from the live log, and note from where raw records
         must be re-submitted, all in one transaction. Returns what was set aside."""
@@ -320,6 +352,8 @@ class LedgerStore:
             conn.execute(delete(log_chain).where(log_chain.c.position > position))
             self.events.rewind_tracking(conn, followers, position)
             self.events.drop_snapshots(conn)
+            if also is not None:  # e.g. the distributed relay's rewind, in the same transaction
+                also(conn)
         return aside
 
     def divergent_count(self) -> int:
@@ -372,3 +406,74 @@ class LedgerStore:
     def chain_length(self) -> int:
         with self.engine.connect() as conn:
             return int(conn.execute(select(func.count()).select_from(log_chain)).scalar() or 0)
+
+    # ---- distributed sites -----------------------------------------------------------------
+
+    def note_serving(self, role: str, epoch: int) -> None:
+        """What the site controller has put into effect (``serving_as`` in /v1/site)."""
+        with self.engine.begin() as conn:
+            done = conn.execute(site_serving.update().where(site_serving.c.id == 1).values(
+                role=role, epoch=epoch, at=int(time.time())))
+            if done.rowcount == 0:
+                conn.execute(insert(site_serving).values(id=1, role=role, epoch=epoch, at=int(time.time())))
+
+    def serving(self) -> str | None:
+        with self.engine.connect() as conn:
+            value = conn.execute(select(site_serving.c.role).where(site_serving.c.id == 1)).scalar()
+        return None if value is None else str(value)
+
+    def take_checkpoint(self, tracking_prefix: str) -> int:
+        """Note the ledger head with the rater offsets of the accounting topic (tracking names
+        ``<topic>:<partition>``), from one snapshot; returns the head (0: nothing noted)."""
+        with self.engine.connect().execution_options(isolation_level="REPEATABLE READ") as conn, conn.begin():
+            head = self.events.max_position(conn)
+            rows = conn.execute(text(
+                f"SELECT application_name, MAX(notification_id) FROM {self.events.tracking} "
+                "WHERE application_name LIKE :prefix GROUP BY application_name"),
+                {"prefix": tracking_prefix + ":%"}).all()
+        offsets = {name.rsplit(":", 1)[1]: int(offset) for name, offset in rows}
+        if not head or not offsets:
+            return 0
+        with self.engine.begin() as conn:
+            exists = conn.execute(select(site_checkpoints.c.position).where(
+                site_checkpoints.c.position == head)).first()
+            if exists is None:
+                conn.execute(insert(site_checkpoints).values(position=head, taken_at=int(time.time()),
+                                                             offsets=json.dumps(offsets)))
+            # Two days of checkpoints bound the search; a standby lagging more re-sends more.
+            conn.execute(delete(site_checkpoints).where(site_checkpoints.c.taken_at < int(time.time()) - 172800))
+        return head
+
+    def checkpoint_at_or_before(self, position: int) -> dict[int, int]:
+        """Rater offsets (partition -> next offset) of the last checkpoint at or below ``position``
+        ({} when there is none: re-submit from the start of the topic)."""
+        with self.engine.connect() as conn:
+            value = conn.execute(select(site_checkpoints.c.offsets).where(site_checkpoints.c.position <= position)
+                                 .order_by(site_checkpoints.c.position.desc()).limit(1)).scalar()
+        return {} if value is None else {int(p): int(o) for p, o in json.loads(value).items()}
+
+    def resubmission_pending(self) -> dict[int, tuple[int, int]]:
+        """partition -> (next offset, end offset) still to re-submit."""
+        with self.engine.connect() as conn:
+            return {int(r.partition): (int(r.next_offset), int(r.end_offset))
+                    for r in conn.execute(select(resubmission_plan))}
+
+    def resubmitted_upto(self, partition: int, next_offset: int) -> None:
+        with self.engine.begin() as conn:
+            conn.execute(resubmission_plan.update().where(resubmission_plan.c.partition == partition)
+                         .values(next_offset=next_offset))
+
+    def clear_resubmission(self, conn: Connection | None = None) -> None:
+        if conn is None:
+            with self.engine.begin() as own:
+                self.clear_resubmission(own)
+            return
+        conn.execute(delete(resubmission_plan))
+        conn.execute(site_state.update().where(site_state.c.id == 1).values(resubmit_from=0))
+
+    def set_tracking(self, conn: Connection, name: str, position: int) -> None:
+        """Move a follower's tracked position (a rater's partition offset) to ``position``,
+        forward or back (the site's raters are stopped while this is done)."""
+        conn.execute(text(f"DELETE FROM {self.events.tracking} WHERE application_name = :n"), {"n": name})
+        conn.execute(text(f"INSERT INTO {self.events.tracking} (application_name, notification_id) "
+                          "VALUES (:n, :p)"), {"n": name, "p": position})

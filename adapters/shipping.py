@@ -188,6 +188,10 @@ class SiteController(threading.Thread):
         self.status: dict[str, Any] = {}
         self.chainer = Stage("chainer", runtime.gate.writer(chain_step(self.store)), poll_interval=0.2)
         runtime.ledger.listeners.append(self.chainer.wakeup.set)
+        self._start_role()
+
+    def _start_role(self) -> None:
+        """Before any stage runs, the process takes the role its record says."""
         self._apply_role(self.record)
 
     # ---- lifecycle --------------------------------------------------------------------------
@@ -264,11 +268,7 @@ class SiteController(threading.Thread):
         log.log(level, "site %s is %s (epoch %d): %s", record.name, record.role, record.epoch, record.reason)
 
     def _forget_cached_aggregates(self) -> None:
-        ledger = self.runtime.ledger
-        ledger.forget_live_sessions()
-        cache = getattr(ledger.repository, "cache", None)
-        if cache is not None and hasattr(cache, "maxsize"):
-            ledger.repository.cache = type(cache)(maxsize=cache.maxsize)
+        forget_cached_aggregates(self.runtime.ledger)
 
     # ---- active ---------------------------------------------------------------------------------
 
@@ -401,6 +401,15 @@ class SiteController(threading.Thread):
             self.store.note_peer(resubmit_from=position + 1)  # resume here after a crash
         self.store.note_peer(resubmit_from=0)
         log.warning("re-submitted %d raw accounting records to the active site", sent)
+
+
+def forget_cached_aggregates(ledger: Any) -> None:
+    """Aggregates cached in memory may hold state the log no longer has (a set-aside tail) or
+    miss events another site wrote (replicated): drop them."""
+    ledger.forget_live_sessions()
+    cache = getattr(ledger.repository, "cache", None)
+    if cache is not None and hasattr(cache, "maxsize"):
+        ledger.repository.cache = type(cache)(maxsize=cache.maxsize)
 
 
 def _notification(row: tuple[int, UUID, int, str, bytes]) -> Any:

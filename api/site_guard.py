@@ -3,6 +3,8 @@ active site's, and anything written here would diverge from it."""
 
 from __future__ import annotations
 
+import contextlib
+import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -23,3 +25,26 @@ def guard_writes(app: FastAPI, is_active: Callable[[], bool]) -> None:
                  "detail": "writes go to the active site; see `wispgate site status`"},
                 status_code=503, media_type="application/problem+json")
         return await call_next(request)
+
+
+class RecordedRole:
+    """Whether the site is active, from its durable record, re-read at most every ``ttl``
+    seconds (the `api` nodes of a distributed site have no controller in process). While the
+    record cannot be read the last known answer stands."""
+
+    def __init__(self, store: Any, name: str, default_role: str, ttl: float = 0.5) -> None:
+        self.store = store
+        self.name = name
+        self.default_role = default_role
+        self.ttl = ttl
+        self.known = default_role == "active"
+        self.read_at = -ttl
+
+    def __call__(self) -> bool:
+        now = time.monotonic()
+        if now - self.read_at >= self.ttl:
+            # The database briefly unavailable: writes would fail anyway; keep the last answer.
+            with contextlib.suppress(Exception):
+                self.known = self.store.site(default_name=self.name, default_role=self.default_role).active
+            self.read_at = now
+        return self.known

@@ -15,13 +15,36 @@ import threading
 
 from eventsourcing.persistence import Notification
 from kafka import ConsumerRebalanceListener, KafkaConsumer, TopicPartition
+from sqlalchemy import BigInteger, Boolean, Column, MetaData, String, Table, insert, select, update
 
 from projections import ReadModelProjector
 
-from .relay import decode_notification
+from .relay import decode_message
 from .topics import GroupWatchdog, consumer_config, replace_consumer, wait_for_metadata
 
 log = logging.getLogger(__name__)
+
+
+_metadata = MetaData()
+# Which generation of the ledger topic the read models hold (see relay.encode_notification):
+# ``clean`` is false between deciding on a rebuild and having emptied the read models.
+projector_generations = Table(
+    "projector_generations", _metadata,
+    Column("name", String(200), primary_key=True),
+    Column("generation", BigInteger, nullable=False),
+    Column("clean", Boolean, nullable=False),
+)
+
+
+def generation_runs(decoded: list[tuple[int, Notification]]) -> list[tuple[int, list[Notification]]]:
+    """Consecutive messages of the same generation, in topic order."""
+    runs: list[tuple[int, list[Notification]]] = []
+    for generation, notification in decoded:
+        if runs and runs[-1][0] == generation:
+            runs[-1][1].append(notification)
+        else:
+            runs.append((generation, [notification]))
+    return runs
 
 
 def ascending(notifications: list[Notification]) -> list[Notification]:
@@ -63,6 +86,38 @@ class TopicProjector:
         self.consumer = self._subscribe()
         self.watchdog = GroupWatchdog()
         self.stopping = threading.Event()
+        _metadata.create_all(projector.engine)
+
+    def _generation(self) -> tuple[int, bool]:
+        with self.projector.engine.connect() as conn:
+            row = conn.execute(select(projector_generations.c.generation, projector_generations.c.clean)
+                               .where(projector_generations.c.name == self.topic)).first()
+        return (0, True) if row is None else (int(row[0]), bool(row[1]))
+
+    def _set_generation(self, generation: int, clean: bool) -> None:
+        with self.projector.engine.begin() as conn:
+            done = conn.execute(update(projector_generations).where(projector_generations.c.name == self.topic)
+                                .values(generation=generation, clean=clean))
+            if done.rowcount == 0:
+                conn.execute(insert(projector_generations).values(name=self.topic, generation=generation,
+                                                                   clean=clean))
+
+    def _rebuild(self, generation: int) -> None:
+        """The site's log lost a divergent tail (a fence) and the relay publishes it again from
+        position 1 as ``generation``: empty the read models and build them from that."""
+        log.warning("ledger topic generation %d: rebuilding the read models from position 0", generation)
+        self._set_generation(generation, clean=False)
+        self.projector.reset()
+        self._set_generation(generation, clean=True)
+
+    def _project(self, decoded: list[tuple[int, Notification]]) -> None:
+        for generation, notifications in generation_runs(decoded):
+            current, clean = self._generation()
+            if generation < current:
+                continue  # published before the fence: ids after the common prefix mean other events
+            if generation > current or not clean:
+                self._rebuild(generation)
+            self.projector.process(ascending(notifications))
 
     def _subscribe(self) -> KafkaConsumer:
         consumer = KafkaConsumer(**self.config)
@@ -74,7 +129,7 @@ class TopicProjector:
         batches = self.consumer.poll(timeout_ms=timeout_ms, max_records=self.max_records)
         handled = 0
         for messages in batches.values():
-            self.projector.process(ascending([decode_notification(m.value) for m in messages]))
+            self._project([decode_message(m.value) for m in messages])
             handled += len(messages)
         if handled:
             try:

@@ -22,6 +22,7 @@ from kafka import ConsumerRebalanceListener, KafkaConsumer, TopicPartition
 from kafka.consumer.fetcher import ConsumerRecord
 from prometheus_client import Counter
 
+from adapters.site_gate import SiteWriteLock
 from domain.accounting import AccountingRecord
 from ledger import Ledger
 
@@ -81,8 +82,14 @@ class Rater:
     positions, so nothing is skipped and nothing is applied twice."""
 
     def __init__(self, ledger: Ledger, bootstrap: str, topic: str, group: str, *,
-                 client_id: str = "wispgate-rater", max_records: int = 2000) -> None:
+                 client_id: str = "wispgate-rater", max_records: int = 2000,
+                 gate: SiteWriteLock | None = None) -> None:
         self.ledger = ledger
+        # Two sites: each batch holds the site's write lock shared and is applied only while
+        # the site is active (see adapters.site_gate.SiteWriteLock).
+        self.gate = gate
+        self.site_stamp: tuple[str, int, int] | None = None
+        self.site_checked = 0.0
         self.topic = topic
         self.max_records = max_records
         self.config = consumer_config(bootstrap, client_id, group)
@@ -113,6 +120,35 @@ class Rater:
             # offset other than the tracked one. Discard it and seek.
             self.seek_to_tracked()
             return 0
+        if self.gate is None:
+            return self._apply(batches)
+        if not any(batches.values()) and time.monotonic() - self.site_checked < 0.5:
+            return 0
+        with self.gate.shared() as site:
+            self.site_checked = time.monotonic()
+            if site.stamp != self.site_stamp:
+                # Promoted, demoted or fenced since the last batch: aggregates cached here may
+                # be stale (replicated or set-aside events) and the controller may have moved
+                # the tracked offsets. Start over from the database.
+                if self.site_stamp is not None or site.stamp is not None:
+                    log.warning("site record now %s: re-reading positions and aggregates", site.stamp)
+                self.site_stamp = site.stamp
+                self.forget_cached()
+                self.reseek = True
+                return 0
+            if site.active:
+                return self._apply(batches)
+        self.reseek = True  # what was polled is rated when (if) this site is promoted
+        self.stopping.wait(0.5)
+        return 0
+
+    def forget_cached(self) -> None:
+        self.ledger.forget_live_sessions()
+        cache = getattr(self.ledger.repository, "cache", None)
+        if cache is not None and hasattr(cache, "maxsize"):
+            self.ledger.repository.cache = type(cache)(maxsize=cache.maxsize)
+
+    def _apply(self, batches: dict[TopicPartition, list[ConsumerRecord]]) -> int:
         handled = 0
         for tp, messages in sorted(batches.items(), key=lambda item: item[0].partition):
             if not messages:

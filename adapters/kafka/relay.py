@@ -27,6 +27,7 @@ from kafka import KafkaProducer
 from prometheus_client import Gauge
 from sqlalchemy import BigInteger, Column, Engine, MetaData, String, Table, insert, select, update
 
+from adapters.site_gate import SiteWriteLock
 from ledger import Ledger
 
 from .topics import producer_config
@@ -43,9 +44,12 @@ relay_positions = Table(
 )
 
 
-def encode_notification(notification: Notification) -> bytes:
-    """The ledger-topic message for one notification (state bytes as stored)."""
+def encode_notification(notification: Notification, generation: int = 0) -> bytes:
+    """The ledger-topic message for one notification (state bytes as stored). ``generation``
+    counts the times a fenced site rewrote its log's tail: ids after the common prefix are
+    reused then, so a projector must not mix messages of two generations."""
     return json.dumps({
+        "generation": generation,
         "id": notification.id,
         "originator_id": str(notification.originator_id),
         "originator_version": notification.originator_version,
@@ -55,19 +59,46 @@ def encode_notification(notification: Notification) -> bytes:
 
 
 def decode_notification(raw: bytes) -> Notification:
+    return decode_message(raw)[1]
+
+
+def decode_message(raw: bytes) -> tuple[int, Notification]:
+    """(generation, notification) of a ledger-topic message (generation 0 when absent)."""
     data: dict[str, Any] = json.loads(raw)
-    return Notification(
+    return int(data.get("generation", 0)), Notification(
         id=int(data["id"]), originator_id=UUID(data["originator_id"]),
         originator_version=int(data["originator_version"]), topic=data["topic"],
         state=base64.b64decode(data["state"]),
     )
 
 
+def relay_name(topic: str) -> str:
+    return f"relay:{topic}"
+
+
+def generation_name(topic: str) -> str:
+    return f"relay:{topic}#generation"
+
+
+def rewind_relay(conn: Any, topic: str) -> int:
+    """A fenced site's log lost its tail: publish the whole log again, as a new generation
+    (run inside the transaction that sets the tail aside). Returns the new generation."""
+    _metadata.create_all(conn)
+    current = conn.execute(select(relay_positions.c.position)
+                           .where(relay_positions.c.name == generation_name(topic))).scalar()
+    generation = int(current or 0) + 1
+    for name, value in ((relay_name(topic), 0), (generation_name(topic), generation)):
+        done = conn.execute(update(relay_positions).where(relay_positions.c.name == name).values(position=value))
+        if done.rowcount == 0:
+            conn.execute(insert(relay_positions).values(name=name, position=value))
+    return generation
+
+
 class LedgerRelay:
     """Copies the ledger notification log to ``topic``; ``run`` loops until ``stop``."""
 
     def __init__(self, ledger: Ledger, engine: Engine, database_url: str, bootstrap: str, topic: str,
-                 *, batch: int = 2000, poll_interval: float = 0.05) -> None:
+                 *, batch: int = 2000, poll_interval: float = 0.05, gate: SiteWriteLock | None = None) -> None:
         self.ledger = ledger
         self.engine = engine
         self.database_url = database_url
@@ -75,7 +106,8 @@ class LedgerRelay:
         self.topic = topic
         self.batch = batch
         self.poll_interval = poll_interval
-        self.name = f"relay:{topic}"
+        self.gate = gate
+        self.name = relay_name(topic)
         self.stopping = threading.Event()
         self._lock_conn: psycopg.Connection[Any] | None = None
         self._producer: KafkaProducer | None = None
@@ -112,10 +144,13 @@ class LedgerRelay:
     # ---- position ----------------------------------------------------------------------
 
     def position(self) -> int:
+        return self.position_and_generation()[0]
+
+    def position_and_generation(self) -> tuple[int, int]:
         with self.engine.connect() as conn:
-            value = conn.execute(select(relay_positions.c.position)
-                                 .where(relay_positions.c.name == self.name)).scalar()
-        return int(value or 0)
+            rows = dict(conn.execute(select(relay_positions.c.name, relay_positions.c.position).where(
+                relay_positions.c.name.in_([self.name, generation_name(self.topic)]))).all())
+        return int(rows.get(self.name) or 0), int(rows.get(generation_name(self.topic)) or 0)
 
     def _store_position(self, position: int) -> None:
         with self.engine.begin() as conn:
@@ -131,14 +166,22 @@ class LedgerRelay:
         """Publish the next batch; returns how many notifications were published."""
         if not self._holds_lock():
             return 0
-        position = self.position()
+        if self.gate is None:
+            return self._publish()
+        # A fence (another process, the site controller) rewinds this relay: never half-way
+        # through a batch. The relay publishes whatever the site's role.
+        with self.gate.shared():
+            return self._publish()
+
+    def _publish(self) -> int:
+        position, generation = self.position_and_generation()
         notifications = self.ledger.recorder.select_notifications(start=position + 1, limit=self.batch)
         if not notifications:
             return 0
         if self._producer is None:
             self._producer = KafkaProducer(**producer_config(self.bootstrap, "wispgate-relay"))
         try:
-            futures = [self._producer.send(self.topic, value=encode_notification(n), partition=0)
+            futures = [self._producer.send(self.topic, value=encode_notification(n, generation), partition=0)
                        for n in notifications]
             self._producer.flush(timeout=15)
             for future in futures:

@@ -15,6 +15,7 @@ from .distributed import (
     on_termination,
     role_settings,
     run_role,
+    schema_lock,
     serve_metrics,
 )
 
@@ -30,7 +31,8 @@ def register(commands: Any) -> None:
 def project(settings: Settings, topics: Any) -> int:
     create_topics(settings, topics)
     runtime = build_role_runtime(settings)
-    consumer = TopicProjector(runtime.projector, settings.kafka_bootstrap, topics.ledger, topics.projector_group)
+    with schema_lock(settings):
+        consumer = TopicProjector(runtime.projector, settings.kafka_bootstrap, topics.ledger, topics.projector_group)
     on_termination(consumer.stop)
     serve_metrics(settings)
     print(f"WISPGate projector: {topics.ledger} -> read models", flush=True)

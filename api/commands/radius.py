@@ -7,11 +7,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import signal
 import socket
 import sys
 from typing import Any
 
+from adapters.event_log import LedgerStore
 from adapters.kafka.accounting_topic import AccountingTopic
 from adapters.persistence import read_model_engine
 from adapters.radius.registry import NasRegistry
@@ -22,6 +24,8 @@ from ..settings import Settings
 from .common import add_listen_options, add_store_options
 from .distributed import add_role_options, create_topics, role_settings, run_role, schema_lock, serve_metrics
 from .serve import _refresh_registry
+
+log = logging.getLogger("wispgate.radius")
 
 
 def register(commands: Any) -> None:
@@ -38,12 +42,14 @@ async def radius(settings: Settings, topics: Any) -> int:
     engine = read_model_engine(data_dir=settings.data_dir, database_url=settings.database_url)
     with schema_lock(settings):
         tables.metadata.create_all(engine)
+        site_store = LedgerStore.open(data_dir=settings.data_dir, database_url=settings.database_url)
     registry = NasRegistry(engine)
     registry.refresh(force=True)
     sink = AccountingTopic(settings.kafka_bootstrap, topics.accounting,
                            client_id=f"wispgate-radius-{socket.gethostname()}")
     server = AccountingServer(registry, sink.append, batch_max=settings.radius_batch_max,
                               duplicate_window=settings.duplicate_cache_seconds)
+    server.accepting = await asyncio.to_thread(_site_is_active, site_store, settings)  # a standby stays silent
     try:
         await start_accounting_server(settings.radius_host, settings.radius_port, server,
                                       receive_buffer=settings.radius_receive_buffer)
@@ -57,15 +63,40 @@ async def radius(settings: Settings, topics: Any) -> int:
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stopping.set)
     refresher = asyncio.create_task(_refresh_registry(registry))
+    follower = asyncio.create_task(_follow_site(site_store, settings, server))
     print(f"WISPGate radius: accounting on {settings.radius_host}:{settings.radius_port}/udp -> "
           f"{topics.accounting} ({settings.kafka_bootstrap})", flush=True)
     try:
         await stopping.wait()
     finally:
-        refresher.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await refresher
+        for task in (refresher, follower):
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
         server.close()  # stops accepting, lets the batch in flight finish
         sink.close()
         engine.dispose()
+        site_store.close()
     return 0
+
+
+def _site_is_active(store: LedgerStore, settings: Settings) -> bool:
+    return store.site(default_name=settings.site, default_role=settings.site_role).active
+
+
+async def _follow_site(store: LedgerStore, settings: Settings, server: AccountingServer,
+                       interval: float = 0.5) -> None:
+    """Answer BNGs only while the site is active: a standby's silence makes them send to their
+    other server. While the database cannot be read, the last known role stands (Kafka still
+    makes records durable, and the raters catch up later)."""
+    while True:
+        await asyncio.sleep(interval)
+        try:
+            active = await asyncio.to_thread(_site_is_active, store, settings)
+        except Exception:
+            log.warning("cannot read the site record; keeping the last known role", exc_info=True)
+            continue
+        if active != server.accepting:
+            log.warning("site %s is %s: RADIUS %s", settings.site, "active" if active else "not active",
+                        "answering" if active else "silent")
+            server.accepting = active

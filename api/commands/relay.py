@@ -5,10 +5,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from adapters.audit import chain_step
-from adapters.event_log import LedgerStore
-from adapters.followers import Stage
 from adapters.kafka.relay import LedgerRelay
+from adapters.kafka.site import DistributedSiteController
+from adapters.site_gate import SiteWriteLock
 
 from ..settings import Settings
 from .common import add_store_options
@@ -36,20 +35,19 @@ def relay(settings: Settings, topics: Any) -> int:
     runtime = build_role_runtime(settings)
     with schema_lock(settings):
         publisher = LedgerRelay(runtime.ledger, runtime.engine, settings.database_url, settings.kafka_bootstrap,
-                                topics.ledger)
-        chain_store = LedgerStore.open(data_dir=settings.data_dir, database_url=settings.database_url)
-    # The relay follows the whole ledger log, so it also links it into the hash chain (audit).
-    chainer = Stage("chainer", chain_step(chain_store), poll_interval=0.2)
+                                topics.ledger, gate=SiteWriteLock(settings.database_url))
+        # The relay follows the whole ledger log: its site controller (one per site, among
+        # several relays) links it into the hash chain, and, with two sites, ships, fences
+        # and promotes (adapters.kafka.site).
+        controller = DistributedSiteController(runtime, topics)
     on_termination(publisher.stop)
     serve_metrics(settings)
-    print(f"WISPGate relay: ledger -> {topics.ledger}", flush=True)
-    chainer.start()
+    print(f"WISPGate relay: ledger -> {topics.ledger}; site controller for {settings.site}", flush=True)
+    controller.start()
     try:
         publisher.run()
     finally:
-        chainer.stop()
-        chainer.join(timeout=10)
-        chain_store.close()
+        controller.stop()
         publisher.close()
         runtime.close()
     return 0

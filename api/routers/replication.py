@@ -9,6 +9,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, HTTPException, Query, Response
 from pydantic import BaseModel
 
+from adapters.kafka.accounting_topic import LogUnavailable
 from adapters.shipping import encode_batch
 from domain.accounting import AccountingRecord
 from ledger.chain import GENESIS
@@ -55,5 +56,11 @@ def resubmit(body: Resubmission, runtime: RuntimeDep) -> dict[str, int]:
         records = [AccountingRecord.from_dict(item) for item in body.records]
     except (KeyError, TypeError, ValueError) as error:
         raise HTTPException(422, f"not an accounting record: {error}") from None
-    fresh = runtime.intake.append(records) if records else []
+    # A distributed site appends to its accounting topic; its raters recognise records they
+    # already rated by content, so ``new`` counts what was queued there, not what is charged.
+    sink = runtime.__dict__.get("_accounting_sink") or runtime.intake.append
+    try:
+        fresh = sink(records) if records else []
+    except LogUnavailable as error:
+        raise HTTPException(503, f"the accounting log is unavailable: {error}") from None
     return {"received": len(records), "new": sum(fresh), "duplicates": len(records) - sum(fresh)}

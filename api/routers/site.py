@@ -28,6 +28,9 @@ def site_status(runtime: Any) -> dict[str, Any]:
     if controller is not None:
         # The record changes first (CLI or API); the running process follows within seconds.
         status["serving_as"] = "active" if controller.active else "standby"
+    elif (serving := store.serving()) is not None:
+        # A distributed site: what its site controller (in `relay`) has put into effect.
+        status["serving_as"] = serving
     if not record.active:
         lag = max(0, record.peer_head - head)
         status["replication"] = {

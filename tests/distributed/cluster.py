@@ -37,10 +37,12 @@ class Cluster:
     token: str = ""
     nas_id: str = ""
     plan_id: str = ""
+    # More WISPGATE_* settings for every role (e.g. a site of a two-site pair, tests/sites).
+    extra_env: dict[str, str] = field(default_factory=dict)
 
     @property
     def env(self) -> dict[str, str]:
-        return os.environ | {
+        return os.environ | self.extra_env | {
             "WISPGATE_DATABASE_URL": self.database_url,
             "WISPGATE_KAFKA_BOOTSTRAP": self.bootstrap,
             "WISPGATE_KAFKA_TOPIC_PREFIX": self.prefix,

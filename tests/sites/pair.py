@@ -23,8 +23,8 @@ BASE = 1_795_000_000
 
 @dataclass
 class Pair:
-    a: Product
-    b: Product
+    a: Any  # Product, or a ClusterSite for a distributed site
+    b: Any
     to_a: Link
     to_b: Link
     accounts: dict[str, str]
@@ -51,6 +51,13 @@ def start_pair(tmp_path: Path, usernames: list[str], *, urls: tuple[str, str] = 
     b = Product(data_dir=tmp_path / "b" / "var")
     for product in (a, b):
         product.data_dir.mkdir(parents=True)
+    return start_sites(a, b, usernames, urls=urls, failover_after=failover_after)
+
+
+def start_sites(a: Any, b: Any, usernames: list[str], *, urls: tuple[str, str] = ("", ""),
+                failover_after: int = 0) -> Pair:
+    """Start site A active and B its standby, each a `serve` Product or a distributed
+    ClusterSite (cluster_site.py), with the links between them, and provision A."""
     to_a, to_b = Link(a.api_port), Link(b.api_port)
     taken = {a.api_port, b.api_port}
     while {to_a.port, to_b.port} & taken or to_a.port == to_b.port:  # the OS may hand out a port again
@@ -67,6 +74,8 @@ def start_pair(tmp_path: Path, usernames: list[str], *, urls: tuple[str, str] = 
     try:
         start_all(a, b)
         a.token = b.token = admin
+        # A distributed site knows a token once its projector has projected it.
+        wait_until(lambda: all(site.get("/v1/site").status_code == 200 for site in (a, b)), timeout=60)
         return provision(Pair(a, b, to_a, to_b, {}), usernames)
     except BaseException:
         Pair(a, b, to_a, to_b, {}).stop()  # no orphan processes after a failed setup

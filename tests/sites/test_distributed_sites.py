@@ -1,0 +1,177 @@
+"""Two sites where one is DISTRIBUTED (PostgreSQL + Kafka, the five roles as processes, a
+database and topic prefix of its own) and the other a `wispgate serve` site: mixed pairs in
+both directions, driven through their real RADIUS ports and APIs.
+
+- a distributed standby converges with the active site under RADIUS load (same chain head,
+  same balances), stays silent on RADIUS and refuses API writes; SIGKILL of the active site and
+  promotion of the distributed standby: it answers RADIUS, rates and bills (invoice numbers
+  unique), and the old site, back, is fenced and re-submits to the distributed site's API:
+  nothing acknowledged lost, nothing charged twice;
+- a split where the distributed site is the one fenced: its divergent tail set aside, its read
+  models rebuilt, its raw records re-submitted from its Kafka accounting topic, and balances
+  equal to a single-site run of the same records.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import threading
+from pathlib import Path
+
+import pytest
+
+from bench.loadgen import run_load
+from bench.workload import build_sessions
+from tests.e2e.product import Product, radclient, wait_until
+
+from .cluster_site import distributed_site
+from .pair import (
+    SECRET,
+    balances,
+    converged,
+    expected_charge,
+    flatten,
+    send,
+    sessions,
+    single_site_balances,
+    site,
+    start_sites,
+)
+from .test_failover import merged, number, series
+
+pytestmark = [pytest.mark.e2e, pytest.mark.kafka]
+
+
+def serve_site(tmp_path: Path, name: str) -> Product:
+    product = Product(data_dir=tmp_path / name / "var")
+    product.data_dir.mkdir(parents=True)
+    return product
+
+
+def test_distributed_standby_converges_then_takes_over(tmp_path: Path) -> None:
+    seed = random.randrange(2**32)
+    print(f"seed {seed}")
+    rng = random.Random(seed)
+    users = [f"user{i}" for i in range(8)]
+    with distributed_site(tmp_path / "b") as b:
+        pair = start_sites(serve_site(tmp_path, "a"), b, users, urls=("", b.database_url))
+        try:
+            # (1) Under RADIUS load the distributed standby holds the active's log and read models.
+            load = sessions(users, "L", rng, interims=4)
+            results = []
+            background = threading.Thread(target=lambda: results.append(asyncio.run(run_load(
+                "127.0.0.1", pair.a.radius_port, SECRET, build_sessions(100, 3, seed=seed, tag="BG"),
+                inflight=8, rate=200, timeout=3.0))))
+            background.start()
+            send(pair.a, flatten(load))
+            background.join()
+            assert results[0].acknowledged == results[0].sent == 500
+            head = converged(pair, timeout=90)
+            expected = expected_charge(load)
+            wait_until(lambda: balances(pair.a, pair.accounts) == expected, timeout=30)
+            wait_until(lambda: balances(pair.b, pair.accounts) == expected, timeout=60)
+            status = site(pair.b)
+            assert (status["role"], status["serving_as"]) == ("standby", "standby")
+            assert status["replication"]["lag_positions"] == 0 and head > 500
+            # Silent on RADIUS (every radius node), and API writes refused, while standby.
+            late = radclient(pair.b.radius_port, SECRET, sessions(["user0"], "X", rng)[0][:1], retries=1)
+            assert late.returncode != 0
+            refused = pair.b.post("/v1/plans", {"name": "x", "currency": "USD", "monthly_fee": "1",
+                                                "price_per_gb": "1"})
+            assert refused.status_code == 503
+            first_run = pair.a.post("/v1/billing-runs", {"period": "2026-11", "at": "2026-12-01T00:00:10Z"})
+            assert first_run.status_code == 200 and first_run.json()["issued"] == len(users), first_run.text
+            converged(pair)
+            expected = balances(pair.a, pair.accounts)  # usage and the invoices' fees
+            wait_until(lambda: balances(pair.b, pair.accounts) == expected, timeout=60)
+
+            # (2) The link is cut, so what A acknowledges now never reaches B before A dies.
+            pair.to_a.cut()
+            unshipped = sessions(users[4:], "U", rng)
+            send(pair.a, flatten(unshipped))
+            pair.a.kill()
+            promoted = pair.b.cli("site", "promote")
+            assert promoted.returncode == 0 and "active at epoch 2" in promoted.stdout, promoted.stdout
+            wait_until(lambda: site(pair.b)["serving_as"] == "active", timeout=30)
+            after = sessions(users, "B", rng, start=1_795_100_000)
+            send(pair.b, flatten(after))  # the BNG's secondary server answers now, and rates
+            wait_until(lambda: balances(pair.b, pair.accounts) == merged(expected, expected_charge(after)),
+                       timeout=60)
+            expected = merged(expected, expected_charge(after))
+            repeat = pair.b.post("/v1/billing-runs", {"period": "2026-11", "at": "2026-12-01T00:00:10Z"}).json()
+            assert (repeat["issued"], repeat["existing"]) == (0, len(users))
+            second_run = pair.b.post("/v1/billing-runs", {"period": "2026-12", "at": "2027-01-01T00:00:10Z"})
+            assert second_run.status_code == 200 and second_run.json()["issued"] == len(users), second_run.text
+            assert number(second_run.json()["first_number"]) == 1  # B's own series, gapless
+            assert series(second_run.json()["first_number"]) != series(first_run.json()["last_number"])
+
+            # A comes back at epoch 1, is fenced, and re-submits what it had not shipped to B's
+            # API, which queues it on B's accounting topic: charged once.
+            billed = balances(pair.b, pair.accounts)  # with the 2026-12 invoices
+            pair.to_a.heal()
+            pair.a.start()
+            wait_until(lambda: site(pair.a)["serving_as"] == "standby", timeout=30)
+            expected = merged(billed, expected_charge(unshipped))
+            wait_until(lambda: balances(pair.b, pair.accounts) == expected, timeout=90)
+            converged(pair, timeout=60)
+            wait_until(lambda: balances(pair.a, pair.accounts) == expected, timeout=30)
+            status = site(pair.a)
+            assert status["epoch"] == 2 and status["replication"]["resubmission_pending_from"] is None
+            numbers = [item["number"] for item in pair.b.get("/v1/invoices", params={"limit": 100}).json()["items"]]
+            assert len(numbers) == 2 * len(users) and len(set(numbers)) == len(numbers)
+            verified = pair.b.get("/v1/audit/verify").json()
+            assert verified["ok"] and verified["head_hash"] == status["head_hash"]
+            b.cluster.assert_running()
+        finally:
+            pair.stop()
+
+
+def test_split_fences_the_distributed_site_and_resubmits_from_kafka(tmp_path: Path) -> None:
+    seed = random.randrange(2**32)
+    print(f"seed {seed}")
+    rng = random.Random(seed)
+    users = [f"user{i}" for i in range(9)]
+    with distributed_site(tmp_path / "a") as a:
+        pair = start_sites(a, serve_site(tmp_path, "b"), users, urls=(a.database_url, ""), failover_after=2)
+        try:
+            before = sessions(users, "P", rng)
+            send(pair.a, flatten(before))
+            converged(pair, timeout=60)
+            pair.to_a.cut()
+            pair.to_b.cut()
+            # B loses A's heartbeat and promotes itself; distributed A keeps running alone: a split.
+            wait_until(lambda: site(pair.b)["serving_as"] == "active", timeout=30)
+            assert site(pair.a)["serving_as"] == "active"
+            only_a = sessions(users[:3], "A", rng, start=1_795_050_000)
+            only_b = sessions(users[3:6], "B", rng, start=1_795_050_000)
+            both = sessions(users[6:], "AB", rng, start=1_795_050_000)
+            send(pair.a, flatten(only_a) + flatten([packets[:3] for packets in both]))
+            send(pair.b, flatten(only_b) + flatten(both))  # the BNG re-sent what A had acknowledged
+            expected = merged(expected_charge(before), expected_charge(only_a), expected_charge(only_b),
+                              expected_charge(both))
+            # A rates what it acknowledged before it learns of the split.
+            wait_until(lambda: balances(pair.a, pair.accounts) == merged(
+                expected_charge(before), expected_charge(only_a),
+                expected_charge([packets[:3] for packets in both])), timeout=60)
+
+            pair.to_a.heal()
+            pair.to_b.heal()
+            wait_until(lambda: site(pair.a)["serving_as"] == "standby", timeout=30)
+            wait_until(lambda: balances(pair.b, pair.accounts) == expected, timeout=90)
+            converged(pair, timeout=60)
+            # A's projectors rebuilt its read models from the common prefix and the pulled log.
+            wait_until(lambda: balances(pair.a, pair.accounts) == expected, timeout=60)
+            status = site(pair.a)
+            assert status["epoch"] == site(pair.b)["epoch"] == 2
+            assert status["divergent_events_set_aside"] > 0  # kept for audit, never merged
+            assert status["replication"]["resubmission_pending_from"] is None
+            late = radclient(pair.a.radius_port, SECRET, sessions(["user0"], "Y", rng)[0][:1], retries=1)
+            assert late.returncode != 0  # fenced: silent on RADIUS
+            a.cluster.assert_running()
+        finally:
+            pair.stop()
+    alone = single_site_balances(tmp_path, users, flatten(before),
+                                 flatten(only_a) + flatten([packets[:3] for packets in both]),
+                                 flatten(only_b) + flatten(both))
+    assert alone == expected
