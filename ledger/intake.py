@@ -48,6 +48,11 @@ class AccountingLog(Application[UUID]):
         for listener in self.listeners:
             listener()
 
+    def appended_elsewhere(self) -> None:
+        """Another process (the RADIUS listener's) committed records: wake the followers."""
+        for listener in self.listeners:
+            listener()
+
     def append(self, records: list[AccountingRecord]) -> list[bool]:
         """Make a batch durable in one transaction; True for each record new to the log.
 

@@ -1,26 +1,35 @@
-"""`wispgate serve`: the embedded mode in one process (RADIUS, rater, projector, API)."""
+"""`wispgate serve`: the embedded mode (RADIUS, rater, projector and API on one machine).
+
+By default the RADIUS listener runs in a child process of its own (adapters/radius/worker.py)
+so that acknowledging records does not wait for the rater, projector or API to release the
+interpreter lock; ``radius_process = "inline"`` keeps everything in one process."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
 import sys
+from collections.abc import Callable
 from typing import Any
 
 import uvicorn
 
 from adapters.radius.registry import NasRegistry
 from adapters.radius.server import AccountingServer, start_accounting_server
+from adapters.radius.worker import RadiusWorker, expose_child_metrics
 from adapters.shipping import SiteController
 from projections import queries
 
 from ..app import create_app
-from ..bootstrap import build_runtime
+from ..bootstrap import Runtime, build_runtime
+from ..logs import configure
 from ..settings import Settings
 from ..site_guard import guard_writes
 from .common import add_listen_options, add_store_options
 
 log = logging.getLogger("wispgate.serve")
+
+Listening = tuple[Callable[[], None] | None, str | None]  # (stop it, or the error text)
 
 
 async def _refresh_registry(registry: NasRegistry, interval: float = 2.0) -> None:
@@ -34,46 +43,92 @@ async def _refresh_registry(registry: NasRegistry, interval: float = 2.0) -> Non
 
 def register(commands: Any) -> None:
     parser = commands.add_parser(
-        "serve", help="run RADIUS accounting, rating, read models and the API in one process (embedded)")
+        "serve", help="run RADIUS accounting, rating, read models and the API on one machine (embedded)")
     add_store_options(parser)
     add_listen_options(parser)
     parser.set_defaults(handler=lambda settings, _args: asyncio.run(serve(settings)))
 
 
-async def serve(settings: Settings) -> int:
-    runtime = build_runtime(settings)
+async def _listen_inline(settings: Settings, runtime: Runtime, site: SiteController) -> Listening:
+    """The RADIUS listener on this process's event loop."""
     registry = NasRegistry(runtime.engine)
     runtime.projector.listeners.append(registry.mark_stale)
+    registry.refresh(force=True)
+    accounting = AccountingServer(
+        registry, runtime.intake.append, batch_max=settings.radius_batch_max,
+        duplicate_window=settings.duplicate_cache_seconds,
+    )
+    site.attach_accounting(accounting)
+    site.start()
+    try:
+        await start_accounting_server(settings.radius_host, settings.radius_port, accounting,
+                                      receive_buffer=settings.radius_receive_buffer)
+    except OSError as error:
+        return None, str(error)
+    refresher = asyncio.create_task(_refresh_registry(registry))
+
+    def stop() -> None:
+        refresher.cancel()
+        accounting.close()
+
+    return stop, None
+
+
+async def _listen_separate(settings: Settings, runtime: Runtime, site: SiteController,
+                           failed: Callable[[str], None]) -> Listening:
+    """The RADIUS listener in a child process; its commits wake this process's rater."""
+    worker = RadiusWorker(settings, on_durable=runtime.intake.appended_elsewhere, on_failed=failed,
+                          configure_logging=configure)
+    runtime.projector.listeners.append(worker.mark_stale)
+    site.attach_accounting(worker)
+    site.start()
+    error = await asyncio.to_thread(worker.start)
+    if error is not None:
+        worker.close()
+        return None, error
+    undo_metrics = expose_child_metrics(worker)
+
+    def stop() -> None:
+        undo_metrics()
+        worker.close()
+
+    return stop, None
+
+
+async def serve(settings: Settings) -> int:
+    runtime = build_runtime(settings)
     # The site record decides, before any stage runs, whether this site may write (standby).
     site = SiteController(runtime)
     loop = asyncio.get_running_loop()
     halted: list[str] = []
+    radius_failures: list[str] = []
     api: uvicorn.Server | None = None
+
+    def stop_api() -> None:
+        if api is not None:
+            loop.call_soon_threadsafe(setattr, api, "should_exit", True)
 
     def halt(stage: Any) -> None:
         """A ledger invariant failed in a stage: stop the whole process, never continue."""
         halted.append(stage.name)
-        if api is not None:
-            loop.call_soon_threadsafe(setattr, api, "should_exit", True)
+        stop_api()
+
+    def radius_failed(message: str) -> None:
+        """The RADIUS child died too often or cannot listen: stop, so a supervisor restarts us."""
+        radius_failures.append(message)
+        stop_api()
 
     runtime.on_fatal = halt
     try:
         runtime.start_stages()
-        registry.refresh(force=True)
-        accounting = AccountingServer(
-            registry, runtime.intake.append, batch_max=settings.radius_batch_max,
-            duplicate_window=settings.duplicate_cache_seconds,
-        )
-        site.attach_accounting(accounting)
-        site.start()
-        try:
-            await start_accounting_server(settings.radius_host, settings.radius_port, accounting,
-                                          receive_buffer=settings.radius_receive_buffer)
-        except OSError as error:
+        if settings.radius_process == "inline":
+            stop_radius, error = await _listen_inline(settings, runtime, site)
+        else:
+            stop_radius, error = await _listen_separate(settings, runtime, site, radius_failed)
+        if stop_radius is None:
             print(f"wispgate: cannot listen on {settings.radius_host}:{settings.radius_port}/udp: {error}",
                   file=sys.stderr)
             return 1
-        refresher = asyncio.create_task(_refresh_registry(registry))
         app = create_app(runtime)
         guard_writes(app, lambda: bool(site.active))
         api = uvicorn.Server(uvicorn.Config(
@@ -86,17 +141,19 @@ async def serve(settings: Settings) -> int:
         if not queries.listing(runtime.engine, "api_tokens", limit=1):
             print("No API token exists yet. Create an admin token with:  wispgate token create --role admin",
                   flush=True)
-        if halted:  # a stage failed before the API existed
+        if halted or radius_failures:  # failed before the API existed
             api.should_exit = True
         try:
             await api.serve()
         finally:
-            refresher.cancel()
-            accounting.close()
+            stop_radius()
         if halted:
             print(f"wispgate: stopped: a ledger invariant failed in stage {', '.join(halted)} (see the log)",
                   file=sys.stderr)
             return 70
+        if radius_failures:
+            print(f"wispgate: stopped: {radius_failures[0]}", file=sys.stderr)
+            return 1
         return 0 if api.started else 1
     finally:
         site.stop()
