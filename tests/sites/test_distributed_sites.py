@@ -16,11 +16,14 @@ from __future__ import annotations
 
 import asyncio
 import random
+import re
 import threading
+import time
 from pathlib import Path
 
 import pytest
 
+from adapters.kafka.site import CHECKPOINT_EVERY
 from bench.loadgen import run_load
 from bench.workload import build_sessions
 from tests.e2e.product import Product, radclient, wait_until
@@ -137,7 +140,9 @@ def test_split_fences_the_distributed_site_and_resubmits_from_kafka(tmp_path: Pa
         try:
             before = sessions(users, "P", rng)
             send(pair.a, flatten(before))
+            wait_until(lambda: balances(pair.a, pair.accounts) == expected_charge(before), timeout=60)
             converged(pair, timeout=60)
+            time.sleep(2 * CHECKPOINT_EVERY)  # A notes where its raters stand in the shipped log
             pair.to_a.cut()
             pair.to_b.cut()
             # B loses A's heartbeat and promotes itself; distributed A keeps running alone: a split.
@@ -166,6 +171,10 @@ def test_split_fences_the_distributed_site_and_resubmits_from_kafka(tmp_path: Pa
             assert status["epoch"] == site(pair.b)["epoch"] == 2
             assert status["divergent_events_set_aside"] > 0  # kept for audit, never merged
             assert status["replication"]["resubmission_pending_from"] is None
+            # Re-submitted from the accounting topic: what A accepted during the split (3 x 5 +
+            # 3 x 3 records), not what both sites already held before it.
+            resubmitted = re.findall(r"re-submitting (\d+) raw records", (a.data_dir / "relay.log").read_text())
+            assert resubmitted and 24 <= int(resubmitted[-1]) < 24 + len(flatten(before)), resubmitted
             late = radclient(pair.a.radius_port, SECRET, sessions(["user0"], "Y", rng)[0][:1], retries=1)
             assert late.returncode != 0  # fenced: silent on RADIUS
             a.cluster.assert_running()
