@@ -52,6 +52,16 @@ def period_for_label(label: str, anchor_day: int = 1, timezone: str = "UTC") -> 
     return billing_period(start, anchor_day, timezone)
 
 
+def previous_label(label: str, months: int = 1) -> str:
+    """The period label ``months`` before ``label`` (YYYY-MM)."""
+    try:
+        year, month = (int(part) for part in label.split("-"))
+    except ValueError:
+        raise ValueError(f"a period is YYYY-MM, got {label!r}") from None
+    index = year * 12 + (month - 1) - months
+    return f"{index // 12:04d}-{index % 12 + 1:02d}"
+
+
 def hour_boundaries(start: int, end: int, timezone: str = "UTC") -> list[tuple[int, int, int, int]]:
     """Split [start, end) at local hour boundaries: (from, to, weekday, local hour) pieces."""
     tz = zone(timezone)

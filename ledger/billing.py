@@ -23,10 +23,10 @@ from eventsourcing.application import Application
 from eventsourcing.domain import Aggregate
 from eventsourcing.persistence import IntegrityError
 
-from domain.calendar import period_for_label
+from domain.calendar import period_for_label, previous_label
 from domain.money import ROUNDING, minor_unit
 from domain.plans import PlanTerms, PlanVersion, version_in_force
-from rating.invoicing import InvoiceLine, PlanSpan, draft_invoice, issue_postings, plan_spans
+from rating.invoicing import InvoiceLine, PlanSpan, draft_invoice, issue_postings, plan_spans, unbilled_usage
 
 from .account import Account
 from .billing_period import BillingPeriod
@@ -39,6 +39,8 @@ from .journal import TAX_PAYABLE, Posting, balanced, subscriber_account
 A = TypeVar("A", bound=Aggregate)
 DAY = 86_400
 CREDIT_NOTES = "credit_notes"  # contra-revenue: what credit notes gave back
+# How many earlier periods a run looks at for usage rated after their invoice was issued.
+LATE_LOOKBACK = 2
 
 
 @dataclass
@@ -88,6 +90,40 @@ class _Plans:
         if plan.id not in self.parsed:
             self.parsed[plan.id] = plan.plan_versions()
         return self.parsed[plan.id]
+
+
+def late_usage(store: Application[UUID], period: str, accounts: Mapping[UUID, Account],
+               spans: Mapping[UUID, _BillingSpan]) -> dict[UUID, dict[str, dict[str, Any]]]:
+    """Per account, per earlier period (up to ``LATE_LOOKBACK`` back), the usage rated after
+    that period's invoice was issued and not billed since: what the BillingPeriod holds now
+    minus what the period's invoice and the later ones billed for it (``usage_billed``). A
+    period with no issued invoice is left to its own run; one whose invoice predates
+    ``usage_billed`` is left alone (what it billed is not known per band)."""
+    labels = [previous_label(period, back) for back in range(1, LATE_LOOKBACK + 1)]
+    wanted = {(a, label): invoice_id(a, label) for a in accounts for label in labels}
+    invoices = load_aggregates(store, Invoice, wanted.values())
+    periods: dict[tuple[UUID, str], UUID] = {}
+    for (account_id, label), document in wanted.items():
+        found = invoices.get(document)
+        if found is not None and found.status != "draft" and getattr(found, "usage_billed", None) is not None:
+            start, _ = period_for_label(label, accounts[account_id].anchor_day, spans[account_id].timezone)
+            periods[(account_id, label)] = BillingPeriod.create_id(account_id, start)
+    usage = load_aggregates(store, BillingPeriod, periods.values())
+    late: dict[UUID, dict[str, dict[str, Any]]] = {}
+    for (account_id, label), period_id in periods.items():
+        used = usage.get(period_id)
+        if used is None or not used.usage_totals:
+            continue
+        # The period's own invoice and every later one may have billed part of it.
+        documents = [invoices[wanted[(account_id, later)]] for later in [label, *labels[:labels.index(label)]]
+                     if wanted[(account_id, later)] in invoices]
+        if any(document.usage_billed is None for document in documents):
+            continue  # what one of them billed for this period is not known per band
+        billed = [(document.usage_billed or {}).get(label, {}) for document in documents]
+        left = unbilled_usage(used.usage_totals, billed)
+        if left:
+            late.setdefault(account_id, {})[label] = left
+    return late
 
 
 class BillingRun:
@@ -146,11 +182,12 @@ class BillingRun:
             else:
                 spans[account_id] = span
         usage = load_aggregates(store, BillingPeriod, [BillingPeriod.create_id(a, s.start) for a, s in spans.items()])
+        late = late_usage(store, period, {a: accounts[a] for a in spans}, spans)
         drafts: list[tuple[Invoice, str]] = []
         for account_id, span in spans.items():
             drafted = self._draft(period, accounts[account_id], span, plans, at,
                                   usage.get(BillingPeriod.create_id(account_id, span.start)),
-                                  carried.get(str(account_id), {}))
+                                  carried.get(str(account_id), {}), late.get(account_id, {}))
             if drafted is None:
                 result.skipped += 1
             else:
@@ -184,7 +221,8 @@ class BillingRun:
         return _BillingSpan(start, end, timezone, first_plan)
 
     def _draft(self, period: str, account: Account, span: _BillingSpan, plans: _Plans, at: int,
-               usage_period: BillingPeriod | None, carried: Mapping[str, str]) -> tuple[Invoice, str] | None:
+               usage_period: BillingPeriod | None, carried: Mapping[str, str],
+               late: Mapping[str, dict[str, Any]]) -> tuple[Invoice, str] | None:
         start, end, timezone, first_plan = span.start, span.end, span.timezone, span.first_plan
         active_from = max(start, account.opened_at)
         active_to = min(end, account.closed_at) if account.closed_at is not None else end
@@ -196,11 +234,12 @@ class BillingRun:
         spans: list[PlanSpan] = plan_spans(history, active_from, active_to)
         usage_totals: dict[str, Any] = getattr(usage_period, "usage_totals", {}) if usage_period else {}
         in_period = [p for p in account.packs if start <= int(p["valid_from"]) < end]
-        if not spans and not usage_totals and not in_period:
+        if not spans and not usage_totals and not in_period and not late:
             return None
         draft = draft_invoice(
             currency=account.currency, period_start=start, period_end=end, timezone=timezone, spans=spans,
             usage_totals=usage_totals, packs=account.packs, discounts=account.discounts, tax_rate=account.tax_rate,
+            late_usage=late,
         )
         terms: PlanTerms = spans[-1].terms if spans else version_in_force(plans.versions(first_plan), start).terms
         subscriber = subscriber_account(account.id, terms.payment_model)
@@ -215,6 +254,7 @@ class BillingRun:
             account_id=account.id, period=period, period_start=start, period_end=end, currency=account.currency,
             customer=customer, lines=[line.to_dict() for line in draft.lines], totals=draft.totals(),
             tax_summary=draft.tax_summary(), carried=carried_out, drafted_at=at,
+            usage_billed={period: dict(usage_totals)} | dict(late),
         )
         return invoice, subscriber
 

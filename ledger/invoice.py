@@ -66,8 +66,13 @@ class Invoice(Aggregate):
         self, account_id: UUID, period: str, period_start: int, period_end: int, currency: str,
         customer: dict[str, Any], lines: list[dict[str, Any]], totals: dict[str, str],
         tax_summary: list[dict[str, str]], carried: dict[str, str], drafted_at: int,
+        usage_billed: dict[str, dict[str, dict[str, Any]]] | None = None,
     ) -> None:
         self.account_id = account_id
+        # The usage totals this invoice bills, by the period they were used in: its own period
+        # and earlier ones whose usage arrived after their invoice. (None on invoices drafted
+        # before this was recorded.)
+        self.usage_billed = usage_billed
         self.period = period
         self.period_start = period_start
         self.period_end = period_end

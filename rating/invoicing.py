@@ -158,6 +158,43 @@ def usage_lines(usage_totals: Mapping[str, Mapping[str, Any]], tax_rate: Decimal
     return lines
 
 
+def late_usage_lines(late: Mapping[str, Mapping[str, Mapping[str, Any]]], tax_rate: Decimal, currency: str,
+                     inclusive: bool) -> list[InvoiceLine]:
+    """Usage of earlier periods rated after their invoice was issued (records that reached the
+    ledger late: a BNG that buffered accounting during an outage). ``late`` maps a period label
+    to usage totals by "band|kind|price_per_gb", like ``usage_lines``. Its charge was posted
+    exactly when it was rated; the line invoices it (and its tax) on this document."""
+    lines = []
+    for label in sorted(late):
+        for key in sorted(late[label]):
+            band, kind, price_per_gb = key.split("|")
+            total = late[label][key]
+            exact_amount = Decimal(str(total["amount"]))
+            text = f"Data used in {label}, received after its invoice: {band} hours, {KIND_TITLES.get(kind, kind)}"
+            lines.append(_line("usage", text, _gb(int(total["bytes"])), "GB", Decimal(price_per_gb), exact_amount,
+                               tax_rate, currency, inclusive, USAGE_REVENUE, posted=exact_amount))
+    return lines
+
+
+def unbilled_usage(current: Mapping[str, Mapping[str, Any]],
+                   billed: Sequence[Mapping[str, Mapping[str, Any]]]) -> dict[str, dict[str, Any]]:
+    """What of a period's usage totals ``current`` no invoice has billed yet (``billed``: the
+    totals each earlier document invoiced for that period), per key; keys with nothing left
+    are left out."""
+    left: dict[str, dict[str, Any]] = {}
+    for key, total in current.items():
+        amount = Decimal(str(total["amount"]))
+        size = int(total["bytes"])
+        for document in billed:
+            done = document.get(key)
+            if done:
+                amount -= Decimal(str(done["amount"]))
+                size -= int(done["bytes"])
+        if amount > 0 or size > 0:
+            left[key] = {"bytes": size, "amount": str(amount)}
+    return left
+
+
 def addon_lines(packs: Sequence[Mapping[str, Any]], period_start: int, period_end: int, tax_rate: Decimal,
                 currency: str, inclusive: bool, timezone: str) -> list[InvoiceLine]:
     """Packs bought in the period (charged at purchase: only their tax is posted here)."""
@@ -203,16 +240,20 @@ def draft_invoice(
     *, currency: str, period_start: int, period_end: int, timezone: str, spans: Sequence[PlanSpan],
     usage_totals: Mapping[str, Mapping[str, Any]], packs: Sequence[Mapping[str, Any]],
     discounts: Sequence[Mapping[str, Any]], tax_rate: Decimal,
+    late_usage: Mapping[str, Mapping[str, Mapping[str, Any]]] | None = None,
 ) -> InvoiceDraft:
-    """All lines of one account's invoice for [period_start, period_end)."""
+    """All lines of one account's invoice for [period_start, period_end), and ``late_usage``
+    of earlier periods (see ``late_usage_lines``; not part of the discount base)."""
     inclusive = spans[-1].terms.prices_include_tax if spans else False
     lines = recurring_lines(spans, period_start, period_end, timezone, tax_rate, currency)
     lines += usage_lines(usage_totals, tax_rate, currency, inclusive)
     base = sum((line.amount for line in lines), Decimal(0))
     lines += addon_lines(packs, period_start, period_end, tax_rate, currency, inclusive, timezone)
     lines += discount_lines(discounts, base, period_start, period_end, tax_rate, currency, inclusive)
-    usage_exact = sum((Decimal(str(t["amount"])) for t in usage_totals.values()), Decimal(0))
-    usage_bytes = sum(int(t["bytes"]) for t in usage_totals.values())
+    lines += late_usage_lines(late_usage or {}, tax_rate, currency, inclusive)
+    every = [*usage_totals.values(), *(t for totals in (late_usage or {}).values() for t in totals.values())]
+    usage_exact = sum((Decimal(str(t["amount"])) for t in every), Decimal(0))
+    usage_bytes = sum(int(t["bytes"]) for t in every)
     return InvoiceDraft(currency, tuple(lines), usage_exact, usage_bytes)
 
 

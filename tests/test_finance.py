@@ -318,3 +318,41 @@ def test_who_had_an_ip_and_the_rebuilt_read_models_match(client: TestClient, run
     replay(store_batches(runtime.ledger, 0, head), runtime.projector)
     after = finance.invoice(runtime.engine, str(invoice_id(UUID(alice), "2026-10")))
     assert before == after and before is not None and before["status"] == "partially_paid"
+
+
+def test_usage_rated_after_its_invoice_goes_on_the_next_invoice_once_with_its_tax(
+        client: TestClient, runtime: Runtime) -> None:
+    """A BNG that buffered accounting during an outage delivers October's usage after the
+    October invoice was issued: the charge is in the balance at once, and the November invoice
+    bills it (with its tax) on a line of its own; no later invoice bills it again."""
+    basic = plan(client, price_per_gb="1.00")
+    dave = account(client, basic, "dave", tax_rate="0.10")
+    use(runtime, "dave", ts("2026-10-05T10:00:00"), 3600, 2 * GB, "d1")
+    assert bill(client)["issued"] == 1
+    october = invoice_of(client, dave)
+    assert [line["net"] for line in october["lines"] if line["kind"] == "usage"] == ["2.00"]
+
+    # Late: 3.333333333 GB used on Oct 30, delivered in November, after the invoice.
+    use(runtime, "dave", ts("2026-10-30T20:00:00"), 1800, 3_333_333_333, "d2-late")
+    assert client.get(f"/v1/accounts/{dave}/balance").json()["balance_exact"] == "-38.533333333"  # 35.20 + 3.33..
+    assert bill(client)["issued"] == 0  # October is not billed twice
+
+    use(runtime, "dave", ts("2026-11-10T10:00:00"), 3600, 1 * GB, "d3")
+    assert bill(client, "2026-11", at="2026-12-02T08:00:00Z")["issued"] == 1
+    november = invoice_of(client, dave, "2026-11")
+    late = [line for line in november["lines"] if "received after its invoice" in line["description"]]
+    assert [(line["description"].split(":")[0], line["net"], line["tax"]) for line in late] == [
+        ("Data used in 2026-10, received after its invoice", "3.33", "0.33")]
+    own = [line["net"] for line in november["lines"] if line["kind"] == "usage" and line not in late]
+    assert own == ["1.00"]
+    # 30 fee + 1.00 + 3.33 late = 34.33 net, 10 % tax per line: 3.00 + 0.10 + 0.33.
+    assert (november["net"], november["tax"], november["total"]) == ("34.33", "3.43", "37.76")
+
+    # December: nothing late is left for October or November.
+    assert bill(client, "2026-12", at="2027-01-02T08:00:00Z")["issued"] == 1
+    december = invoice_of(client, dave, "2026-12")
+    assert not [line for line in december["lines"] if "received after" in line["description"]]
+    # Books: every transaction balances; the balance is what the three invoices total, exactly
+    # (usage was posted as rated; each invoice posted fees, rounding and tax).
+    totals = sum((Decimal(i["total"]) for i in (october, november, december)), Decimal(0))
+    assert Decimal(client.get(f"/v1/accounts/{dave}/balance").json()["balance_exact"]) == -totals

@@ -425,3 +425,39 @@ def test_record_round_trips_through_json_with_the_same_key(rec: AccountingRecord
     back = AccountingRecord.from_json(rec.to_json())
     assert back == rec
     assert back.idempotency_key() == rec.idempotency_key()
+
+
+@given(st.dictionaries(st.sampled_from(["standard|overage|0.5", "night|band|0.1", "standard|included|0"]),
+                       st.tuples(st.integers(0, 10**13), st.integers(0, 10**9)), min_size=1),
+       st.lists(st.floats(0, 1), min_size=0, max_size=3))
+def test_late_usage_is_what_no_document_billed_and_never_negative(totals, shares) -> None:
+    """Usage billed in pieces (the period's invoice, then late lines on later invoices) plus
+    what is still unbilled is exactly the period's usage, per key; a fully billed period
+    leaves nothing; the late lines of the unbilled part price it exactly, with tax."""
+    from rating.invoicing import late_usage_lines, unbilled_usage
+
+    current = {k: {"bytes": b, "amount": str(Decimal(a) / 1000)} for k, (b, a) in totals.items()}
+    billed, left_bytes = [], {k: v["bytes"] for k, v in current.items()}
+    left_amount = {k: Decimal(v["amount"]) for k, v in current.items()}
+    for share in shares:  # each document billed a share of what was left when it was drafted
+        piece = {}
+        for key in current:
+            size = int(left_bytes[key] * share)
+            amount = (left_amount[key] * Decimal(str(share))).quantize(Decimal("0.000001"))
+            piece[key] = {"bytes": size, "amount": str(amount)}
+            left_bytes[key] -= size
+            left_amount[key] -= amount
+        billed.append(piece)
+    left = unbilled_usage(current, billed)
+    for key, total in current.items():
+        done_bytes = sum(p[key]["bytes"] for p in billed)
+        done_amount = sum((Decimal(p[key]["amount"]) for p in billed), Decimal(0))
+        rest = left.get(key, {"bytes": 0, "amount": "0"})
+        assert done_bytes + rest["bytes"] == total["bytes"]
+        assert done_amount + Decimal(rest["amount"]) == Decimal(total["amount"])
+        assert rest["bytes"] >= 0 and Decimal(rest["amount"]) >= 0
+    assert unbilled_usage(current, [*billed, left]) == {}
+    lines = late_usage_lines({"2026-10": left}, Decimal("0.16"), "USD", inclusive=False)
+    assert sum((line.posted for line in lines), Decimal(0)) == sum((Decimal(v["amount"]) for v in left.values()),
+                                                                  Decimal(0))
+    assert all(line.tax == (line.net * Decimal("0.16")).quantize(Decimal("0.01"), ROUND_HALF_EVEN) for line in lines)
