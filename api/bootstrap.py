@@ -13,6 +13,7 @@ from adapters.followers import Stage, project_step, rate_step
 from adapters.persistence import eventstore_env, read_model_engine
 from adapters.site_gate import WriteGate
 from ledger import AccountingLog, Ledger
+from ledger.snapshots import prune_snapshots
 from projections import ReadModelProjector
 
 from .settings import Settings
@@ -40,7 +41,10 @@ class Runtime:
         projector = Stage("projector", self.gate.follower(project_step(self.ledger, self.projector)),
                           poll_interval=0.25)
         enforcer = Stage("enforcer", self.gate.writer(Enforcer(self.ledger, self.engine, self.projector).step))
-        self.stages = [rater, projector, enforcer]
+        # Superseded snapshots are most of the bytes at rest of long sessions (ledger/snapshots.py).
+        housekeeping = Stage("housekeeping", self.gate.follower(lambda: 1 if prune_snapshots(self.ledger) else 0),
+                             poll_interval=3600)
+        self.stages = [rater, projector, enforcer, housekeeping]
         # Each stage's progress is the next stage's work: wake it rather than wait a poll.
         self.intake.listeners.append(rater.wakeup.set)
         self.ledger.listeners.append(projector.wakeup.set)

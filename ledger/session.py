@@ -20,6 +20,13 @@ from rating import UsageDelta, counter_delta
 # Start times derived without Event-Timestamp jitter by the network delay; two starts closer
 # than this are the same incarnation. A NAS reboot that reuses an id is far slower than this.
 START_TOLERANCE = 120
+# Content keys of applied records are remembered this long (event time, behind the newest):
+# a retransmission or re-submission inside it is recognised exactly. An older duplicate is
+# still charged nothing, by the counters: it is older than what was seen and its cumulative
+# counters are not above it (rating.usage.counter_delta). Without a horizon a session lasting
+# weeks would carry thousands of keys in every snapshot (snapshots grow quadratically).
+SEEN_HORIZON = 86_400
+SEEN_PRUNE_AT = 128
 
 
 class Session(Aggregate):
@@ -114,6 +121,11 @@ class Session(Aggregate):
         closes: bool,
     ) -> None:
         self.seen[key] = event_time
+        if len(self.seen) >= self.__dict__.get("seen_prune_at", SEEN_PRUNE_AT):
+            newest = max(self.seen.values())
+            self.seen = {k: t for k, t in self.seen.items() if t >= newest - SEEN_HORIZON}
+            # Prune again when the kept set has doubled: amortised O(1) per record.
+            self.seen_prune_at = max(SEEN_PRUNE_AT, 2 * len(self.seen))
         inc = self.incarnations.setdefault(
             incarnation,
             {"start": int(incarnation), "closed_at": None, "input": 0, "output": 0,

@@ -17,7 +17,7 @@ from domain.plans import PlanTerms
 from projections import queries
 from projections import tables as t
 
-from .support import ingest, record
+from .support import NAS, ingest, record, settle
 
 DAY0 = 1_699_920_000  # 2023-11-14 00:00 UTC, mid billing period
 T = DAY0 + 10 * 3600  # 10:00 UTC
@@ -276,3 +276,34 @@ def test_usage_crossing_hours_is_split_pro_rata_and_days_sum_the_hours(runtime: 
         expected_days[day] = (before[0] + up, before[1] + down)
     assert days == expected_days == {DAY0: (3_000_000, 600_000), DAY0 + 86_400: (5_400_001, 3)}
     assert owed(runtime, alice) == charge(1_800_000 + 7_200_004)
+
+
+def test_a_session_lasting_days_remembers_a_bounded_set_of_keys_and_old_duplicates_charge_nothing(
+        runtime: Runtime, alice: str) -> None:
+    """Two days of 5-minute Interim-Updates: the Session keeps the content keys of about the
+    last day only (its snapshots stay small), and a duplicate from before that horizon,
+    delivered straight to the rater (as the distributed mode's redelivery would), adds no usage:
+    the counters show it was already counted."""
+    from eventsourcing.persistence import Tracking
+
+    from domain.ids import session_id
+    from ledger.session import SEEN_HORIZON
+
+    interims = [record("interim", "long", at=T + 300 * k, start=T, up=k * 10**6, down=k * 10**7)
+                for k in range(1, 2 * 288 + 1)]
+    ingest(runtime, record("start", "long", at=T), *interims)
+    total = interims[-1].input_octets + interims[-1].output_octets
+    assert owed(runtime, alice) == charge(total)
+    session = runtime.ledger.repository.get(session_id(NAS, "long"))
+    assert len(session.seen) <= 2 * (SEEN_HORIZON // 300 + 1)
+    assert interims[0].idempotency_key() not in session.seen and interims[-1].idempotency_key() in session.seen
+
+    events_before = runtime.ledger.recorder.max_notification_id()
+    position = runtime.ledger.tracked_position("AccountingLog")
+    runtime.ledger.apply_records([interims[10], interims[-1]], Tracking("AccountingLog", position + 1))
+    settle(runtime)
+    assert owed(runtime, alice) == charge(total)  # neither the forgotten nor the remembered one charged
+    assert only_session(runtime, alice)["upload_bytes"] == interims[-1].input_octets
+    # The remembered key made no event at all; the forgotten one a zero-usage record.
+    new = runtime.ledger.recorder.select_notifications(start=events_before + 1, limit=10)
+    assert [n.topic.rsplit(".", 1)[-1] for n in new] == ["RecordApplied"]
