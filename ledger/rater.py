@@ -58,7 +58,11 @@ class Rater:
             for record in records:
                 batch.apply(record)
             processing_event: ProcessingEvent[UUID] = ProcessingEvent(tracking=tracking)
-            processing_event.collect_events(*batch.touched.values())
+            # What ProcessingEvent.collect_events does, without its two runtime-protocol
+            # isinstance checks per aggregate (a measurable share of a batch).
+            for aggregate in batch.touched.values():
+                processing_event.events.extend(aggregate.collect_events())
+                processing_event.aggregates[aggregate.id] = aggregate
             recordings = self._record(processing_event)
         except BaseException:
             self.forget_live_sessions()
@@ -66,9 +70,28 @@ class Rater:
         if len(self.live_sessions) + len(batch.touched) > self.live_sessions_limit:
             self.live_sessions.clear()
         self.live_sessions.update(batch.touched)
-        self._take_snapshots(processing_event)
+        self._snapshot_from_memory(processing_event)
         self._notify(recordings)
         return recordings
+
+    def _snapshot_from_memory(self, processing_event: ProcessingEvent[UUID]) -> None:
+        """Snapshots at the configured intervals, as Application._take_snapshots takes them,
+        but of the aggregate in memory when the snapshot version is its current one (the
+        usual case) instead of re-reading and replaying it from the store."""
+        snapshots: Any = getattr(self, "snapshots", None)
+        intervals: dict[type, int] = getattr(self, "snapshotting_intervals", None) or {}
+        if snapshots is None or not intervals:
+            return
+        for event in processing_event.events:
+            aggregate: Any = processing_event.aggregates.get(event.originator_id)
+            interval = intervals.get(type(aggregate))
+            if interval is None or event.originator_version % interval:
+                continue
+            if aggregate.version == event.originator_version:
+                snapshot_class = getattr(type(aggregate), "Snapshot", None) or type(self).snapshot_class  # type: ignore[attr-defined]
+                snapshots.put([snapshot_class.take(aggregate)])
+            else:
+                self.take_snapshot(event.originator_id, version=event.originator_version)  # type: ignore[attr-defined]
 
     def tariff_for(self, username: str, at: int) -> Tariff | None:
         """The account and plan version pricing ``username``'s usage at ``at``; None when
@@ -133,6 +156,24 @@ class _Pricing:
         self.unclaimed: set[str] = set()
         self.packs: dict[UUID, tuple[DataPack, ...]] = {}
 
+    def preload(self, usernames: set[str]) -> None:
+        """Read the claims and accounts of usernames not in the cache in a few queries (one
+        repository read each would be two queries per username: the cold start of a rater)."""
+        wanted = {username_id(u): u for u in usernames
+                  if u and u not in self.cache.claims and u not in self.unclaimed}
+        if not wanted:
+            return
+        claims = load_aggregates(self.ledger, UsernameClaim, wanted)  # type: ignore[arg-type]
+        for claim_id, username in wanted.items():
+            claim = claims.get(claim_id)
+            if claim is None:
+                self.unclaimed.add(username)  # as account() would conclude, for this batch only
+            else:
+                self.cache.claims[username] = claim.account_id
+        missing = {c.account_id for c in claims.values()} - self.cache.accounts.keys()
+        if missing:
+            self.cache.accounts.update(load_aggregates(self.ledger, Account, missing))  # type: ignore[arg-type]
+
     def account(self, username: str) -> Account | None:
         if not username or username in self.unclaimed:
             return None
@@ -186,6 +227,7 @@ class _Batch:
         live = self.ledger.live_sessions
         session_ids = {Session.create_id(r.nas_id, r.acct_session_id) for r in records if not r.status.closes_nas}
         period_ids: set[UUID] = set()
+        self.pricing.preload({r.username for r in records if not r.status.closes_nas})
         for record in records:
             if record.status.closes_nas:
                 continue
