@@ -69,6 +69,8 @@ class RadiusWorker:
         self._request = 0
         self._closing = threading.Event()
         self._started = threading.Event()
+        self._go = threading.Event()
+        self._socket: socket.socket | None = None
         self._start_error: str | None = None
         self._supervisor: threading.Thread | None = None
         self.process: subprocess.Popen[bytes] | None = None
@@ -91,12 +93,20 @@ class RadiusWorker:
 
     # ---- lifecycle ---------------------------------------------------------------------
 
-    def start(self) -> str | None:
-        """Start the child and wait until it listens; the error text if it could not bind."""
+    def launch(self) -> None:
+        """Start the child now: it imports its modules while this process builds its own
+        applications, and waits for ``start`` before it touches the store."""
         # The supervisor thread forks the child and lives as long as it is wanted:
         # PR_SET_PDEATHSIG fires when the *thread* that forked the child ends.
-        self._supervisor = threading.Thread(target=self._supervise, name="radius-supervisor", daemon=True)
-        self._supervisor.start()
+        if self._supervisor is None:
+            self._supervisor = threading.Thread(target=self._supervise, name="radius-supervisor", daemon=True)
+            self._supervisor.start()
+
+    def start(self) -> str | None:
+        """Let the child open the store and bind; wait until it listens. The error text if
+        it could not bind (or did not start)."""
+        self.launch()
+        self._go.set()
         if not self._started.wait(START_TIMEOUT):
             return "the RADIUS listener process did not start in time"
         return self._start_error
@@ -104,10 +114,12 @@ class RadiusWorker:
     def close(self, timeout: float = 15.0) -> None:
         """Stop the child: it stops answering, commits what it holds, and exits."""
         self._closing.set()
-        conn, self._conn = self._conn, None
-        if conn is not None:
-            with contextlib.suppress(OSError):
-                conn.close()  # end-of-file: the child's signal to stop
+        self._go.set()
+        with self._send_lock:
+            self._conn = None
+            if self._socket is not None:
+                with contextlib.suppress(OSError):
+                    self._socket.shutdown(socket.SHUT_RDWR)  # end-of-file: the child's signal to stop
         if self._supervisor is not None:
             self._supervisor.join(timeout)
         process = self.process
@@ -122,21 +134,29 @@ class RadiusWorker:
             pass_fds=(theirs.fileno(),),
         )
         theirs.close()
-        conn = Connection(ours.detach())
-        conn.send((self.settings, self.configure_logging))
-        conn.send(("accepting", self._accepting))
-        return conn
+        self._socket = ours  # kept to shut it down: closing alone would not wake a blocked reader
+        return Connection(os.dup(ours.fileno()))
 
     def _supervise(self) -> None:
         while not self._closing.is_set():
-            conn = self._spawn()
             with self._send_lock:
-                self._conn = conn
+                conn = self._spawn()
+            self._go.wait()
+            with self._send_lock:  # the first messages, then ``accepting`` changes, in order
+                if not self._closing.is_set():
+                    with contextlib.suppress(OSError):
+                        conn.send((self.settings, self.configure_logging))
+                        conn.send(("accepting", self._accepting))
+                    self._conn = conn
+                else:
+                    with contextlib.suppress(OSError):
+                        self._socket.shutdown(socket.SHUT_RDWR)  # type: ignore[union-attr]
             failure = self._follow(conn)
             with self._send_lock:
                 self._conn = None
-            with contextlib.suppress(OSError):
-                conn.close()
+                with contextlib.suppress(OSError):
+                    conn.close()
+                    self._socket.close()  # type: ignore[union-attr]
             if self.process is not None:
                 with contextlib.suppress(subprocess.TimeoutExpired):
                     self.process.wait(5)
@@ -338,6 +358,8 @@ def main(argv: list[str]) -> int:
     conn = Connection(fd)
     try:
         return asyncio.run(_child_main(conn))
+    except EOFError:  # the parent stopped before it sent the settings
+        return 0
     finally:
         conn.close()
 

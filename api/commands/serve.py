@@ -75,16 +75,14 @@ async def _listen_inline(settings: Settings, runtime: Runtime, site: SiteControl
 
 
 async def _listen_separate(settings: Settings, runtime: Runtime, site: SiteController,
-                           failed: Callable[[str], None]) -> Listening:
-    """The RADIUS listener in a child process; its commits wake this process's rater."""
-    worker = RadiusWorker(settings, on_durable=runtime.intake.appended_elsewhere, on_failed=failed,
-                          configure_logging=configure)
+                           worker: RadiusWorker) -> Listening:
+    """The RADIUS listener in a child process (launched already); its commits wake this
+    process's rater."""
     runtime.projector.listeners.append(worker.mark_stale)
     site.attach_accounting(worker)
     site.start()
     error = await asyncio.to_thread(worker.start)
     if error is not None:
-        worker.close()
         return None, error
     undo_metrics = expose_child_metrics(worker)
 
@@ -96,13 +94,25 @@ async def _listen_separate(settings: Settings, runtime: Runtime, site: SiteContr
 
 
 async def serve(settings: Settings) -> int:
-    runtime = build_runtime(settings)
-    # The site record decides, before any stage runs, whether this site may write (standby).
-    site = SiteController(runtime)
     loop = asyncio.get_running_loop()
     halted: list[str] = []
     radius_failures: list[str] = []
     api: uvicorn.Server | None = None
+    worker: RadiusWorker | None = None
+    if settings.radius_process != "inline":
+        # Launched first: its start-up (imports) overlaps this process's; it touches the
+        # store only when told to, below, once the applications and tables exist.
+        worker = RadiusWorker(settings, on_durable=lambda: runtime.intake.appended_elsewhere(),
+                              on_failed=lambda message: radius_failed(message), configure_logging=configure)
+        worker.launch()
+    try:
+        runtime = build_runtime(settings)
+        # The site record decides, before any stage runs, whether this site may write (standby).
+        site = SiteController(runtime)
+    except BaseException:
+        if worker is not None:
+            worker.close()
+        raise
 
     def stop_api() -> None:
         if api is not None:
@@ -121,10 +131,10 @@ async def serve(settings: Settings) -> int:
     runtime.on_fatal = halt
     try:
         runtime.start_stages()
-        if settings.radius_process == "inline":
+        if worker is None:
             stop_radius, error = await _listen_inline(settings, runtime, site)
         else:
-            stop_radius, error = await _listen_separate(settings, runtime, site, radius_failed)
+            stop_radius, error = await _listen_separate(settings, runtime, site, worker)
         if stop_radius is None:
             print(f"wispgate: cannot listen on {settings.radius_host}:{settings.radius_port}/udp: {error}",
                   file=sys.stderr)
@@ -156,5 +166,7 @@ async def serve(settings: Settings) -> int:
             return 1
         return 0 if api.started else 1
     finally:
+        if worker is not None:
+            worker.close()  # idempotent; here for the paths that never started the API
         site.stop()
         runtime.close()
