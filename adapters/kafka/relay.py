@@ -168,6 +168,9 @@ class LedgerRelay:
             return 0
         if self.gate is None:
             return self._publish()
+        position, _generation = self.position_and_generation()
+        if not self.ledger.recorder.select_notifications(start=position + 1, limit=1):
+            return 0  # idle: no need for the lock (a fence meanwhile is seen under it below)
         # A fence (another process, the site controller) rewinds this relay: never half-way
         # through a batch. The relay publishes whatever the site's role.
         with self.gate.shared():

@@ -168,6 +168,8 @@ class DistributedSiteController(SiteController):
                     polled = consumer.poll(timeout_ms=1000, max_records=RESUBMIT_BATCH).get(tp, [])
                     messages = [m for m in polled if m.offset < end]
                     if not messages:
+                        if consumer.position(tp) >= end:
+                            break  # the rest is gone (retention): nothing more to send
                         continue
                     records = []
                     for message in messages:

@@ -83,14 +83,19 @@ def ensure_topics(bootstrap: str, wanted: dict[str, int], replication: int, *, t
     deadline = time.monotonic() + timeout
     while True:
         try:
-            admin = KafkaAdminClient(bootstrap_servers=bootstrap, client_id="wispgate-admin",
-                                     request_timeout_ms=10000)
-            break
+            _ensure_topics_once(bootstrap, wanted, replication, deadline)
+            return
         except KafkaError as error:
+            # Unreachable, or lost in the middle (a role starting while the broker restarts):
+            # wait for the broker rather than exit.
             if time.monotonic() > deadline:
                 raise
             log.warning("Kafka at %s not reachable yet (%s); retrying", bootstrap, error)
             time.sleep(1)
+
+
+def _ensure_topics_once(bootstrap: str, wanted: dict[str, int], replication: int, deadline: float) -> None:
+    admin = KafkaAdminClient(bootstrap_servers=bootstrap, client_id="wispgate-admin", request_timeout_ms=10000)
     try:
         existing = set(admin.list_topics())
         missing = [NewTopic(name, num_partitions=partitions, replication_factor=replication)
@@ -111,7 +116,7 @@ def ensure_topics(bootstrap: str, wanted: dict[str, int], replication: int, *, t
             if ready:
                 return
             if time.monotonic() > deadline:
-                raise TimeoutError(f"topics {sorted(wanted)} have no leader after {timeout:.0f} s")
+                raise TimeoutError(f"topics {sorted(wanted)} have no leader after the wait")
             time.sleep(0.2)
     finally:
         admin.close()
