@@ -21,6 +21,8 @@ class _SessionBatch(ModelBatch):
         self.rows: dict[str, dict[str, Any]] = {}
         self.keys: dict[str, tuple[str, str]] = {}
         self.registered: list[dict[str, str]] = []
+        # Rows made before their session's key was known, by session id (see on_Session_Registered).
+        self.keyless: dict[str, list[dict[str, Any]]] = {}
         self.prefetched = False
 
     def prepare(self, events: list[Any]) -> None:
@@ -36,7 +38,7 @@ class _SessionBatch(ModelBatch):
                 session_ids.add(str(e.session_id))
         for ids in chunks(sorted(row_ids)):
             for found in self.conn.execute(select(t.sessions).where(t.sessions.c.id.in_(ids))).mappings():
-                self.rows[found["id"]] = dict(found) | {"_new": False}
+                self._loaded(dict(found))
         for ids in chunks(sorted(session_ids)):
             query = select(t.session_aggregates).where(t.session_aggregates.c.id.in_(ids))
             for found in self.conn.execute(query).mappings():
@@ -48,8 +50,8 @@ class _SessionBatch(ModelBatch):
         self.keys[session_id] = (e.nas_id, e.acct_session_id)
         # A billing period touched earlier in the same batch may have logged this session's
         # first UsageRated before its Registered event: complete the row made for it.
-        for row in self.rows.values():
-            if row["id"].startswith(session_id + ":") and not row["nas_id"]:
+        for row in self.keyless.pop(session_id, ()):
+            if not row["nas_id"]:
                 row["nas_id"], row["acct_session_id"] = e.nas_id, e.acct_session_id
         self.registered.append({"id": session_id, "nas_id": e.nas_id, "acct_session_id": e.acct_session_id})
 
@@ -59,8 +61,13 @@ class _SessionBatch(ModelBatch):
             found = self.conn.execute(select(t.sessions).where(t.sessions.c.id == row_id)).mappings().first()
             if found is None:
                 return None
-            self.rows[row_id] = dict(found) | {"_new": False}
+            self._loaded(dict(found))
         return self.rows.get(row_id)
+
+    def _loaded(self, row: dict[str, Any]) -> None:
+        self.rows[row["id"]] = row | {"_new": False}
+        if not row["nas_id"]:  # its Registered event may be in this batch
+            self.keyless.setdefault(row["id"].split(":", 1)[0], []).append(self.rows[row["id"]])
 
     def _key(self, session_id: str) -> tuple[str, str]:
         if session_id not in self.keys and not self.prefetched:
@@ -79,6 +86,8 @@ class _SessionBatch(ModelBatch):
                "amount": "0", "currency": "", "framed_ip": "", "nas_ip": "",
                "calling_station_id": "", "terminate_cause": "", "_new": True}
         self.rows[row["id"]] = row
+        if not nas_id:
+            self.keyless.setdefault(session_id, []).append(row)
         return row
 
     def on_Session_RecordApplied(self, position: int, e: Any) -> None:
