@@ -25,8 +25,10 @@ from domain.enforcement import BLOCK, THROTTLE, Decision, balance_decision, rate
 from domain.plans import version_in_force
 from ledger import Ledger
 from ledger.account import Account
-from projections import ReadModelProjector, queries
+from ledger.bulk import load_aggregates
+from projections import ReadModelProjector
 from projections import tables as t
+from projections.base import chunks
 
 from .radius.coa import CoaClient, CoaResult
 
@@ -87,13 +89,16 @@ class Enforcer:
         elif name == "Session.RecordApplied" and event.opened and event.account_id is not None:
             triggers.setdefault(event.account_id, _Triggers()).new_sessions = True
 
-    def _desired(self, account: Account, trigger: _Triggers) -> Decision | None:
+    def _desired(self, account: Account, trigger: _Triggers, receivables: dict[str, Decimal],
+                 plans: dict[UUID, Any]) -> Decision | None:
         if account.status in ("suspended", "terminated"):
             return Decision(BLOCK, account.status)
         at = int(time.time())
-        terms = version_in_force(self.ledger.get_plan(account.plan_at(at)).plan_versions(), at).terms
-        found = queries.balance(self.engine, str(account.id))
-        credit = -found["receivable"] if found else Decimal(0)
+        plan_id = account.plan_at(at)
+        if plan_id not in plans:
+            plans[plan_id] = self.ledger.get_plan(plan_id).plan_versions()
+        terms = version_in_force(plans[plan_id], at).terms
+        credit = -receivables.get(str(account.id), Decimal(0))
         by_balance = balance_decision(terms.payment_model, credit, account.credit_limit)
         if by_balance is not None:
             return by_balance
@@ -106,11 +111,16 @@ class Enforcer:
 
     def _enforce(self, triggers: dict[UUID, _Triggers], tracking: Tracking) -> None:
         changed: list[Account] = []
+        # The batch's accounts and balances in a few queries, and each plan once: one
+        # repository read and one balance query per account took a fifth of `serve`'s CPU.
+        accounts = load_aggregates(self.ledger, Account, triggers)
+        receivables = self._receivables([str(account_id) for account_id in accounts])
+        plans: dict[UUID, Any] = {}
         for account_id, trigger in triggers.items():
-            account = self.ledger._maybe_get(Account, account_id)
+            account = accounts.get(account_id)
             if account is None:
                 continue
-            desired = self._desired(account, trigger)
+            desired = self._desired(account, trigger, receivables, plans)
             current = account.enforcement
             now = int(time.time())
             if desired is not None and (current is None or current["action"] != desired.action
@@ -132,6 +142,16 @@ class Enforcer:
         processing_event.collect_events(*changed)
         recordings = self.ledger._record(processing_event)
         self.ledger._notify(recordings)
+
+    def _receivables(self, account_ids: list[str]) -> dict[str, Decimal]:
+        """What each account owes (its receivable balance), for those with a balance row."""
+        found: dict[str, Decimal] = {}
+        with self.engine.connect() as conn:
+            for ids in chunks(account_ids):
+                query = select(t.balances.c.account_id, t.balances.c.receivable).where(
+                    t.balances.c.account_id.in_(ids))
+                found |= {row.account_id: Decimal(row.receivable) for row in conn.execute(query)}
+        return found
 
     # ---- talking to the NASes ----------------------------------------------------------
 
