@@ -33,9 +33,9 @@ SECRET = b"coa-secret"
 class NasStandIn:
     """Listens for RFC 5176 requests, records them, answers ACK (or NAK when told to)."""
 
-    def __init__(self, nak: bool = False, silent_first: int = 0) -> None:
+    def __init__(self, nak: bool = False, silent_first: int = 0, host: str = "127.0.0.1") -> None:
         self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        self.sock.bind(("127.0.0.1", 0))
+        self.sock.bind((host, 0))
         self.sock.settimeout(0.2)
         self.port = self.sock.getsockname()[1]
         self.nak = nak

@@ -5,9 +5,11 @@ from __future__ import annotations
 
 from typing import Any
 
+from adapters.followers import Stage
 from adapters.kafka.relay import LedgerRelay
 from adapters.kafka.site import DistributedSiteController
 from adapters.site_gate import SiteWriteLock
+from ledger.snapshots import prune_snapshots
 
 from ..settings import Settings
 from .common import add_store_options
@@ -44,9 +46,14 @@ def relay(settings: Settings, topics: Any) -> int:
     serve_metrics(settings)
     print(f"WISPGate relay: ledger -> {topics.ledger}; site controller for {settings.site}", flush=True)
     controller.start()
+    # Superseded snapshots are most of the bytes at rest of long sessions (ledger/snapshots.py);
+    # every relay may prune (the statement is idempotent).
+    housekeeping = Stage("housekeeping", lambda: 1 if prune_snapshots(runtime.ledger) else 0, poll_interval=3600)
+    housekeeping.start()
     try:
         publisher.run()
     finally:
+        housekeeping.stop()
         controller.stop()
         publisher.close()
         runtime.close()

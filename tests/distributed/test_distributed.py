@@ -79,6 +79,59 @@ def test_records_flow_from_radius_to_the_balance_api(cluster: Cluster, rebuild_d
     verify(cluster, sessions, accounts, load, rebuild_database)
 
 
+def test_enforcer_role_disconnects_once_when_prepaid_credit_runs_out(cluster: Cluster) -> None:
+    """`wispgate enforcer` x2 (one acts, the other waits): a prepaid subscriber whose usage,
+    rated from the accounting topic, passes the top-up gets one Disconnect-Request at its NAS;
+    a second top-up lifts it."""
+    from adapters.kafka.accounting_topic import AccountingTopic
+    from domain.accounting import AccountingRecord, StatusType
+    from tests.test_enforcement import DISCONNECT_REQUEST, NasStandIn
+
+    nas = NasStandIn(host="127.0.0.2")  # a NAS of its own: the CoA goes to its address
+    producer = AccountingTopic(cluster.bootstrap, f"{cluster.prefix}.accounting")
+    try:
+        cluster.start("enforcer")
+        cluster.start("enforcer", name="enforcer2")
+        registered = cluster.post("/v1/nas", {"name": "bng-coa", "address": "127.0.0.2", "secret": "coa-secret",
+                                              "vendor": "mikrotik", "coa_port": nas.port})
+        assert registered.status_code == 201, registered.text
+        plan = cluster.post("/v1/plans", {"name": "Prepaid", "currency": "USD", "monthly_fee": "0.00",
+                                          "price_per_gb": "1.00", "payment_model": "prepaid"}).json()["id"]
+        account = cluster.post("/v1/accounts", {"name": "pp", "plan_id": plan, "usernames": ["prepaid1"]}).json()["id"]
+        with cluster.client() as client:
+            paid = client.post(f"/v1/accounts/{account}/payments", json={"amount": "5.00", "currency": "USD"},
+                               headers={"Idempotency-Key": "dist-topup-0001"})
+            assert paid.status_code == 201, paid.text
+            now = int(time.time())
+            producer.append([AccountingRecord(
+                nas_id=registered.json()["id"], status=StatusType.INTERIM, event_time=now, received_at=now,
+                event_timestamp_sent=True, acct_session_id="PP1", username="prepaid1", session_time=600,
+                output_octets=6 * 10**9, framed_ip="100.64.7.7")])
+
+            def enforcement() -> object:
+                return client.get(f"/v1/accounts/{account}").json()["enforcement"]
+
+            deadline = time.monotonic() + 60
+            while not (nas.received and enforcement()):
+                assert time.monotonic() < deadline, "no Disconnect-Request within 60 s"
+                time.sleep(0.2)
+            assert enforcement()["action"] == "block"
+            time.sleep(2)  # the waiting enforcer must not act too
+            assert [code for code, _ in nas.received] == [DISCONNECT_REQUEST]
+            assert b"PP1" in nas.received[0][1]
+            client.post(f"/v1/accounts/{account}/payments", json={"amount": "10.00", "currency": "USD"},
+                        headers={"Idempotency-Key": "dist-topup-0002"})
+            deadline = time.monotonic() + 60
+            while enforcement() is not None:
+                assert time.monotonic() < deadline, "the block was not lifted within 60 s"
+                time.sleep(0.2)
+    finally:
+        cluster.stop("enforcer")
+        cluster.stop("enforcer2")
+        producer.close()
+        nas.close()
+
+
 def test_sigkill_of_any_role_under_load_loses_and_doubles_nothing(cluster: Cluster, rebuild_database: str) -> None:
     chosen = seed()
     sessions, accounts = subscribers(cluster, 60, 1000, "kill", chosen)
