@@ -26,6 +26,10 @@ class Settings:
     kafka_topic_prefix: str = "wispgate"
     kafka_partitions: int = 4
     kafka_replication: int = 1
+    # How long the accounting topic keeps raw records (hours). It is the distributed mode's
+    # raw-record archive: a fenced site re-submits from it. The ledger topic keeps everything
+    # (projectors rebuild from its start); the ledger in PostgreSQL is the source of truth.
+    kafka_accounting_retention_hours: int = 168
     # Prometheus /metrics port of the distributed roles (radius, rater, relay, projector);
     # 0 serves none. Their compose healthchecks use it.
     metrics_port: int = 0

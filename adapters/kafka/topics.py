@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from kafka import KafkaAdminClient
-from kafka.admin import NewTopic
+from kafka.admin import ConfigResource, ConfigResourceType, NewTopic
 from kafka.errors import KafkaError, TopicAlreadyExistsError
 from kafka.structs import MemberState
 
@@ -76,14 +76,17 @@ def consumer_config(bootstrap: str, client_id: str, group_id: str) -> dict[str, 
     }
 
 
-def ensure_topics(bootstrap: str, wanted: dict[str, int], replication: int, *, timeout: float = 60.0) -> None:
+def ensure_topics(bootstrap: str, wanted: dict[str, int], replication: int, *, timeout: float = 60.0,
+                  configs: dict[str, dict[str, str]] | None = None) -> None:
     """Create the topics that are missing (name -> partitions), then wait until every
-    partition has a leader. An existing topic is left as it is: changing the partition count
-    of the accounting topic would move sessions between raters (see docs)."""
+    partition has a leader. An existing topic keeps its partition count (changing that of the
+    accounting topic would move sessions between raters, see docs); its ``configs`` (topic
+    name -> settings such as retention.ms) are set on it again, so a changed retention
+    setting takes effect at the next start."""
     deadline = time.monotonic() + timeout
     while True:
         try:
-            _ensure_topics_once(bootstrap, wanted, replication, deadline)
+            _ensure_topics_once(bootstrap, wanted, replication, deadline, configs or {})
             return
         except KafkaError as error:
             # Unreachable, or lost in the middle (a role starting while the broker restarts):
@@ -94,12 +97,21 @@ def ensure_topics(bootstrap: str, wanted: dict[str, int], replication: int, *, t
             time.sleep(1)
 
 
-def _ensure_topics_once(bootstrap: str, wanted: dict[str, int], replication: int, deadline: float) -> None:
+def _ensure_topics_once(bootstrap: str, wanted: dict[str, int], replication: int, deadline: float,
+                        configs: dict[str, dict[str, str]]) -> None:
     admin = KafkaAdminClient(bootstrap_servers=bootstrap, client_id="wispgate-admin", request_timeout_ms=10000)
     try:
         existing = set(admin.list_topics())
-        missing = [NewTopic(name, num_partitions=partitions, replication_factor=replication)
+        missing = [NewTopic(name, num_partitions=partitions, replication_factor=replication,
+                            topic_configs=configs.get(name))
                    for name, partitions in wanted.items() if name not in existing]
+        present = {name: configs[name] for name in wanted if name in existing and configs.get(name)}
+        if present:
+            try:
+                admin.alter_configs([ConfigResource(ConfigResourceType.TOPIC, name, configs=dict(settings))
+                                     for name, settings in present.items()])
+            except KafkaError as error:  # e.g. not allowed by the cluster's ACLs: say so, go on
+                log.warning("could not set %s on existing topics: %s", present, error)
         if missing:
             try:
                 admin.create_topics(missing, timeout_ms=30000)

@@ -39,10 +39,14 @@ def check_settings(settings: Settings) -> Topics:
 
 
 def create_topics(settings: Settings, topics: Topics) -> None:
-    """The accounting topic with the configured partitions; the ledger topic has one
-    partition (its order is the ledger's order)."""
+    """The accounting topic with the configured partitions and retention; the ledger topic
+    has one partition (its order is the ledger's order) and keeps every message (a projector
+    with an empty read model rebuilds from its first message)."""
+    retention_ms = str(max(1, settings.kafka_accounting_retention_hours) * 3_600_000)
     ensure_topics(settings.kafka_bootstrap, {topics.accounting: settings.kafka_partitions, topics.ledger: 1},
-                  settings.kafka_replication)
+                  settings.kafka_replication, configs={
+                      topics.accounting: {"retention.ms": retention_ms},
+                      topics.ledger: {"retention.ms": "-1", "retention.bytes": "-1"}})
 
 
 @contextlib.contextmanager
