@@ -145,13 +145,18 @@ class DiscountIn(Strict):
     valid_until: datetime
 
 
-class AccountOut(BaseModel):
+class AccountCore(BaseModel):
+    """What every view of an account shows."""
+
     id: str
     name: str
     plan_id: str
     currency: str
     status: str
     usernames: list[str]
+
+
+class AccountOut(AccountCore):
     anchor_day: int
     tax_zone: str
     tax_rate: str
@@ -161,13 +166,7 @@ class AccountOut(BaseModel):
     enforcement: dict[str, object] | None
 
 
-class AccountSummary(BaseModel):
-    id: str
-    name: str
-    plan_id: str
-    currency: str
-    status: str
-    usernames: list[str]
+class AccountSummary(AccountCore):
     opened_at: datetime
     balance: str  # what the subscriber holds: credit positive, debt negative (as GET .../balance)
 

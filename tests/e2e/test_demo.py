@@ -6,9 +6,7 @@ from __future__ import annotations
 
 import re
 import subprocess
-from collections.abc import Iterator
 from decimal import Decimal
-from pathlib import Path
 
 import pytest
 
@@ -17,14 +15,6 @@ from .product import WISPGATE, Product, wait_until
 pytestmark = pytest.mark.e2e
 
 DEMO_PRICE_PER_GB = Decimal("0.50")  # the demo plan's price (api/commands/demo.py)
-
-
-@pytest.fixture
-def product(tmp_path: Path) -> Iterator[Product]:
-    running = Product(data_dir=tmp_path / "var")
-    running.start()
-    yield running
-    running.stop()
 
 
 def demo(product: Product, *args: str) -> subprocess.CompletedProcess[str]:

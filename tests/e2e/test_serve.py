@@ -3,7 +3,6 @@ HTTP calls. Expected figures are computed here, independently of the product's c
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from decimal import Decimal
 from pathlib import Path
 
@@ -17,14 +16,6 @@ SECRET = "testing123"
 GB = Decimal(10**9)
 PRICE_PER_GB = Decimal("0.45")
 BASE = 1_795_000_000  # 2026-11-18T11:06:40Z
-
-
-@pytest.fixture
-def product(tmp_path: Path) -> Iterator[Product]:
-    running = Product(data_dir=tmp_path / "var")
-    running.start()
-    yield running
-    running.stop()
 
 
 def provision(product: Product, usernames: list[str]) -> tuple[str, dict[str, str]]:
