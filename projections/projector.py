@@ -12,6 +12,7 @@ from decimal import Context, localcontext
 from typing import Any
 
 from eventsourcing.persistence import Notification
+from eventsourcing.utils import resolve_topic
 from sqlalchemy import Engine, delete, insert, select, update
 
 from . import tables as t
@@ -42,6 +43,16 @@ class ReadModelProjector:
         self._progress = threading.Condition()
         self._position = -1
         self.listeners: list[Callable[[int], None]] = []
+        self._handled_topics: dict[str, bool] = {}
+
+    def _handled(self, topic: str) -> bool:
+        """Whether any read model has a handler for events of ``topic``."""
+        handled = self._handled_topics.get(topic)
+        if handled is None:
+            name = "on_" + resolve_topic(topic).__qualname__.replace(".", "_")
+            handled = self._handled_topics[topic] = any(
+                hasattr(model.batch_class, name) for model in self.models)
+        return handled
 
     def create_tables(self) -> None:
         t.metadata.create_all(self.engine)
@@ -97,7 +108,10 @@ class ReadModelProjector:
             fresh = [n for n in notifications if n.id > current]
             if fresh:
                 batches = [model.batch(conn) for model in self.models]
-                events = [(notification.id, self.decode(notification)) for notification in fresh]
+                # Events no read model handles (a NAS's session registry, ...) are not decoded:
+                # decoding was a third of projecting. The position still moves past them.
+                events = [(notification.id, self.decode(notification)) for notification in fresh
+                          if self._handled(notification.topic)]
                 for batch in batches:
                     batch.prepare([event for _, event in events])
                 for position, event in events:
