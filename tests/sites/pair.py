@@ -163,9 +163,14 @@ def converged(pair: Pair, timeout: float = 30.0) -> int:
     return int(wait_until(same_head, timeout=timeout, interval=0.2))
 
 
-def balances(product: Product, accounts: dict[str, str]) -> dict[str, Decimal]:
-    return {user: Decimal(product.get(f"/v1/accounts/{aid}/balance").json()["balance_exact"])
-            for user, aid in accounts.items()}
+def balances(product: Product, accounts: dict[str, str]) -> dict[str, Decimal | None]:
+    """Each account's exact balance; None while the site's read models do not have it yet
+    (a standby's projector may trail its log: the callers poll)."""
+    found: dict[str, Decimal | None] = {}
+    for user, aid in accounts.items():
+        response = product.get(f"/v1/accounts/{aid}/balance")
+        found[user] = Decimal(response.json()["balance_exact"]) if response.status_code == 200 else None
+    return found
 
 
 def sessions(users: list[str], prefix: str, rng: random.Random, interims: int = 3,
