@@ -24,6 +24,18 @@ from .target import BenchConfig, Metrics, free_port, peak_rss_mib
 from .workload import build_sessions
 
 
+def schema_fingerprint() -> str:
+    """A short hash of the modules that define stored events and read-model tables."""
+    import hashlib
+
+    root = Path(__file__).resolve().parents[1]
+    digest = hashlib.sha256()
+    for package in ("domain", "ledger", "projections"):
+        for path in sorted((root / package).rglob("*.py")):
+            digest.update(path.read_bytes())
+    return digest.hexdigest()[:12]
+
+
 def data_size(directory: Path) -> dict[str, int]:
     """Bytes on disk per SQLite database (with its -wal/-shm files)."""
     sizes: dict[str, int] = {}
@@ -86,7 +98,9 @@ class WispgateEmbedded:
                 "WISPGATE_MODE": "embedded", "WISPGATE_DATABASE_URL": ""}
 
     def prepare(self, config: BenchConfig) -> None:
-        self.template = config.out / "embedded" / f"template-{config.sessions}"
+        # Keyed by the code that decides what a data directory holds: a template made by other
+        # code (another schema, other events) is made again, never reused.
+        self.template = config.out / "embedded" / f"template-{config.sessions}-{schema_fingerprint()}"
         marker = self.template / "provisioned.json"
         if marker.exists():
             self.provisioned = Provisioned.load(marker)
