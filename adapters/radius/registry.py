@@ -7,6 +7,7 @@ within a second without a restart."""
 from __future__ import annotations
 
 import ipaddress
+import logging
 import threading
 import time
 from dataclasses import dataclass
@@ -14,6 +15,8 @@ from dataclasses import dataclass
 from sqlalchemy import Engine, select
 
 from projections import tables
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,3 +86,16 @@ class NasRegistry:
             for r in rows
         ])
         return True
+
+
+async def keep_fresh(registry: NasRegistry, interval: float = 2.0) -> None:
+    """Re-read the NAS table every ``interval`` seconds until cancelled (a NAS added or
+    changed through the API is known within that time); a failed read is logged and retried."""
+    import asyncio
+
+    while True:
+        await asyncio.sleep(interval)
+        try:
+            await asyncio.to_thread(registry.refresh, force=True)
+        except Exception:
+            log.exception("could not refresh the NAS registry")

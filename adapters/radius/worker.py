@@ -282,7 +282,7 @@ async def _child_main(conn: Connection) -> int:
     from adapters.persistence import eventstore_env, read_model_engine
     from ledger.intake import AccountingLog
 
-    from .registry import NasRegistry
+    from .registry import NasRegistry, keep_fresh
     from .server import AccountingServer, start_accounting_server
 
     settings, configure_logging = conn.recv()
@@ -329,7 +329,7 @@ async def _child_main(conn: Connection) -> int:
         return 1
     send(("listening",))
     loop.add_reader(conn.fileno(), on_message)
-    refresher = asyncio.create_task(_refresh_registry(registry))
+    refresher = asyncio.create_task(keep_fresh(registry))
     try:
         await stopped
     finally:
@@ -339,15 +339,6 @@ async def _child_main(conn: Connection) -> int:
         intake.close()
         engine.dispose()
     return 0
-
-
-async def _refresh_registry(registry: Any, interval: float = 2.0) -> None:
-    while True:
-        await asyncio.sleep(interval)
-        try:
-            await asyncio.to_thread(registry.refresh, force=True)
-        except Exception:
-            log.exception("could not refresh the NAS registry")
 
 
 def main(argv: list[str]) -> int:

@@ -16,14 +16,13 @@ from typing import Any
 from adapters.event_log import LedgerStore
 from adapters.kafka.accounting_topic import AccountingTopic
 from adapters.persistence import read_model_engine
-from adapters.radius.registry import NasRegistry
+from adapters.radius.registry import NasRegistry, keep_fresh
 from adapters.radius.server import AccountingServer, start_accounting_server
 from projections import tables
 
 from ..settings import Settings
 from .common import add_listen_options, add_store_options
 from .distributed import add_role_options, create_topics, role_settings, run_role, schema_lock, serve_metrics
-from .serve import _refresh_registry
 
 log = logging.getLogger("wispgate.radius")
 
@@ -62,7 +61,7 @@ async def radius(settings: Settings, topics: Any) -> int:
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stopping.set)
-    refresher = asyncio.create_task(_refresh_registry(registry))
+    refresher = asyncio.create_task(keep_fresh(registry))
     follower = asyncio.create_task(_follow_site(site_store, settings, server))
     print(f"WISPGate radius: accounting on {settings.radius_host}:{settings.radius_port}/udp -> "
           f"{topics.accounting} ({settings.kafka_bootstrap})", flush=True)

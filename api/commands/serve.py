@@ -14,7 +14,7 @@ from typing import Any
 
 import uvicorn
 
-from adapters.radius.registry import NasRegistry
+from adapters.radius.registry import NasRegistry, keep_fresh
 from adapters.radius.server import AccountingServer, start_accounting_server
 from adapters.radius.worker import RadiusWorker, expose_child_metrics
 from adapters.shipping import SiteController
@@ -30,15 +30,6 @@ from .common import add_listen_options, add_store_options
 log = logging.getLogger("wispgate.serve")
 
 Listening = tuple[Callable[[], None] | None, str | None]  # (stop it, or the error text)
-
-
-async def _refresh_registry(registry: NasRegistry, interval: float = 2.0) -> None:
-    while True:
-        await asyncio.sleep(interval)
-        try:
-            await asyncio.to_thread(registry.refresh, force=True)
-        except Exception:
-            log.exception("could not refresh the NAS registry")
 
 
 def register(commands: Any) -> None:
@@ -65,7 +56,7 @@ async def _listen_inline(settings: Settings, runtime: Runtime, site: SiteControl
                                       receive_buffer=settings.radius_receive_buffer)
     except OSError as error:
         return None, str(error)
-    refresher = asyncio.create_task(_refresh_registry(registry))
+    refresher = asyncio.create_task(keep_fresh(registry))
 
     def stop() -> None:
         refresher.cancel()
