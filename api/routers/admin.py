@@ -36,6 +36,7 @@ from ..schemas import (
     PlanVersionOut,
     StatusIn,
 )
+from .portal import plain
 
 router = APIRouter(prefix="/v1", tags=["admin"], dependencies=[require("admin")])
 
@@ -159,8 +160,7 @@ def find_accounts(
 def _held(receivable: str | None, currency: str) -> str:
     """The balance as the portal shows it (credit positive), rounded to the currency's unit."""
     owed = Decimal(receivable) if receivable is not None else Decimal(0)
-    held = Money(owed.copy_negate(), currency).rounded().amount
-    return format(held.copy_abs() if held.is_zero() else held, "f")  # never "-0.00"
+    return plain(Money(owed.copy_negate(), currency).rounded().amount)
 
 
 @router.get("/accounts/{account_id}", response_model=AccountOut)

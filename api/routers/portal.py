@@ -25,8 +25,9 @@ def _time(epoch: int | None) -> datetime | None:
     return None if epoch is None else datetime.fromtimestamp(epoch, UTC)
 
 
-def _plain(amount: Decimal) -> str:
-    return format(amount.copy_abs() if amount.is_zero() else amount, "f")  # never "-0.00"
+def plain(amount: Decimal) -> str:
+    """An amount as a decimal string (never "-0.00"); the balance views share it."""
+    return format(amount.copy_abs() if amount.is_zero() else amount, "f")
 
 
 @router.get("/balance", response_model=BalanceOut)
@@ -35,8 +36,8 @@ def balance(account_id: ReadableAccount, runtime: RuntimeDep) -> BalanceOut:
     if found is None:
         raise HTTPException(404, f"no account {account_id}")
     credit = Money(found["receivable"].copy_negate(), found["currency"])
-    return BalanceOut(account_id=account_id, balance=_plain(credit.rounded().amount),
-                      balance_exact=_plain(credit.amount.normalize(_WIDE)) if credit.amount else "0",
+    return BalanceOut(account_id=account_id, balance=plain(credit.rounded().amount),
+                      balance_exact=plain(credit.amount.normalize(_WIDE)) if credit.amount else "0",
                       currency=credit.currency, as_of=_time(found["updated_at"]))
 
 

@@ -24,8 +24,24 @@ def free_port(kind: int = socket.SOCK_STREAM) -> int:
         return int(sock.getsockname()[1])
 
 
+class ApiCalls:
+    """One-call HTTP helpers over ``client()`` (a new connection per call), shared by the
+    test handles of running sites."""
+
+    def client(self, token: str | None = None) -> httpx.Client:
+        raise NotImplementedError
+
+    def post(self, path: str, body: dict[str, Any], token: str | None = None, **kw: Any) -> httpx.Response:
+        with self.client(token) as client:
+            return client.post(path, json=body, **kw)
+
+    def get(self, path: str, token: str | None = None, **kw: Any) -> httpx.Response:
+        with self.client(token) as client:
+            return client.get(path, **kw)
+
+
 @dataclass
-class Product:
+class Product(ApiCalls):
     data_dir: Path
     radius_port: int = field(default_factory=lambda: free_port(socket.SOCK_DGRAM))
     api_port: int = field(default_factory=free_port)
@@ -90,13 +106,6 @@ class Product:
         headers = {"Authorization": f"Bearer {token or self.token}"} if (token or self.token) else {}
         return httpx.Client(base_url=self.url, headers=headers, timeout=10)
 
-    def post(self, path: str, body: dict[str, Any], token: str | None = None, **kw: Any) -> httpx.Response:
-        with self.client(token) as client:
-            return client.post(path, json=body, **kw)
-
-    def get(self, path: str, token: str | None = None, **kw: Any) -> httpx.Response:
-        with self.client(token) as client:
-            return client.get(path, **kw)
 
 
 def radclient(

@@ -9,7 +9,6 @@ import subprocess
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 import httpx
@@ -18,10 +17,10 @@ from kafka import KafkaAdminClient
 
 from tests.conftest import service
 from tests.distributed.cluster import Cluster
-from tests.e2e.product import WISPGATE
+from tests.e2e.product import WISPGATE, ApiCalls
 
 
-class ClusterSite:
+class ClusterSite(ApiCalls):
     """Product-like: start/stop/kill the whole site, its RADIUS port, API and CLI."""
 
     def __init__(self, cluster: Cluster) -> None:
@@ -75,13 +74,6 @@ class ClusterSite:
         return httpx.Client(base_url=self.url, headers={"Authorization": f"Bearer {token or self.token}"},
                             timeout=15)
 
-    def post(self, path: str, body: dict[str, Any], token: str | None = None, **kw: Any) -> httpx.Response:
-        with self.client(token) as client:
-            return client.post(path, json=body, **kw)
-
-    def get(self, path: str, token: str | None = None, **kw: Any) -> httpx.Response:
-        with self.client(token) as client:
-            return client.get(path, **kw)
 
 
 @contextlib.contextmanager
