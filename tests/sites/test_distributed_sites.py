@@ -39,6 +39,7 @@ from .pair import (
     sessions,
     single_site_balances,
     site,
+    split,
     start_sites,
 )
 from .test_failover import merged, number, series
@@ -143,16 +144,7 @@ def test_split_fences_the_distributed_site_and_resubmits_from_kafka(tmp_path: Pa
             wait_until(lambda: balances(pair.a, pair.accounts) == expected_charge(before), timeout=60)
             converged(pair, timeout=60)
             time.sleep(2 * CHECKPOINT_EVERY)  # A notes where its raters stand in the shipped log
-            pair.to_a.cut()
-            pair.to_b.cut()
-            # B loses A's heartbeat and promotes itself; distributed A keeps running alone: a split.
-            wait_until(lambda: site(pair.b)["serving_as"] == "active", timeout=30)
-            assert site(pair.a)["serving_as"] == "active"
-            only_a = sessions(users[:3], "A", rng, start=1_795_050_000)
-            only_b = sessions(users[3:6], "B", rng, start=1_795_050_000)
-            both = sessions(users[6:], "AB", rng, start=1_795_050_000)
-            send(pair.a, flatten(only_a) + flatten([packets[:3] for packets in both]))
-            send(pair.b, flatten(only_b) + flatten(both))  # the BNG re-sent what A had acknowledged
+            only_a, only_b, both = split(pair, users, rng)
             expected = merged(expected_charge(before), expected_charge(only_a), expected_charge(only_b),
                               expected_charge(both))
             # A rates what it acknowledged before it learns of the split.

@@ -21,6 +21,7 @@ from .pair import (
     sessions,
     single_site_balances,
     site,
+    split,
     start_pair,
 )
 
@@ -123,16 +124,7 @@ def test_split_ends_with_fencing_resubmission_and_single_site_balances(tmp_path:
         before = sessions(users, "P", rng)
         send(pair.a, flatten(before))
         converged(pair)
-        pair.to_a.cut()
-        pair.to_b.cut()
-        # B loses A's heartbeat and promotes itself; A keeps running alone: a split.
-        wait_until(lambda: site(pair.b)["serving_as"] == "active", timeout=30)
-        assert site(pair.a)["serving_as"] == "active"
-        only_a = sessions(users[:3], "A", rng, start=1_795_050_000)
-        only_b = sessions(users[3:6], "B", rng, start=1_795_050_000)
-        both = sessions(users[6:], "AB", rng, start=1_795_050_000)
-        send(pair.a, flatten(only_a) + flatten([packets[:3] for packets in both]))
-        send(pair.b, flatten(only_b) + flatten(both))  # the BNG re-sent what A had acknowledged
+        only_a, only_b, both = split(pair, users, rng)
         divergent_head = site(pair.a)["head_position"]
 
         pair.to_a.heal()
