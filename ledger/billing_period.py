@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from decimal import Decimal
+from functools import lru_cache
 from typing import Any
 from uuid import UUID, uuid5
 
@@ -19,13 +20,19 @@ from domain.ids import NAMESPACE
 from domain.plans import PlanTerms
 from rating import DataPack, Fragment, MeterState, rate_fragment
 
+from .emit import emit
 from .journal import usage_postings
+
+
+@lru_cache(maxsize=65_536)  # the rater names a period several times per record: uuid5 is not free
+def _period_id(account_id: UUID, start: int) -> UUID:
+    return uuid5(NAMESPACE, f"billing-period:{account_id}:{start}")
 
 
 class BillingPeriod(Aggregate):
     @staticmethod
     def create_id(account_id: UUID, start: int, **_: Any) -> UUID:
-        return uuid5(NAMESPACE, f"billing-period:{account_id}:{start}")
+        return _period_id(account_id, start)
 
     @event("Opened")
     def __init__(self, account_id: UUID, start: int, end: int, currency: str) -> None:
@@ -47,7 +54,8 @@ class BillingPeriod(Aggregate):
             raise ValueError(f"plan currency {terms.currency} differs from the period's {self.currency}")
         rated = rate_fragment(terms, MeterState.from_dict(self.meter), fragment, packs)
         amount = rated.amount
-        self._usage_rated(
+        emit(
+            self, BillingPeriod.UsageRated,  # type: ignore[attr-defined]
             account_id=self.account_id, session_id=session_id, incarnation=incarnation, record_key=record_key,
             plan_id=plan_id,
             start=fragment.start, end=fragment.end, band=fragment.band,
@@ -57,8 +65,9 @@ class BillingPeriod(Aggregate):
             meter=rated.state.to_dict(),
         )
         if rated.fair_use_crossed and terms.fair_use is not None:
-            self._fair_use_reached(account_id=self.account_id, at=fragment.end, action=terms.fair_use.action,
-                                   throttle_rate=terms.fair_use.throttle_rate)
+            emit(self, BillingPeriod.FairUseCapReached,  # type: ignore[attr-defined]
+                 account_id=self.account_id, at=fragment.end, action=terms.fair_use.action,
+                 throttle_rate=terms.fair_use.throttle_rate)
         return amount
 
     @event("UsageRated")

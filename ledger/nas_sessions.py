@@ -15,6 +15,8 @@ from eventsourcing.domain import Aggregate, event
 
 from domain.ids import nas_sessions_id
 
+from .emit import emit
+
 
 class NasSessions(Aggregate):
     @staticmethod
@@ -28,13 +30,19 @@ class NasSessions(Aggregate):
         self.open: dict[str, int] = {}  # session aggregate id (hex) -> open incarnations
         self.restarts: dict[str, int] = {}  # Accounting-On/Off content key -> event time
 
-    @event("SessionOpened")
     def session_opened(self, session_id: UUID) -> None:
+        emit(self, NasSessions.SessionOpened, session_id=session_id)  # type: ignore[attr-defined]
+
+    def session_closed(self, session_id: UUID) -> None:
+        emit(self, NasSessions.SessionClosed, session_id=session_id)  # type: ignore[attr-defined]
+
+    @event("SessionOpened")
+    def _on_session_opened(self, session_id: UUID) -> None:
         key = str(session_id)
         self.open[key] = self.open.get(key, 0) + 1
 
     @event("SessionClosed")
-    def session_closed(self, session_id: UUID) -> None:
+    def _on_session_closed(self, session_id: UUID) -> None:
         key = str(session_id)
         remaining = self.open.get(key, 0) - 1
         if remaining > 0:

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from uuid import UUID
 
 from eventsourcing.application import AggregateNotFoundError, ProcessingEvent
-from eventsourcing.domain import Aggregate
+from eventsourcing.domain import Aggregate, Snapshot
 from eventsourcing.persistence import Recording, Tracking
 
 from domain.accounting import AccountingRecord
@@ -23,6 +23,7 @@ from rating import DataPack, split_usage
 from .account import Account, UsernameClaim
 from .billing_period import BillingPeriod
 from .bulk import load_aggregates
+from .emit import DueSnapshots, snapshots_due
 from .journal import subscriber_account
 from .nas_sessions import NasSessions
 from .session import Session
@@ -53,10 +54,12 @@ class Rater:
         accounting-log partition the records come from (distributed mode): NAS-wide state
         (the open-session registry) is kept per shard, so raters never contend on it."""
         batch = _Batch(self, shard)
+        intervals: dict[type, int] = getattr(self, "snapshotting_intervals", None) or {}
         try:
             batch.prefetch(records)
-            for record in records:
-                batch.apply(record)
+            with snapshots_due(intervals, type(self).snapshot_class or Snapshot) as due:  # type: ignore[attr-defined]
+                for record in records:
+                    batch.apply(record)
             processing_event: ProcessingEvent[UUID] = ProcessingEvent(tracking=tracking)
             # What ProcessingEvent.collect_events does, without its two runtime-protocol
             # isinstance checks per aggregate (a measurable share of a batch).
@@ -70,14 +73,15 @@ class Rater:
         if len(self.live_sessions) + len(batch.touched) > self.live_sessions_limit:
             self.live_sessions.clear()
         self.live_sessions.update(batch.touched)
-        self._snapshot_from_memory(processing_event)
+        self._snapshot_from_memory(processing_event, due)
         self._notify(recordings)
         return recordings
 
-    def _snapshot_from_memory(self, processing_event: ProcessingEvent[UUID]) -> None:
+    def _snapshot_from_memory(self, processing_event: ProcessingEvent[UUID], due: DueSnapshots) -> None:
         """Snapshots at the configured intervals, as Application._take_snapshots takes them,
-        but of the aggregate in memory when the snapshot version is its current one (the
-        usual case) instead of re-reading and replaying it from the store."""
+        but of the aggregate in memory: at its current version, or as it was when an event
+        emitted during the batch reached the interval (``due``), instead of re-reading and
+        replaying it from the store (left for events triggered another way)."""
         snapshots: Any = getattr(self, "snapshots", None)
         intervals: dict[type, int] = getattr(self, "snapshotting_intervals", None) or {}
         if snapshots is None or not intervals:
@@ -87,7 +91,10 @@ class Rater:
             interval = intervals.get(type(aggregate))
             if interval is None or event.originator_version % interval:
                 continue
-            if aggregate.version == event.originator_version:
+            taken = due.taken.get((event.originator_id, event.originator_version))
+            if taken is not None:
+                snapshots.put([taken])
+            elif aggregate.version == event.originator_version:
                 snapshot_class = getattr(type(aggregate), "Snapshot", None) or type(self).snapshot_class  # type: ignore[attr-defined]
                 snapshots.put([snapshot_class.take(aggregate)])
             else:

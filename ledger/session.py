@@ -8,6 +8,7 @@ RecordApplied event carrying the usage delta; the BillingPeriod prices it.
 
 from __future__ import annotations
 
+from functools import lru_cache
 from typing import Any
 from uuid import UUID
 
@@ -16,6 +17,8 @@ from eventsourcing.domain import Aggregate, event
 from domain.accounting import AccountingRecord, StatusType
 from domain.ids import session_id
 from rating import UsageDelta, counter_delta
+
+from .emit import emit
 
 # Start times derived without Event-Timestamp jitter by the network delay; two starts closer
 # than this are the same incarnation. A NAS reboot that reuses an id is far slower than this.
@@ -33,6 +36,7 @@ class Session(Aggregate):
     INITIAL_VERSION = 1
 
     @staticmethod
+    @lru_cache(maxsize=65_536)  # named once or twice per record: uuid5 is not free
     def create_id(nas_id: str, acct_session_id: str) -> UUID:
         return session_id(nas_id, acct_session_id)
 
@@ -74,7 +78,8 @@ class Session(Aggregate):
             upload_bytes=counter_delta(last_in, record.input_octets, newer=newer),
             download_bytes=counter_delta(last_out, record.output_octets, newer=newer),
         )
-        self._record_applied(
+        emit(
+            self, Session.RecordApplied,  # type: ignore[attr-defined]
             key=key,
             incarnation=inc_key,
             opened=opened,
@@ -145,7 +150,7 @@ class Session(Aggregate):
         started at or after it began after the reboot (the Accounting-On arrived late)."""
         closed = [key for key in self.open_incarnations() if self.incarnations[key]["start"] < event_time]
         for inc_key in closed:
-            self._closed_by_nas(incarnation=inc_key, event_time=event_time, cause=cause)
+            emit(self, Session.ClosedByNas, incarnation=inc_key, event_time=event_time, cause=cause)  # type: ignore[attr-defined]
         return closed
 
     @event("ClosedByNas")
