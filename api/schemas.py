@@ -115,7 +115,9 @@ class AccountIn(Strict):
     tax_rate: str = Field(default="0", pattern=r"^0(\.\d{1,6})?$", description="e.g. 0.16 for 16 %")
     credit_limit: str = Field(default="0", pattern=r"^\d{1,12}(\.\d{1,4})?$",
                               description="postpaid: how far below zero before enforcement (0: no limit)")
-    opened_at: datetime | None = None
+    opened_at: datetime | None = Field(
+        default=None, description="start of the account's life (default: now); usage before it is not charged "
+                                  "(a subscriber migrated while online)")
 
 
 class PlanChangeIn(Strict):

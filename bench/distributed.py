@@ -158,7 +158,7 @@ class WispgateDistributed:
             for index in range(config.sessions):
                 user = username(index)
                 account = ledger.open_account(name=user, plan_id=UUID(provisioned.plan_id), usernames=[user],
-                                              opened_at=int(time.time()))
+                                              opened_at=0)
                 provisioned.accounts[user] = str(account.id)
         finally:
             ledger.close()

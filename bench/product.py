@@ -21,6 +21,9 @@ from .workload import NAS_IP, username
 WISPGATE = str(Path(sys.executable).with_name("wispgate"))
 PRICE_PER_GB = Decimal("0.45")
 BYTES_PER_GB = Decimal(10**9)
+# Before the workload's fixed clock (bench.workload.BASE_TIME): usage before an account's
+# opening is not charged to it.
+OPENED_AT = "2026-01-01T00:00:00Z"
 
 
 def charge(total_bytes: int) -> Decimal:
@@ -123,7 +126,7 @@ async def provision(url: str, token: str, secret: str, subscribers: int, *, conc
                 index = queue.get_nowait()
                 user = username(index)
                 created = await client.post("/v1/accounts", json={"name": user, "plan_id": done.plan_id,
-                                                                  "usernames": [user]})
+                                                                  "usernames": [user], "opened_at": OPENED_AT})
                 created.raise_for_status()
                 done.accounts[user] = created.json()["id"]
 

@@ -327,8 +327,14 @@ class _Batch:
         """Split the usage at band changes and billing-period boundaries; each fragment is
         priced by the plan version in force at its start, in the period it falls in."""
         tariff = self.pricing.tariff(record.username, usage.start)
-        assert tariff is not None
-        cuts = []
+        account = self.pricing.account(record.username)
+        assert tariff is not None and account is not None
+        # The account's life bounds what it is charged: a session already running when the
+        # account was opened (a subscriber migrated while online) reports counters from its
+        # own start, and that part was the previous system's to bill; after termination
+        # nothing is the account's. Such usage stays counted on the session, unpriced.
+        life = (account.opened_at, account.closed_at)
+        cuts = [t for t in life if t is not None and usage.start < t < usage.end]
         cursor = usage.start
         while True:
             _, end = billing_period(cursor, tariff.anchor_day, tariff.terms.timezone)
@@ -337,7 +343,7 @@ class _Batch:
             cuts.append(end)
             cursor = end
         for fragment in split_usage(usage, tariff.terms, cuts):
-            if fragment.total_bytes == 0:
+            if fragment.total_bytes == 0 or not _within(fragment, life):
                 continue
             fragment_tariff = self.pricing.tariff(record.username, fragment.start) or tariff
             self._period(fragment_tariff, fragment.start).rate(
@@ -345,3 +351,13 @@ class _Batch:
                 packs=fragment_tariff.packs, session_id=session.id, incarnation=incarnation,
                 record_key=record.idempotency_key(), subscriber=fragment_tariff.subscriber,
             )
+
+
+def _within(fragment: Any, life: tuple[int, int | None]) -> bool:
+    """Whether a fragment (already cut at the account's opening and closing) falls in the
+    account's life: from ``opened_at`` inclusive to ``closed_at`` exclusive; usage with no
+    duration counts at its instant."""
+    opened_at, closed_at = life
+    if fragment.start < opened_at:
+        return False
+    return closed_at is None or fragment.start < closed_at

@@ -42,7 +42,7 @@ def setup_account(client: TestClient, username: str = "alice", price: str = "0.5
                                           "price_per_gb": price})
     assert plan.status_code == 201, plan.text
     account = client.post("/v1/accounts", json={"name": username, "plan_id": plan.json()["id"],
-                                                "usernames": [username]})
+                                                "usernames": [username], "opened_at": "1970-01-01T00:00:00Z"})
     assert account.status_code == 201, account.text
     return plan.json()["id"], account.json()["id"]
 

@@ -79,7 +79,8 @@ def setup(client: TestClient, nas: NasStandIn, **plan: Any) -> tuple[str, str]:
     assert registered.status_code == 201, registered.text
     body = {"name": "p", "currency": "USD", "monthly_fee": "0", "price_per_gb": "1.00", "rate_limit": "20M/20M"}
     plan_id = client.post("/v1/plans", json=body | plan).json()["id"]
-    account = client.post("/v1/accounts", json={"name": "a", "plan_id": plan_id, "usernames": ["alice"]})
+    account = client.post("/v1/accounts", json={"name": "a", "plan_id": plan_id, "usernames": ["alice"],
+                                                "opened_at": "2023-01-01T00:00:00Z"})
     return registered.json()["id"], account.json()["id"]
 
 

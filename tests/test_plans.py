@@ -16,6 +16,9 @@ from ledger.billing_period import BillingPeriod
 from .support import record
 
 GB = 10**9
+# Accounts are opened before every record these tests send: usage before an account's opening
+# is not charged to it (tests/test_account_life.py).
+OPENED_AT = "2023-01-01T00:00:00Z"
 
 
 def ts(text: str) -> int:
@@ -30,7 +33,8 @@ def plan(client: TestClient, **terms: Any) -> str:
 
 
 def account(client: TestClient, plan_id: str, user: str = "alice", **extra: Any) -> str:
-    response = client.post("/v1/accounts", json={"name": user, "plan_id": plan_id, "usernames": [user]} | extra)
+    response = client.post("/v1/accounts", json={"name": user, "plan_id": plan_id, "usernames": [user],
+                                                "opened_at": OPENED_AT} | extra)
     assert response.status_code == 201, response.text
     return str(response.json()["id"])
 

@@ -159,7 +159,7 @@ class Cluster:
         straight into the ledger with the command the API calls (an HTTP round trip each,
         with read-your-writes through Kafka, would dominate the test's time)."""
         first = self.post("/v1/accounts", {"name": usernames[0], "plan_id": self.plan_id,
-                                           "usernames": usernames[:1]})
+                                           "usernames": usernames[:1], "opened_at": "2023-01-01T00:00:00Z"})
         assert first.status_code == 201, first.text
         accounts = {usernames[0]: first.json()["id"]}
         ledger = Ledger(env=eventstore_env("ledger", data_dir=self.log_dir, database_url=self.database_url))

@@ -97,7 +97,8 @@ def test_enforcer_role_disconnects_once_when_prepaid_credit_runs_out(cluster: Cl
         assert registered.status_code == 201, registered.text
         plan = cluster.post("/v1/plans", {"name": "Prepaid", "currency": "USD", "monthly_fee": "0.00",
                                           "price_per_gb": "1.00", "payment_model": "prepaid"}).json()["id"]
-        account = cluster.post("/v1/accounts", {"name": "pp", "plan_id": plan, "usernames": ["prepaid1"]}).json()["id"]
+        account = cluster.post("/v1/accounts", {"name": "pp", "plan_id": plan, "usernames": ["prepaid1"],
+                                              "opened_at": "2023-01-01T00:00:00Z"}).json()["id"]
         with cluster.client() as client:
             paid = client.post(f"/v1/accounts/{account}/payments", json={"amount": "5.00", "currency": "USD"},
                                headers={"Idempotency-Key": "dist-topup-0001"})

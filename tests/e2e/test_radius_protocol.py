@@ -41,7 +41,7 @@ def product(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Product]:
 
 def new_account(product: Product, user: str) -> str:
     created = product.post("/v1/accounts", {"name": user, "plan_id": product.plan_id,  # type: ignore[attr-defined]
-                                            "usernames": [user]})
+                                            "usernames": [user], "opened_at": "2023-01-01T00:00:00Z"})
     assert created.status_code == 201, created.text
     return str(created.json()["id"])
 

@@ -28,7 +28,7 @@ def provision(product: Product, usernames: list[str]) -> tuple[str, dict[str, st
     accounts = {}
     for username in usernames:
         created = product.post("/v1/accounts", {"name": username.title(), "plan_id": plan.json()["id"],
-                                                "usernames": [username]})
+                                                "usernames": [username], "opened_at": "2023-01-01T00:00:00Z"})
         assert created.status_code == 201, created.text
         accounts[username] = created.json()["id"]
     return plan.json()["id"], accounts

@@ -98,7 +98,7 @@ def provision_site(product: Product, usernames: list[str]) -> dict[str, str]:
     accounts = {}
     for username in usernames:
         created = product.post("/v1/accounts", {"name": username, "plan_id": plan.json()["id"],
-                                                "usernames": [username]})
+                                                "usernames": [username], "opened_at": "2023-01-01T00:00:00Z"})
         assert created.status_code == 201, created.text
         accounts[username] = created.json()["id"]
     return accounts
