@@ -38,7 +38,6 @@ class Rater:
         live_sessions_limit: int
         repository: Any
 
-        def _record(self, processing_event: ProcessingEvent[UUID]) -> list[Recording[UUID]]: ...
         def _take_snapshots(self, processing_event: ProcessingEvent[UUID]) -> None: ...
         def _notify(self, recordings: list[Recording[UUID]]) -> None: ...
         def _maybe_get(self, cls: type[A], aggregate_id: UUID) -> A | None: ...
@@ -48,11 +47,12 @@ class Rater:
 
     def apply_records(
         self, records: list[AccountingRecord], tracking: Tracking | None, *, shard: str = "",
-    ) -> list[Recording[UUID]]:
+    ) -> int:
         """Apply a batch of records and record the new events together with ``tracking``
-        (the upstream position of the last record) in one transaction. ``shard`` names the
-        accounting-log partition the records come from (distributed mode): NAS-wide state
-        (the open-session registry) is kept per shard, so raters never contend on it."""
+        (the upstream position of the last record) in one transaction; returns how many
+        events were recorded. ``shard`` names the accounting-log partition the records come
+        from (distributed mode): NAS-wide state (the open-session registry) is kept per
+        shard, so raters never contend on it."""
         batch = _Batch(self, shard)
         intervals: dict[type, int] = getattr(self, "snapshotting_intervals", None) or {}
         try:
@@ -66,7 +66,7 @@ class Rater:
             for aggregate in batch.touched.values():
                 processing_event.events.extend(aggregate.collect_events())
                 processing_event.aggregates[aggregate.id] = aggregate
-            recordings = self._record(processing_event)
+            self._store(processing_event)
         except BaseException:
             self.forget_live_sessions()
             raise
@@ -74,8 +74,19 @@ class Rater:
             self.live_sessions.clear()
         self.live_sessions.update(batch.touched)
         self._snapshot_from_memory(processing_event, due)
-        self._notify(recordings)
-        return recordings
+        self._notify([])
+        return len(processing_event.events)
+
+    def _store(self, processing_event: ProcessingEvent[UUID]) -> None:
+        """What Application._record does, without the Recording and Notification objects it
+        builds per event for listeners that read none of them (a tenth of a batch)."""
+        to_stored_event = self.mapper.to_stored_event  # type: ignore[attr-defined]
+        self.recorder.insert_events(  # type: ignore[attr-defined]
+            [to_stored_event(event) for event in processing_event.events], tracking=processing_event.tracking)
+        repository = self.repository
+        if repository.cache and not repository.fastforward:
+            for aggregate_id, aggregate in processing_event.aggregates.items():
+                repository.cache.put(aggregate_id, aggregate)
 
     def _snapshot_from_memory(self, processing_event: ProcessingEvent[UUID], due: DueSnapshots) -> None:
         """Snapshots at the configured intervals, as Application._take_snapshots takes them,
@@ -162,6 +173,8 @@ class _Pricing:
         self.cache.refresh(ledger.recorder)  # type: ignore[attr-defined]
         self.unclaimed: set[str] = set()
         self.packs: dict[UUID, tuple[DataPack, ...]] = {}
+        self.schedules: dict[UUID, list[tuple[int, Tariff]]] = {}
+        self.periods: dict[tuple[int, str], tuple[int, int]] = {}
 
     def preload(self, usernames: set[str]) -> None:
         """Read the claims and accounts of usernames not in the cache in a few queries (one
@@ -200,12 +213,49 @@ class _Pricing:
         account = self.account(username)
         if account is None:
             return None
+        schedule = self.schedules.get(account.id)
+        if schedule is None:
+            schedule = self.schedules[account.id] = self._schedule(account)
+        chosen = schedule[0][1]
+        for since, tariff in schedule:
+            if since > at:
+                break
+            chosen = tariff
+        return chosen
+
+    def _schedule(self, account: Account) -> list[tuple[int, Tariff]]:
+        """The account's tariff as a step function of time, built once per batch (tariff()
+        runs several times a record): ``(since, tariff)`` ascending, the first one also
+        covering all time before it. The tariff only changes where the account changes plan
+        or a version of one of its plans takes effect, so it is ``_tariff_at`` at each of
+        those instants (and just before the first)."""
+        points = set()
+        for entry in account.plans:
+            points.add(int(entry["effective_from"]))
+            points.update(version.effective_from for version in self._versions(UUID(str(entry["plan_id"]))))
+        ordered = sorted(points)
+        return [(ordered[0] - 1, self._tariff_at(account, ordered[0] - 1))] + [
+            (point, self._tariff_at(account, point)) for point in ordered]
+
+    def _tariff_at(self, account: Account, at: int) -> Tariff:
         plan_id = account.plan_at(at)
-        if plan_id not in self.cache.plans:
-            self.cache.plans[plan_id] = self.ledger.get_plan(plan_id).plan_versions()
-        terms = version_in_force(self.cache.plans[plan_id], at).terms
+        terms = version_in_force(self._versions(plan_id), at).terms
         return Tariff(account_id=account.id, plan_id=plan_id, terms=terms, anchor_day=account.anchor_day,
                       packs=self._packs(account), subscriber=subscriber_account(account.id, terms.payment_model))
+
+    def _versions(self, plan_id: UUID) -> list[PlanVersion]:
+        if plan_id not in self.cache.plans:
+            self.cache.plans[plan_id] = self.ledger.get_plan(plan_id).plan_versions()
+        return self.cache.plans[plan_id]
+
+    def period(self, tariff: Tariff, at: int) -> tuple[int, int]:
+        """billing_period() for the tariff's calendar, remembering the last period found per
+        calendar: consecutive records of a batch nearly always fall in the same one."""
+        calendar = (tariff.anchor_day, tariff.terms.timezone)
+        last = self.periods.get(calendar)
+        if last is None or not last[0] <= at < last[1]:
+            last = self.periods[calendar] = billing_period(at, *calendar)
+        return last
 
     def _packs(self, account: Account) -> tuple[DataPack, ...]:
         """The account's data packs, built once per batch (tariff() runs several times a record)."""
@@ -240,7 +290,7 @@ class _Batch:
                 continue
             tariff = self.pricing.tariff(record.username, record.event_time)
             if tariff is not None:
-                start, _ = billing_period(record.event_time, tariff.anchor_day, tariff.terms.timezone)
+                start, _ = self.pricing.period(tariff, record.event_time)
                 period_ids.add(BillingPeriod.create_id(tariff.account_id, start))
         app: Any = self.ledger
         for cls, ids in ((Session, session_ids), (BillingPeriod, period_ids)):
@@ -281,7 +331,7 @@ class _Batch:
         return registry
 
     def _period(self, tariff: Tariff, at: int) -> BillingPeriod:
-        start, end = billing_period(at, tariff.anchor_day, tariff.terms.timezone)
+        start, end = self.pricing.period(tariff, at)
         period = self._load(BillingPeriod.create_id(tariff.account_id, start))
         if period is None:
             period = BillingPeriod(account_id=tariff.account_id, start=start, end=end,

@@ -123,3 +123,41 @@ def test_billing_period_events_equal_the_decorator_path() -> None:
             period.rate(terms=terms, plan_id=UUID(int=7), fragment=fragment, packs=packs, session_id=uuid4(),
                         incarnation=str(BASE), record_key=f"k{cursor}", subscriber=receivable(account_id))
         _same_as_decorator_path(ledger, period, twin, created)
+
+
+def test_the_rater_s_tariff_schedule_equals_the_lookup_at_each_instant() -> None:
+    """_Pricing.tariff reads a per-batch step function of time; it must give, at any
+    instant, what looking the plan and its version up at that instant gives."""
+    from domain.plans import version_in_force
+    from ledger.rater import _Pricing
+
+    seed = random.randrange(2**32)
+    print(f"seed {seed}")
+    rng = random.Random(seed)
+    ledger = Ledger()
+    plans = []
+    for n in range(3):
+        plan = ledger.create_plan(name=f"p{n}", terms=PlanTerms.parse("USD", "10", f"0.{n + 1}"),
+                                  effective_from=BASE + rng.randrange(-10**6, 10**6))
+        for _ in range(rng.randrange(3)):
+            ledger.revise_plan(plan.id, terms=PlanTerms.parse("USD", "10", str(rng.randrange(1, 9))),
+                               effective_from=BASE + rng.randrange(-10**6, 2 * 10**6))
+        plans.append(ledger.get_plan(plan.id))
+    account = ledger.open_account(name="a", plan_id=plans[0].id, usernames=["alice"], opened_at=BASE,
+                                  anchor_day=rng.randrange(1, 29))
+    changed = BASE
+    for _ in range(rng.randrange(4)):
+        changed += rng.randrange(0, 10**6)
+        ledger.change_plan(account.id, plan_id=rng.choice(plans).id, effective_from=changed)
+    account = ledger.get_account(account.id)
+    pricing = _Pricing(ledger)
+    instants = [BASE + rng.randrange(-3 * 10**6, 6 * 10**6) for _ in range(300)]
+    instants += [int(e["effective_from"]) + d for e in account.plans for d in (-1, 0, 1)]
+    instants += [v.effective_from + d for p in plans for v in p.plan_versions() for d in (-1, 0, 1)]
+    for at in instants:
+        tariff = pricing.tariff("alice", at)
+        assert tariff is not None
+        plan_id = account.plan_at(at)
+        assert (tariff.plan_id, tariff.terms) == (
+            plan_id, version_in_force(ledger.get_plan(plan_id).plan_versions(), at).terms), at
+        assert tariff.anchor_day == account.anchor_day
