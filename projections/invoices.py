@@ -8,15 +8,16 @@ Overdue is not stored: it depends on the reader's clock (``due_at`` passed, stil
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import delete, insert, select, update
+from sqlalchemy import Column, Table, bindparam, delete, insert, select, update
 
 from domain.money import minor_unit
 
 from . import tables as t
-from .base import ModelBatch, ReadModel, dec, fmt
+from .base import ModelBatch, ReadModel, chunks, dec, fmt
 
 
 def _amount(amount: Decimal, currency: str) -> str:
@@ -35,95 +36,136 @@ def payment_status(total: Decimal, paid: Decimal, credited: Decimal) -> str:
 
 
 class _InvoiceBatch(ModelBatch):
+    """A unit of work: the invoices, credit and allocations of the accounts a batch touches
+    are loaded in a few queries (``prepare``), changed in memory by the handlers, and written
+    at ``flush`` with one executemany per table and kind of change. Rows carry ``_new`` (not
+    stored yet) and ``_dirty`` (stored, changed)."""
+
     def __init__(self, conn: Any) -> None:
         super().__init__(conn)
-        self.drafts: dict[str, dict[str, Any]] = {}  # invoice rows not written yet
+        self._reset()
+
+    def _reset(self) -> None:
+        self.invoices: dict[str, dict[str, Any]] = {}
+        self.account_invoices: dict[str, set[str]] = {}  # loaded and new invoices, by account
+        self.credits: dict[str, dict[str, dict[str, Any]]] = {}  # by account, then payment_id
+        self.allocations: dict[tuple[str, str], dict[str, Any]] = {}
+        self.deleted_credits: list[dict[str, str]] = []
         self.lines: list[dict[str, Any]] = []
-        # Accounts that were issued an invoice since the last flush: waiting credit (a payment
-        # received before the invoice) is spent on it at the next flush, with one query for all
-        # of them rather than one per invoice. Every handler that touches an account's credit or
-        # invoices flushes first, and a second invoice of the same account flushes before it
-        # is issued, so the outcome is exactly that of allocating at each issue.
-        self.issued_accounts: dict[str, None] = {}
+        self.notes: list[dict[str, Any]] = []
+
+    def prepare(self, events: list[Any]) -> None:
+        """Load the open invoices, waiting credit and their allocations of every account the
+        batch pays, credits or issues to, and the invoices it issues or credits."""
+        accounts: set[str] = set()
+        invoice_ids: set[str] = set()
+        drafted: set[str] = set()
+        for e in events:
+            name = type(e).__qualname__
+            if name == "Invoice.Drafted":
+                drafted.add(str(e.originator_id))
+                accounts.add(str(e.account_id))
+            elif name == "Invoice.Issued":
+                invoice_ids.add(str(e.originator_id))
+            elif name == "Payment.Received":
+                accounts.add(str(e.account_id))
+            elif name == "CreditNote.Issued":
+                accounts.add(str(e.account_id))
+                invoice_ids.add(str(e.invoice_id))
+        inv, credit, allocations = t.invoices, t.account_credit, t.invoice_allocations
+        for ids in chunks(sorted(invoice_ids - drafted)):
+            for row in self.conn.execute(select(inv).where(inv.c.id.in_(ids))).mappings():
+                self._loaded(dict(row))
+                accounts.add(row["account_id"])
+        for ids in chunks(sorted(accounts)):
+            for row in self.conn.execute(select(inv).where(inv.c.account_id.in_(ids), inv.c.status.in_(OPEN)))\
+                    .mappings():
+                if row["id"] not in self.invoices:
+                    self._loaded(dict(row))
+            for row in self.conn.execute(select(credit).where(credit.c.account_id.in_(ids))).mappings():
+                self.credits.setdefault(row["account_id"], {})[row["payment_id"]] = dict(row) | {
+                    "_new": False, "_dirty": False}
+        for ids in chunks(sorted(self.invoices)):
+            for row in self.conn.execute(select(allocations).where(allocations.c.invoice_id.in_(ids))).mappings():
+                self.allocations[(row["invoice_id"], row["source"])] = dict(row) | {"_new": False, "_dirty": False}
+
+    def _loaded(self, row: dict[str, Any]) -> None:
+        row |= {"_new": False, "_dirty": False}
+        self.invoices[row["id"]] = row
+        self.account_invoices.setdefault(row["account_id"], set()).add(row["id"])
 
     def on_Invoice_Drafted(self, position: int, e: Any) -> None:
-        invoice = str(e.originator_id)
-        self.drafts[invoice] = {
-            "id": invoice, "number": "", "series": "", "account_id": str(e.account_id),
+        invoice, account = str(e.originator_id), str(e.account_id)
+        self.invoices[invoice] = {
+            "id": invoice, "number": "", "series": "", "account_id": account,
             "customer_name": str(e.customer.get("name", "")), "period": e.period, "period_start": e.period_start,
             "period_end": e.period_end, "status": "draft", "currency": e.currency, "net": e.totals["net"],
             "tax": e.totals["tax"], "total": e.totals["gross"], "paid": "0", "credited": "0",
             "previous_balance": e.carried.get("previous_balance", "0"),
             "payments_carried": e.carried.get("payments", "0"), "amount_due": e.carried.get("amount_due", "0"),
-            "issued_at": None, "due_at": None, "position": position}
+            "issued_at": None, "due_at": None, "position": position, "_new": True, "_dirty": False}
+        self.account_invoices.setdefault(account, set()).add(invoice)
         self.lines += [{"invoice_id": invoice, "line": n, "kind": line["kind"], "description": line["description"],
                         "quantity": line["quantity"], "unit": line["unit"], "unit_price": line["unit_price"],
                         "net": line["net"], "tax_rate": line["tax_rate"], "tax": line["tax"], "gross": line["gross"]}
                        for n, line in enumerate(e.lines)]
 
     def on_Invoice_Issued(self, position: int, e: Any) -> None:
-        invoice = str(e.originator_id)
-        values = {"number": e.number, "series": e.series, "status": "issued", "issued_at": e.issued_at,
-                  "due_at": e.due_at, "position": position}
-        if invoice in self.drafts:
-            account = self.drafts[invoice]["account_id"]
-        else:
-            account = self.conn.execute(select(t.invoices.c.account_id).where(t.invoices.c.id == invoice)).scalar()
-        if account in self.issued_accounts:
-            self.flush()
-        if invoice in self.drafts:
-            self.drafts[invoice].update(values)
-        else:
-            self.conn.execute(update(t.invoices).where(t.invoices.c.id == invoice).values(**values))
-        if account is not None:
-            self.issued_accounts[account] = None
+        row = self.invoices.get(str(e.originator_id))
+        if row is None:
+            return
+        self._change(row, number=e.number, series=e.series, status="issued", issued_at=e.issued_at,
+                     due_at=e.due_at, position=position)
+        # Credit waiting on the account (a payment received before the invoice) is spent on it.
+        self._allocate(row["account_id"])
 
     def on_CreditNote_Issued(self, position: int, e: Any) -> None:
-        self.flush()
-        self.conn.execute(insert(t.credit_notes).values(
+        self.notes.append(dict(
             id=str(e.originator_id), number=e.number, invoice_id=str(e.invoice_id), invoice_number=e.invoice_number,
             account_id=str(e.account_id), amount=fmt(e.amount), net=fmt(e.net), tax=fmt(e.tax), currency=e.currency,
             reason=e.reason, issued_at=e.issued_at))
-        invoice = str(e.invoice_id)
-        row = self.conn.execute(select(t.invoices).where(t.invoices.c.id == invoice)).mappings().first()
+        row = self.invoices.get(str(e.invoice_id))
         if row is None:
             return
         credited = dec(row["credited"]) + e.amount
         total, paid = dec(row["total"]), dec(row["paid"])
-        self.conn.execute(insert(t.invoice_allocations).values(
-            invoice_id=invoice, source=f"credit-note:{e.originator_id}", amount=_amount(e.amount, e.currency),
-            at=e.issued_at))
+        self._allocation(row["id"], f"credit-note:{e.originator_id}", e.amount, e.issued_at, e.currency)
         excess = paid + credited - total
         if excess > 0:  # paid, then credited: the overpayment goes back to the account's credit
             paid -= excess
-            self.conn.execute(insert(t.account_credit).values(
-                account_id=row["account_id"], payment_id=f"released:{e.originator_id}", amount=fmt(excess),
-                at=e.issued_at))
-        self.conn.execute(update(t.invoices).where(t.invoices.c.id == invoice).values(
-            credited=_amount(credited, e.currency), paid=_amount(paid, e.currency),
-            status=payment_status(total, paid, credited), position=position))
+            self._credit(row["account_id"], f"released:{e.originator_id}", fmt(excess), e.issued_at)
+        self._change(row, credited=_amount(credited, e.currency), paid=_amount(paid, e.currency),
+                     status=payment_status(total, paid, credited), position=position)
         if excess > 0:
             self._allocate(row["account_id"])
 
     def on_Payment_Received(self, position: int, e: Any) -> None:
-        self.flush()
-        self.conn.execute(insert(t.account_credit).values(
-            account_id=str(e.account_id), payment_id=f"payment:{e.originator_id}", amount=fmt(e.amount),
-            at=e.received_at))
-        self._allocate(str(e.account_id))
+        account = str(e.account_id)
+        self._credit(account, f"payment:{e.originator_id}", fmt(e.amount), e.received_at)
+        self._allocate(account)
+
+    @staticmethod
+    def _change(row: dict[str, Any], **values: Any) -> None:
+        row.update(values)
+        if not row["_new"]:
+            row["_dirty"] = True
+
+    def _credit(self, account_id: str, payment_id: str, amount: str, at: int) -> None:
+        credits = self.credits.setdefault(account_id, {})
+        if payment_id in credits:
+            raise ValueError(f"account credit {payment_id} of {account_id} recorded twice")
+        credits[payment_id] = {"account_id": account_id, "payment_id": payment_id, "amount": amount, "at": at,
+                               "_new": True, "_dirty": False}
 
     def _allocate(self, account_id: str) -> None:
         """Spend the account's credit on its open invoices, oldest first."""
-        self.flush()
-        inv, credit = t.invoices, t.account_credit
-        credits = [dict(r) for r in self.conn.execute(
-            select(credit).where(credit.c.account_id == account_id).order_by(credit.c.at, credit.c.payment_id)
-        ).mappings()]
-        if not credits:
+        waiting = self.credits.get(account_id)
+        if not waiting:
             return
-        open_invoices = self.conn.execute(
-            select(inv).where(inv.c.account_id == account_id, inv.c.status.in_(OPEN))
-            .order_by(inv.c.issued_at, inv.c.number)).mappings().all()
+        credits = sorted(waiting.values(), key=lambda c: (c["at"], c["payment_id"]))
+        open_invoices = sorted((self.invoices[i] for i in self.account_invoices.get(account_id, ())
+                                if self.invoices[i]["status"] in OPEN),
+                               key=lambda r: (r["issued_at"], r["number"]))
         for row in open_invoices:
             total, paid, credited = dec(row["total"]), dec(row["paid"]), dec(row["credited"])
             for source in credits:
@@ -135,44 +177,57 @@ class _InvoiceBatch(ModelBatch):
                     continue
                 take = min(need, available)
                 paid += take
-                source["amount"] = fmt(available - take)
+                self._change(source, amount=fmt(available - take))
                 self._allocation(row["id"], source["payment_id"], take, source["at"], row["currency"])
-            self.conn.execute(update(inv).where(inv.c.id == row["id"]).values(
-                paid=_amount(paid, row["currency"]), status=payment_status(total, paid, credited)))
+            self._change(row, paid=_amount(paid, row["currency"]), status=payment_status(total, paid, credited))
         for source in credits:
-            where = (credit.c.account_id == account_id) & (credit.c.payment_id == source["payment_id"])
             if dec(source["amount"]) <= 0:
-                self.conn.execute(delete(credit).where(where))
-            else:
-                self.conn.execute(update(credit).where(where).values(amount=source["amount"]))
+                del waiting[source["payment_id"]]
+                if not source["_new"]:
+                    self.deleted_credits.append({"k_account": account_id, "k_payment": source["payment_id"]})
 
     def _allocation(self, invoice_id: str, source: str, amount: Decimal, at: int, currency: str) -> None:
-        allocations = t.invoice_allocations
-        where = (allocations.c.invoice_id == invoice_id) & (allocations.c.source == source)
-        found = self.conn.execute(select(allocations.c.amount).where(where)).scalar()
+        found = self.allocations.get((invoice_id, source))
         if found is None:
-            self.conn.execute(insert(allocations).values(invoice_id=invoice_id, source=source,
-                                                         amount=_amount(amount, currency), at=at))
+            self.allocations[(invoice_id, source)] = {"invoice_id": invoice_id, "source": source,
+                                                      "amount": _amount(amount, currency), "at": at,
+                                                      "_new": True, "_dirty": False}
         else:
-            self.conn.execute(update(allocations).where(where).values(amount=_amount(dec(found) + amount, currency)))
+            self._change(found, amount=_amount(dec(found["amount"]) + amount, currency))
 
     def flush(self) -> None:
-        if self.drafts:
-            self.conn.execute(insert(t.invoices), list(self.drafts.values()))
-            self.drafts = {}
+        inv, credit, allocations = t.invoices, t.account_credit, t.invoice_allocations
+        _write(self.conn, inv, self.invoices.values(), (inv.c.id,))
         if self.lines:
             self.conn.execute(insert(t.invoice_lines), self.lines)
-            self.lines = []
-        if self.issued_accounts:
-            accounts, self.issued_accounts = list(self.issued_accounts), {}
-            with_credit: set[str] = set()
-            for offset in range(0, len(accounts), 500):
-                chunk = accounts[offset:offset + 500]
-                with_credit |= {str(r[0]) for r in self.conn.execute(
-                    select(t.account_credit.c.account_id).distinct().where(t.account_credit.c.account_id.in_(chunk)))}
-            for account in accounts:
-                if account in with_credit:
-                    self._allocate(account)
+        if self.notes:
+            self.conn.execute(insert(t.credit_notes), self.notes)
+        _write(self.conn, allocations, self.allocations.values(), (allocations.c.invoice_id, allocations.c.source))
+        if self.deleted_credits:
+            self.conn.execute(delete(credit).where(credit.c.account_id == bindparam("k_account"),
+                                                   credit.c.payment_id == bindparam("k_payment")),
+                              self.deleted_credits)
+        _write(self.conn, credit, (c for by_account in self.credits.values() for c in by_account.values()),
+               (credit.c.account_id, credit.c.payment_id))
+        self._reset()
+
+
+def _write(conn: Any, table: Table, rows: Iterable[dict[str, Any]], keys: tuple[Column[Any], ...]) -> None:
+    """Insert the new rows and update the changed ones of ``table`` (one executemany each)."""
+    new, dirty = [], []
+    key_names = {key.name for key in keys}
+    for row in rows:
+        if row["_new"]:
+            new.append({k: v for k, v in row.items() if not k.startswith("_")})
+        elif row["_dirty"]:
+            dirty.append({("k_" + k if k in key_names else k): v for k, v in row.items() if not k.startswith("_")})
+    if new:
+        conn.execute(insert(table), new)
+    if dirty:
+        columns = [c.name for c in table.columns if c not in keys]
+        statement = (update(table).where(*(key == bindparam("k_" + key.name) for key in keys))
+                     .values({name: bindparam(name) for name in columns}))
+        conn.execute(statement, dirty)
 
 
 class InvoiceModel(ReadModel):

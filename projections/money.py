@@ -19,12 +19,13 @@ class _MoneyBatch(ModelBatch):
         super().__init__(conn)
         self.balance_delta: dict[str, tuple[str, Decimal, int, int]] = {}
         self.journal_rows: list[dict[str, Any]] = []
+        self.payment_rows: list[dict[str, Any]] = []
 
     def on_Account_Opened(self, position: int, e: Any) -> None:
         self._balance(str(e.originator_id), e.currency, Decimal(0), e.opened_at, position)
 
     def on_Payment_Received(self, position: int, e: Any) -> None:
-        self.conn.execute(insert(t.payments).values(
+        self.payment_rows.append(dict(
             id=str(e.originator_id), account_id=str(e.account_id), amount=fmt(e.amount), currency=e.currency,
             method=e.method, reference=e.reference, received_at=e.received_at))
         self.postings(position, f"payment:{e.originator_id}", e.received_at, e.postings)
@@ -62,6 +63,9 @@ class _MoneyBatch(ModelBatch):
         self.balance_delta[account_id] = (currency, total + amount, max(last_at, at), position)
 
     def flush(self) -> None:
+        if self.payment_rows:
+            self.conn.execute(insert(t.payments), self.payment_rows)
+            self.payment_rows = []
         if self.journal_rows:
             self.conn.execute(insert(t.journal), self.journal_rows)
             self.journal_rows = []

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import and_, bindparam, insert, select, update
+from sqlalchemy import and_, bindparam, insert, or_, select, update
 
 from rating import UsageDelta, split_by_hour
 
@@ -27,10 +27,12 @@ class _SessionBatch(ModelBatch):
 
     def prepare(self, events: list[Any]) -> None:
         """Load the session rows and session keys the batch refers to, a chunk per query."""
-        row_ids, session_ids = set(), set()
+        row_ids, session_ids, registered = set(), set(), set()
         for e in events:
             name = type(e).__qualname__
-            if name in ("Session.RecordApplied", "Session.ClosedByNas"):
+            if name == "Session.Registered":
+                registered.add(str(e.originator_id))
+            elif name in ("Session.RecordApplied", "Session.ClosedByNas"):
                 row_ids.add(f"{e.originator_id}:{e.incarnation}")
                 session_ids.add(str(e.originator_id))
             elif name == "BillingPeriod.UsageRated":
@@ -39,6 +41,14 @@ class _SessionBatch(ModelBatch):
         for ids in chunks(sorted(row_ids)):
             for found in self.conn.execute(select(t.sessions).where(t.sessions.c.id.in_(ids))).mappings():
                 self._loaded(dict(found))
+        # Rows an earlier batch made before their session's Registered event (a UsageRated
+        # logged first): completed by on_Session_Registered. Rows of a session are its id + ":".
+        for ids in chunks(sorted(registered), 100):
+            query = select(t.sessions).where(t.sessions.c.nas_id == "", or_(*(
+                and_(t.sessions.c.id > f"{sid}:", t.sessions.c.id < f"{sid};") for sid in ids)))
+            for found in self.conn.execute(query).mappings():
+                if found["id"] not in self.rows:
+                    self._loaded(dict(found))
         for ids in chunks(sorted(session_ids)):
             query = select(t.session_aggregates).where(t.session_aggregates.c.id.in_(ids))
             for found in self.conn.execute(query).mappings():

@@ -1,0 +1,81 @@
+"""Decoding stored ledger events for the read models, without eventsourcing's transcoder.
+
+The projector only reads events' attributes, so it needs neither UUID objects (handlers take
+``str()`` of every id) nor parsed timestamps: decoding the stored JSON with a lean object hook
+and setting the result as the event's ``__dict__`` (as the mapper does) was about half the
+cost of the mapper's decoding, which was a third of projecting. Differences from the mapper's
+domain events, all invisible to the handlers: ids in the state are hyphenated ``str`` (not
+``UUID``) and ``timestamp`` stays ISO text. Anything this decoder does not know (a cipher or
+compressor, an unknown transcoding) goes through the mapper, so it is never wrong, only slower.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from decimal import Decimal
+from typing import Any
+
+from eventsourcing.persistence import Mapper, Notification
+from eventsourcing.utils import resolve_topic
+
+
+class _Unknown(Exception):
+    """A transcoding this decoder does not know: use the mapper."""
+
+
+def _uuid_text(hex_text: str) -> str:
+    h = hex_text.lower()
+    if len(h) != 32:
+        raise _Unknown(hex_text)
+    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
+
+
+_DECODERS: dict[str, Callable[[str], Any]] = {
+    "uuid_hex": _uuid_text,
+    "decimal_str": Decimal,
+    "datetime_iso": str,
+}
+
+
+def _object_hook(d: dict[str, Any]) -> Any:
+    if len(d) == 2 and "_type_" in d and "_data_" in d:
+        decoder = _DECODERS.get(d["_type_"])
+        if decoder is None:
+            raise _Unknown(d["_type_"])
+        return decoder(d["_data_"])
+    return d
+
+
+_decoder = json.JSONDecoder(object_hook=_object_hook)
+
+
+def event_decoder(mapper: Mapper[Any]) -> Callable[[Notification], Any]:
+    """A function from a stored notification to an event object for the read models' handlers:
+    an instance of the event's class (so handlers are found by its qualified name) whose
+    attributes are the stored state, upcast like the mapper does."""
+    if mapper.cipher is not None or mapper.compressor is not None:
+        return mapper.to_domain_event
+    classes: dict[str, tuple[type, int]] = {}
+
+    def decode(notification: Notification) -> Any:
+        found = classes.get(notification.topic)
+        if found is None:
+            cls = resolve_topic(notification.topic)
+            found = classes[notification.topic] = (cls, getattr(cls, "class_version", 1))
+        cls, class_version = found
+        try:
+            state: dict[str, Any] = _decoder.decode(notification.state.decode("utf8"))
+        except _Unknown:
+            return mapper.to_domain_event(notification)
+        state["originator_id"] = notification.originator_id
+        state["originator_version"] = notification.originator_version
+        from_version = state.pop("class_version", 1)
+        while from_version < class_version:
+            getattr(cls, f"upcast_v{from_version}_v{from_version + 1}")(state)
+            from_version += 1
+        event = object.__new__(cls)
+        object.__setattr__(event, "__dict__", state)
+        return event
+
+    return decode
