@@ -74,7 +74,7 @@ def build_runtime(settings: Settings) -> Runtime:
     ledger = Ledger(env=ledger_env)
     intake = AccountingLog(env=eventstore_env("accountinglog", **common))
     engine = read_model_engine(**common)
-    projector = ReadModelProjector(engine, ledger.mapper.to_domain_event)
+    projector = ReadModelProjector(engine, ledger.mapper)
     projector.create_tables()
     runtime = Runtime(settings=settings, ledger=ledger, intake=intake, engine=engine, projector=projector)
     return runtime
