@@ -87,18 +87,18 @@ def snapshot(runtime: Runtime) -> dict[str, list[tuple[Any, ...]]]:
     return rows
 
 
-def replay_once(runtime: Runtime, mode: str) -> tuple[int, float]:
-    """(events, seconds) of one rebuild from position 0."""
+def replay_once(runtime: Runtime, mode: str) -> tuple[int, float, float]:
+    """(events, seconds, CPU seconds of this process) of one rebuild from position 0."""
     projector, recorder = runtime.projector, runtime.ledger.recorder
     head = recorder.max_notification_id() or 0
     projector.reset()
-    started = time.perf_counter()
+    started, cpu = time.perf_counter(), time.process_time()
     if mode == "rebuild":
         projector.rebuild(recorder, upto=head)
     else:
         while batch := recorder.select_notifications(start=projector.position() + 1, limit=1000):
             projector.process(batch)
-    return head, time.perf_counter() - started
+    return head, time.perf_counter() - started, time.process_time() - cpu
 
 
 def open_store(args: argparse.Namespace) -> Runtime:
@@ -141,7 +141,7 @@ def main() -> None:
     runtime = open_store(args)
     try:
         live = snapshot(runtime)
-        rates = []
+        rates, cpu_rates = [], []
         for run in range(args.runs):
             profiler = None
             if args.pyinstrument and run == 0:
@@ -149,7 +149,7 @@ def main() -> None:
 
                 profiler = Profiler(interval=0.0005)
                 profiler.start()
-            events, seconds = replay_once(runtime, args.mode)
+            events, seconds, cpu = replay_once(runtime, args.mode)
             if profiler is not None:
                 profiler.stop()
                 print(profiler.output_text(unicode=False, color=False)[:9000])
@@ -158,11 +158,13 @@ def main() -> None:
             if different:
                 raise SystemExit(f"run {run}: rebuilt tables differ from the live ones: {different}")
             rates.append(events / seconds)
-            print(f"run {run}: {events:,} events in {seconds:.2f} s = {events / seconds:,.0f} events/s "
+            cpu_rates.append(events / cpu)
+            print(f"run {run}: {events:,} events in {seconds:.2f} s = {events / seconds:,.0f} events/s, "
+                  f"{cpu:.2f} s of CPU = {events / cpu:,.0f} events per CPU-second "
                   f"(all {len(live)} tables equal)", flush=True)
         print(f"{args.mode} on {'PostgreSQL' if args.database_url else 'SQLite'}: median "
-              f"{statistics.median(rates):,.0f} events/s over {len(rates)} runs "
-              f"({', '.join(f'{r:,.0f}' for r in rates)})")
+              f"{statistics.median(rates):,.0f} events/s ({', '.join(f'{r:,.0f}' for r in rates)}), "
+              f"{statistics.median(cpu_rates):,.0f} events per CPU-second, over {len(rates)} runs")
     finally:
         runtime.close()
 

@@ -54,7 +54,7 @@ class _MoneyBatch(ModelBatch):
                 "position": position, "line": line, "transaction_ref": ref, "event_time": event_time,
                 "ledger_account": posting["ledger_account"], "amount": fmt(amount),
                 "currency": posting["currency"]})
-            subscriber = subscriber_of(posting["ledger_account"])
+            subscriber = _subscriber(posting["ledger_account"])
             if subscriber is not None:
                 self._balance(subscriber, posting["currency"], amount, event_time, position)
 
@@ -93,6 +93,20 @@ class _MoneyBatch(ModelBatch):
                 receivable=bindparam("new_receivable"), updated_at=bindparam("new_updated_at"),
                 position=bindparam("new_position")), changed)
         self.balance_delta = {}
+
+
+_subscribers: dict[str, str | None] = {}
+
+
+def _subscriber(ledger_account: str) -> str | None:
+    """``subscriber_of``, remembered (a projection asks it for every posting line)."""
+    try:
+        return _subscribers[ledger_account]
+    except KeyError:
+        if len(_subscribers) > 200_000:
+            _subscribers.clear()
+        found = _subscribers[ledger_account] = subscriber_of(ledger_account)
+        return found
 
 
 class MoneyModel(ReadModel):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import and_, bindparam, insert, or_, select, update
+from sqlalchemy import and_, bindparam, delete, insert, select, update
 
 from rating import UsageDelta, split_by_hour
 
@@ -38,17 +38,15 @@ class _SessionBatch(ModelBatch):
             elif name == "BillingPeriod.UsageRated":
                 row_ids.add(f"{e.session_id}:{e.incarnation}")
                 session_ids.add(str(e.session_id))
+        # Rows an earlier batch made before their session's Registered event (a UsageRated
+        # logged first): completed by on_Session_Registered.
+        keyless = t.sessions_keyless
+        for ids in chunks(sorted(registered)):
+            row_ids.update(r[0] for r in self.conn.execute(select(keyless.c.row_id).where(
+                keyless.c.session_id.in_(ids))))
         for ids in chunks(sorted(row_ids)):
             for found in self.conn.execute(select(t.sessions).where(t.sessions.c.id.in_(ids))).mappings():
                 self._loaded(dict(found))
-        # Rows an earlier batch made before their session's Registered event (a UsageRated
-        # logged first): completed by on_Session_Registered. Rows of a session are its id + ":".
-        for ids in chunks(sorted(registered), 100):
-            query = select(t.sessions).where(t.sessions.c.nas_id == "", or_(*(
-                and_(t.sessions.c.id > f"{sid}:", t.sessions.c.id < f"{sid};") for sid in ids)))
-            for found in self.conn.execute(query).mappings():
-                if found["id"] not in self.rows:
-                    self._loaded(dict(found))
         for ids in chunks(sorted(session_ids)):
             query = select(t.session_aggregates).where(t.session_aggregates.c.id.in_(ids))
             for found in self.conn.execute(query).mappings():
@@ -75,7 +73,7 @@ class _SessionBatch(ModelBatch):
         return self.rows.get(row_id)
 
     def _loaded(self, row: dict[str, Any]) -> None:
-        self.rows[row["id"]] = row | {"_new": False}
+        self.rows[row["id"]] = row | {"_new": False, "_keyless": not row["nas_id"]}
         if not row["nas_id"]:  # its Registered event may be in this batch
             self.keyless.setdefault(row["id"].split(":", 1)[0], []).append(self.rows[row["id"]])
 
@@ -94,7 +92,7 @@ class _SessionBatch(ModelBatch):
                "username": "", "account_id": None, "started_at": int(incarnation),
                "updated_at": int(incarnation), "stopped_at": None, "upload_bytes": 0, "download_bytes": 0,
                "amount": "0", "currency": "", "framed_ip": "", "nas_ip": "",
-               "calling_station_id": "", "terminate_cause": "", "_new": True}
+               "calling_station_id": "", "terminate_cause": "", "_new": True, "_keyless": False}
         self.rows[row["id"]] = row
         if not nas_id:
             self.keyless.setdefault(session_id, []).append(row)
@@ -149,7 +147,22 @@ class _SessionBatch(ModelBatch):
             statement = (update(t.sessions).where(t.sessions.c.id == bindparam("_id"))
                          .values({name: bindparam(name) for name in columns}))
             self.conn.execute(statement, [{k: v for k, v in row.items() if k != "id"} for row in changed])
+        self._flush_keyless()
         self._flush_usage()
+
+    def _flush_keyless(self) -> None:
+        """Remember rows still without their session's key; forget those that got it."""
+        keyless = t.sessions_keyless
+        made, completed = [], []
+        for row in self.rows.values():
+            if not row["nas_id"] and not row["_keyless"]:
+                made.append({"session_id": row["id"].split(":", 1)[0], "row_id": row["id"]})
+            elif row["nas_id"] and row["_keyless"]:
+                completed.append({"k_row": row["id"]})
+        if made:
+            self.conn.execute(insert(keyless), made)
+        if completed:
+            self.conn.execute(delete(keyless).where(keyless.c.row_id == bindparam("k_row")), completed)
 
     def _flush_usage(self) -> None:
         if not self.usage_delta:
@@ -198,5 +211,5 @@ def _clean(row: dict[str, Any]) -> dict[str, Any]:
 
 class SessionModel(ReadModel):
     name = "sessions"
-    tables = (t.session_aggregates, t.sessions, t.usage)
+    tables = (t.session_aggregates, t.sessions, t.sessions_keyless, t.usage)
     batch_class = _SessionBatch

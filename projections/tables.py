@@ -122,6 +122,12 @@ sessions = Table(
     Column("terminate_cause", Text, nullable=False),
 )
 Index("sessions_account", sessions.c.account_id, sessions.c.started_at)
+
+sessions_keyless = Table(  # session rows written before their session's Registered event was projected
+    "sessions_keyless", metadata,
+    Column("session_id", String(36), primary_key=True),
+    Column("row_id", String(64), primary_key=True),
+)
 Index("sessions_ip", sessions.c.framed_ip, sessions.c.started_at)
 
 usage = Table(
