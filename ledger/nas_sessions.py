@@ -8,6 +8,7 @@ partition, where it closes the sessions that partition holds."""
 
 from __future__ import annotations
 
+from functools import lru_cache
 from typing import Any
 from uuid import UUID
 
@@ -18,10 +19,15 @@ from domain.ids import nas_sessions_id
 from .emit import emit
 
 
+@lru_cache(maxsize=4096)  # named for every session that opens or closes: uuid5 is not free
+def _registry_id(nas_id: str, shard: str) -> UUID:
+    return nas_sessions_id(nas_id, shard)
+
+
 class NasSessions(Aggregate):
     @staticmethod
     def create_id(nas_id: str, shard: str = "", **_: Any) -> UUID:
-        return nas_sessions_id(nas_id, shard)
+        return _registry_id(nas_id, shard)
 
     @event("Started")
     def __init__(self, nas_id: str, shard: str = "") -> None:

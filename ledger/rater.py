@@ -140,6 +140,9 @@ class CatalogCache:
         self.accounts: dict[UUID, Account] = {}
         self.plans: dict[UUID, list[PlanVersion]] = {}
         self.claims: dict[str, UUID] = {}
+        # Each account's tariff over time (see _Pricing._schedule): it depends on the account
+        # and its plans, so any catalogue change forgets them all (such changes are rare).
+        self.schedules: dict[UUID, list[tuple[int, Tariff]]] = {}
         self.checked = 0
 
     def refresh(self, recorder: Any) -> None:
@@ -152,6 +155,8 @@ class CatalogCache:
             for notification in changed:
                 self.accounts.pop(notification.originator_id, None)
                 self.plans.pop(notification.originator_id, None)
+            if changed:
+                self.schedules.clear()
             if len(changed) < 5000:
                 break
             start = changed[-1].id + 1
@@ -161,6 +166,7 @@ class CatalogCache:
         self.accounts.clear()
         self.plans.clear()
         self.claims.clear()
+        self.schedules.clear()
         self.checked = 0
 
 
@@ -173,7 +179,6 @@ class _Pricing:
         self.cache.refresh(ledger.recorder)  # type: ignore[attr-defined]
         self.unclaimed: set[str] = set()
         self.packs: dict[UUID, tuple[DataPack, ...]] = {}
-        self.schedules: dict[UUID, list[tuple[int, Tariff]]] = {}
         self.periods: dict[tuple[int, str], tuple[int, int]] = {}
 
     def preload(self, usernames: set[str]) -> None:
@@ -213,9 +218,9 @@ class _Pricing:
         account = self.account(username)
         if account is None:
             return None
-        schedule = self.schedules.get(account.id)
+        schedule = self.cache.schedules.get(account.id)
         if schedule is None:
-            schedule = self.schedules[account.id] = self._schedule(account)
+            schedule = self.cache.schedules[account.id] = self._schedule(account)
         chosen = schedule[0][1]
         for since, tariff in schedule:
             if since > at:
@@ -224,8 +229,8 @@ class _Pricing:
         return chosen
 
     def _schedule(self, account: Account) -> list[tuple[int, Tariff]]:
-        """The account's tariff as a step function of time, built once per batch (tariff()
-        runs several times a record): ``(since, tariff)`` ascending, the first one also
+        """The account's tariff as a step function of time, built once until the catalogue
+        changes (tariff() runs several times a record): ``(since, tariff)`` ascending, the first one also
         covering all time before it. The tariff only changes where the account changes plan
         or a version of one of its plans takes effect, so it is ``_tariff_at`` at each of
         those instants (and just before the first)."""

@@ -137,11 +137,13 @@ def test_the_rater_s_tariff_schedule_equals_the_lookup_at_each_instant() -> None
     ledger = Ledger()
     plans = []
     for n in range(3):
+        effective = BASE + rng.randrange(-10**6, 10**6)
         plan = ledger.create_plan(name=f"p{n}", terms=PlanTerms.parse("USD", "10", f"0.{n + 1}"),
-                                  effective_from=BASE + rng.randrange(-10**6, 10**6))
+                                  effective_from=effective)
         for _ in range(rng.randrange(3)):
+            effective += rng.randrange(1, 10**6)  # revisions take effect after the current version
             ledger.revise_plan(plan.id, terms=PlanTerms.parse("USD", "10", str(rng.randrange(1, 9))),
-                               effective_from=BASE + rng.randrange(-10**6, 2 * 10**6))
+                               effective_from=effective)
         plans.append(ledger.get_plan(plan.id))
     account = ledger.open_account(name="a", plan_id=plans[0].id, usernames=["alice"], opened_at=BASE,
                                   anchor_day=rng.randrange(1, 29))
