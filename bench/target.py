@@ -32,8 +32,8 @@ METRICS: list[tuple[str, str, str, bool]] = [
     ("invoice_pdfs", "Invoice PDFs", "PDFs/s", True),
     ("bytes_per_record", "Bytes at rest per accounting record", "bytes", False),
     ("events_per_record", "Ledger events per accounting record", "events", False),
-    ("rss_server", "Peak RSS, accounting server process", "MiB", False),
-    ("rss_other", "Peak RSS, largest other process (PG backend, ...)", "MiB", False),
+    ("rss_server", "Peak RSS, accounting server process (embedded: the RADIUS child)", "MiB", False),
+    ("rss_other", "Peak RSS, largest other process (serve parent, PG backend, ...)", "MiB", False),
 ]
 
 Metrics = dict[str, float | str]
@@ -93,6 +93,16 @@ def peak_rss_mib(pid: int) -> float:
         if line.startswith("VmHWM:"):
             return int(line.split()[1]) / 1024
     return float("nan")
+
+
+def child_pids(pid: int) -> list[int]:
+    """The live children of a process (Linux /proc; empty when it has none)."""
+    found: list[int] = []
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        children = task / "children"
+        if children.exists():
+            found += [int(c) for c in children.read_text().split()]
+    return found
 
 
 def admin_dsn() -> str:
