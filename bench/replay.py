@@ -46,8 +46,9 @@ def _fingerprint() -> str:
     return digest.hexdigest()[:10]
 
 
-def populate(runtime: Runtime, sessions: int, interims: int) -> None:
-    """Provision, ingest and rate the workload, bill the month, take payments; project it all."""
+def populate(runtime: Runtime, sessions: int, interims: int, finance: bool = True) -> None:
+    """Provision, ingest and rate the workload, bill the month, take payments (unless not
+    ``finance``); project it all."""
     ledger = runtime.ledger
     nas = ledger.register_nas(address="127.0.0.1", name="bng", secret="s")
     terms = PlanTerms.parse("USD", "25", "0.45", bands=[
@@ -68,6 +69,8 @@ def populate(runtime: Runtime, sessions: int, interims: int) -> None:
         pass
     while project():
         pass
+    if not finance:
+        return
     run_billing(runtime, "2026-11", at=MONTH_END)
     for n, account in enumerate(accounts[::2]):
         ledger.record_payment(idempotency_key=f"pay-{n}", account_id=account.id, amount=Decimal("20.00"),
@@ -102,7 +105,7 @@ def replay_once(runtime: Runtime, mode: str) -> tuple[int, float, float]:
 
 
 def open_store(args: argparse.Namespace) -> Runtime:
-    name = f"replay-{args.sessions}x{args.interims}-{_fingerprint()}"
+    name = f"replay-{args.sessions}x{args.interims}{'' if args.finance else '-usage'}-{_fingerprint()}"
     if args.database_url:
         import psycopg
 
@@ -123,7 +126,7 @@ def open_store(args: argparse.Namespace) -> Runtime:
         runtime = build_runtime(Settings(data_dir=data_dir))
     if fresh:
         print(f"building the store {name} (once)...", flush=True)
-        populate(runtime, args.sessions, args.interims)
+        populate(runtime, args.sessions, args.interims, args.finance)
         if not args.database_url:
             (OUT / name / "ready").touch()
     return runtime
@@ -136,6 +139,8 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--mode", choices=("rebuild", "process"), default="rebuild")
     parser.add_argument("--database-url", default="")
+    parser.add_argument("--no-finance", dest="finance", action="store_false",
+                        help="sessions and usage only (no billing run, no payments), like the ingest benchmarks")
     parser.add_argument("--pyinstrument", action="store_true", help="print a call tree of the first run")
     args = parser.parse_args()
     runtime = open_store(args)

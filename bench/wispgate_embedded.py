@@ -213,13 +213,7 @@ def replay_rate_on(*, database_url: str, data_dir: Path) -> float:
         live = balances()
         runtime.projector.reset()
         started = time.perf_counter()
-        events = 0
-        while True:
-            batch = runtime.ledger.recorder.select_notifications(start=runtime.projector.position() + 1, limit=1000)
-            if not batch:
-                break
-            runtime.projector.process(batch)
-            events += len(batch)
+        events = runtime.projector.rebuild(runtime.ledger.recorder)
         seconds = time.perf_counter() - started
         if balances() != live:
             raise AssertionError("rebuilt balances differ from the live ones: replay is not deterministic")

@@ -73,7 +73,8 @@ class _SessionBatch(ModelBatch):
         return self.rows.get(row_id)
 
     def _loaded(self, row: dict[str, Any]) -> None:
-        self.rows[row["id"]] = row | {"_new": False, "_keyless": not row["nas_id"]}
+        self.rows[row["id"]] = row | {"_new": False, "_keyless": not row["nas_id"],
+                                      "_indexed": (row["account_id"], row["framed_ip"])}
         if not row["nas_id"]:  # its Registered event may be in this batch
             self.keyless.setdefault(row["id"].split(":", 1)[0], []).append(self.rows[row["id"]])
 
@@ -141,12 +142,19 @@ class _SessionBatch(ModelBatch):
         new_rows = [_clean(r) for r in self.rows.values() if r["_new"]]
         if new_rows:
             self.conn.execute(insert(t.sessions), new_rows)
-        changed = [_clean(r) | {"_id": r["id"]} for r in self.rows.values() if not r["_new"]]
-        if changed:
-            columns = [c.name for c in t.sessions.columns if c.name != "id"]
-            statement = (update(t.sessions).where(t.sessions.c.id == bindparam("_id"))
-                         .values({name: bindparam(name) for name in columns}))
-            self.conn.execute(statement, [{k: v for k, v in row.items() if k != "id"} for row in changed])
+        # Most updates leave the indexed columns as they were: leaving them out of the SET
+        # spares SQLite the index maintenance (it updates every index a SET column is in).
+        moved, kept = [], []
+        for r in self.rows.values():
+            if not r["_new"]:
+                (moved if (r["account_id"], r["framed_ip"]) != r["_indexed"] else kept).append(
+                    {("_id" if k == "id" else k): v for k, v in _clean(r).items()})
+        for changed, skipped in ((moved, {"id"}), (kept, _INDEXED)):
+            if changed:
+                columns = [c.name for c in t.sessions.columns if c.name not in skipped]
+                statement = (update(t.sessions).where(t.sessions.c.id == bindparam("_id"))
+                             .values({name: bindparam(name) for name in columns}))
+                self.conn.execute(statement, [{k: row[k] for k in ("_id", *columns)} for row in changed])
         self._flush_keyless()
         self._flush_usage()
 
@@ -198,6 +206,8 @@ class _SessionBatch(ModelBatch):
 
 
 BIGINT_MAX = 2**63 - 1
+# Columns of the sessions table's key and indexes (see tables.py); started_at never changes.
+_INDEXED = {"id", "account_id", "framed_ip", "started_at"}
 
 
 def _clean(row: dict[str, Any]) -> dict[str, Any]:

@@ -6,6 +6,8 @@ decoder reads every handled event exactly as eventsourcing's mapper does."""
 
 from __future__ import annotations
 
+import contextlib
+import io
 import random
 import time
 from datetime import datetime
@@ -18,6 +20,7 @@ from sqlalchemy import select
 from adapters.billing_runs import run_billing
 from adapters.followers import drain, rate_step
 from api.bootstrap import Runtime
+from api.cli import main
 from domain.plans import PlanTerms
 from projections import finance
 from projections.decoding import event_decoder
@@ -114,6 +117,13 @@ def test_rebuild_in_large_windows_equals_live_projection(runtime: Runtime) -> No
         rebuilt = tables(runtime)
         for name, rows in live.items():
             assert rebuilt[name] == rows, f"seed {seed}, window {window}: table {name} differs"
+    # The operator's command does the same.
+    argv = ["projections", "rebuild", "--data-dir", str(runtime.settings.data_dir)]
+    if runtime.settings.database_url:
+        argv += ["--database-url", runtime.settings.database_url]
+    with contextlib.redirect_stderr(io.StringIO()):
+        assert main(argv) == 0
+    assert tables(runtime) == live, f"seed {seed}: wispgate projections rebuild differs from the live tables"
 
 
 def _plain(value: Any) -> Any:

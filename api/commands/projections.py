@@ -14,12 +14,13 @@ def register(commands: Any) -> None:
     sub = projections.add_subparsers(dest="projections_command", required=True)
     rebuild = sub.add_parser("rebuild", help="rebuild every read model from the ledger log (progress on stderr)")
     add_store_options(rebuild)
-    rebuild.add_argument("--batch", type=int, default=2000)
+    rebuild.add_argument("--batch", type=int, default=100_000,
+                         help="events per transaction (larger is faster and holds more in memory)")
     rebuild.set_defaults(handler=rebuild_command)
 
 
 def rebuild_command(settings: Settings, args: argparse.Namespace) -> int:
-    from adapters.audit import Progress, replay, store_batches
+    from adapters.audit import Progress
 
     from ..bootstrap import build_runtime
 
@@ -28,7 +29,8 @@ def rebuild_command(settings: Settings, args: argparse.Namespace) -> int:
         head = runtime.ledger.recorder.max_notification_id() or 0
         runtime.projector.reset()
         progress = Progress(head, "projected")
-        done = replay(store_batches(runtime.ledger, 0, head, args.batch), runtime.projector, progress)
+        done = runtime.projector.rebuild(runtime.ledger.recorder, upto=head, window=args.batch,
+                                         progress=progress.update)
         progress.finish()
     finally:
         runtime.close()
