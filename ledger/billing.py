@@ -16,6 +16,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from decimal import Decimal
+from functools import lru_cache
 from typing import TYPE_CHECKING, Any, TypeVar, cast
 from uuid import UUID
 
@@ -23,24 +24,23 @@ from eventsourcing.application import Application
 from eventsourcing.domain import Aggregate
 from eventsourcing.persistence import IntegrityError
 
-from domain.calendar import period_for_label, previous_label
+from domain.calendar import period_for_label
 from domain.money import ROUNDING, minor_unit
 from domain.plans import PlanTerms, PlanVersion, version_in_force
-from rating.invoicing import InvoiceLine, PlanSpan, draft_invoice, issue_postings, plan_spans, unbilled_usage
+from rating.invoicing import InvoiceLine, PlanSpan, draft_invoice, issue_postings, plan_spans
 
 from .account import Account
 from .billing_period import BillingPeriod
 from .bulk import existing_ids, load_aggregates
 from .catalog import Plan
 from .errors import Conflict, NotFound
-from .invoice import CreditNote, Invoice, InvoiceSeries, document_number, invoice_id
+from .invoice import CreditNote, Invoice, InvoiceSeries, document_number, invoice_id, new_invoice_events
 from .journal import TAX_PAYABLE, Posting, balanced, subscriber_account
+from .late_usage import LateUsage, late_usage, recorded_versions
 
 A = TypeVar("A", bound=Aggregate)
 DAY = 86_400
 CREDIT_NOTES = "credit_notes"  # contra-revenue: what credit notes gave back
-# How many earlier periods a run looks at for usage rated after their invoice was issued.
-LATE_LOOKBACK = 2
 
 
 @dataclass
@@ -60,6 +60,16 @@ class RunResult:
         self.skipped += other.skipped
         self.not_ended += other.not_ended
         self.retries += other.retries
+
+
+@dataclass(frozen=True, slots=True)
+class _Draft:
+    """One account's invoice, drafted: the Invoice's arguments and the lines it issues."""
+
+    drafted: dict[str, Any]
+    lines: tuple[InvoiceLine, ...]
+    subscriber: str
+    usage_versions: dict[str, int]
 
 
 @dataclass(frozen=True)
@@ -92,38 +102,9 @@ class _Plans:
         return self.parsed[plan.id]
 
 
-def late_usage(store: Application[UUID], period: str, accounts: Mapping[UUID, Account],
-               spans: Mapping[UUID, _BillingSpan]) -> dict[UUID, dict[str, dict[str, Any]]]:
-    """Per account, per earlier period (up to ``LATE_LOOKBACK`` back), the usage rated after
-    that period's invoice was issued and not billed since: what the BillingPeriod holds now
-    minus what the period's invoice and the later ones billed for it (``usage_billed``). A
-    period with no issued invoice is left to its own run; one whose invoice predates
-    ``usage_billed`` is left alone (what it billed is not known per band)."""
-    labels = [previous_label(period, back) for back in range(1, LATE_LOOKBACK + 1)]
-    wanted = {(a, label): invoice_id(a, label) for a in accounts for label in labels}
-    invoices = load_aggregates(store, Invoice, wanted.values())
-    periods: dict[tuple[UUID, str], UUID] = {}
-    for (account_id, label), document in wanted.items():
-        found = invoices.get(document)
-        if found is not None and found.status != "draft" and getattr(found, "usage_billed", None) is not None:
-            start, _ = period_for_label(label, accounts[account_id].anchor_day, spans[account_id].timezone)
-            periods[(account_id, label)] = BillingPeriod.create_id(account_id, start)
-    usage = load_aggregates(store, BillingPeriod, periods.values())
-    late: dict[UUID, dict[str, dict[str, Any]]] = {}
-    for (account_id, label), period_id in periods.items():
-        used = usage.get(period_id)
-        if used is None or not used.usage_totals:
-            continue
-        # The period's own invoice and every later one may have billed part of it.
-        documents = [invoices[wanted[(account_id, later)]] for later in [label, *labels[:labels.index(label)]]
-                     if wanted[(account_id, later)] in invoices]
-        if any(document.usage_billed is None for document in documents):
-            continue  # what one of them billed for this period is not known per band
-        billed = [(document.usage_billed or {}).get(label, {}) for document in documents]
-        left = unbilled_usage(used.usage_totals, billed)
-        if left:
-            late.setdefault(account_id, {})[label] = left
-    return late
+@lru_cache(maxsize=1024)
+def _period_start(label: str, anchor_day: int, timezone: str) -> int:
+    return period_for_label(label, anchor_day, timezone)[0]
 
 
 class BillingRun:
@@ -182,12 +163,18 @@ class BillingRun:
             else:
                 spans[account_id] = span
         usage = load_aggregates(store, BillingPeriod, [BillingPeriod.create_id(a, s.start) for a, s in spans.items()])
-        late = late_usage(store, period, {a: accounts[a] for a in spans}, spans)
-        drafts: list[tuple[Invoice, str]] = []
+
+        def period_id(account_id: UUID, label: str) -> UUID:
+            account = accounts[account_id]
+            return BillingPeriod.create_id(account_id, _period_start(label, account.anchor_day,
+                                                                     spans[account_id].timezone))
+
+        late = late_usage(store, period, list(spans), period_id)
+        drafts: list[_Draft] = []
         for account_id, span in spans.items():
             drafted = self._draft(period, accounts[account_id], span, plans, at,
                                   usage.get(BillingPeriod.create_id(account_id, span.start)),
-                                  carried.get(str(account_id), {}), late.get(account_id, {}))
+                                  carried.get(str(account_id), {}), late.get(account_id, LateUsage()))
             if drafted is None:
                 result.skipped += 1
             else:
@@ -197,15 +184,17 @@ class BillingRun:
         series_name = f"INV-{site}-{datetime.fromtimestamp(at, UTC).year}"
         series = self._series(series_name)
         first = series.reserve(len(drafts))
-        for offset, (invoice, subscriber) in enumerate(drafts):
-            lines = [InvoiceLine.from_dict(line) for line in invoice.lines]
+        events: list[Any] = []
+        for offset, draft in enumerate(drafts):
             postings = balanced([Posting(a, amount, c) for a, amount, c in
-                                 issue_postings(lines, subscriber, invoice.currency)])
+                                 issue_postings(draft.lines, draft.subscriber, draft.drafted["currency"])])
             number = document_number(series_name, first + offset)
-            invoice.issue(number=number, series=series_name, issued_at=at, due_at=at + net_days * DAY,
-                          subscriber=subscriber, postings=postings)
+            events += new_invoice_events(draft.drafted, {
+                "number": number, "series": series_name, "issued_at": at, "due_at": at + net_days * DAY,
+                "subscriber": draft.subscriber, "postings": postings, "usage_versions": draft.usage_versions})
             result.issued.append(number)
-        self.save(series, *(invoice for invoice, _ in drafts))
+        # The series and every invoice in one transaction: a concurrent run conflicts on the series.
+        self.save(series, *events)
         return result
 
     def _series(self, name: str) -> InvoiceSeries:
@@ -221,8 +210,7 @@ class BillingRun:
         return _BillingSpan(start, end, timezone, first_plan)
 
     def _draft(self, period: str, account: Account, span: _BillingSpan, plans: _Plans, at: int,
-               usage_period: BillingPeriod | None, carried: Mapping[str, str],
-               late: Mapping[str, dict[str, Any]]) -> tuple[Invoice, str] | None:
+               usage_period: BillingPeriod | None, carried: Mapping[str, str], late: LateUsage) -> _Draft | None:
         start, end, timezone, first_plan = span.start, span.end, span.timezone, span.first_plan
         active_from = max(start, account.opened_at)
         active_to = min(end, account.closed_at) if account.closed_at is not None else end
@@ -234,12 +222,12 @@ class BillingRun:
         spans: list[PlanSpan] = plan_spans(history, active_from, active_to)
         usage_totals: dict[str, Any] = getattr(usage_period, "usage_totals", {}) if usage_period else {}
         in_period = [p for p in account.packs if start <= int(p["valid_from"]) < end]
-        if not spans and not usage_totals and not in_period and not late:
+        if not spans and not usage_totals and not in_period and not late.usage:
             return None
         draft = draft_invoice(
             currency=account.currency, period_start=start, period_end=end, timezone=timezone, spans=spans,
             usage_totals=usage_totals, packs=account.packs, discounts=account.discounts, tax_rate=account.tax_rate,
-            late_usage=late,
+            late_usage=late.usage,
         )
         terms: PlanTerms = spans[-1].terms if spans else version_in_force(plans.versions(first_plan), start).terms
         subscriber = subscriber_account(account.id, terms.payment_model)
@@ -250,13 +238,14 @@ class BillingRun:
         customer = {"name": account.name, "usernames": list(account.usernames), "tax_zone": account.tax_zone,
                     "tax_rate": str(account.tax_rate), "payment_model": terms.payment_model,
                     "plan": spans[-1].plan_name if spans else first_plan.name, "timezone": timezone}
-        invoice = Invoice(
-            account_id=account.id, period=period, period_start=start, period_end=end, currency=account.currency,
-            customer=customer, lines=[line.to_dict() for line in draft.lines], totals=draft.totals(),
-            tax_summary=draft.tax_summary(), carried=carried_out, drafted_at=at,
-            usage_billed={period: dict(usage_totals)} | dict(late),
-        )
-        return invoice, subscriber
+        drafted = {
+            "account_id": account.id, "period": period, "period_start": start, "period_end": end,
+            "currency": account.currency, "customer": customer, "lines": [line.to_dict() for line in draft.lines],
+            "totals": draft.totals(), "tax_summary": draft.tax_summary(), "carried": carried_out, "drafted_at": at,
+            "usage_billed": {period: dict(usage_totals)} | dict(late.usage),
+        }
+        own_version = usage_period.version if usage_period is not None else 0
+        return _Draft(drafted, draft.lines, subscriber, recorded_versions(period, own_version, late))
 
     def get_invoice(self, invoice: UUID) -> Invoice:
         return self._get(Invoice, invoice, "invoice")

@@ -15,6 +15,7 @@ from typing import Any
 from uuid import UUID, uuid5
 
 from eventsourcing.domain import Aggregate, event
+from eventsourcing.utils import get_topic
 
 from domain.ids import NAMESPACE
 
@@ -99,7 +100,11 @@ class Invoice(Aggregate):
 
     @event("Issued")
     def issue(self, number: str, series: str, issued_at: int, due_at: int, subscriber: str,
-              postings: list[dict[str, str]]) -> None:
+              postings: list[dict[str, str]], usage_versions: dict[str, int] | None = None) -> None:
+        """Fix the number, dates and postings. ``usage_versions``: per period label, the
+        version of the account's BillingPeriod whose usage is billed in full by now (this
+        invoice's own period and the earlier ones it looked at for late usage), so the next
+        run knows without reading them that nothing arrived since (ledger/late_usage.py)."""
         if self.status != "draft":
             raise Conflict(f"invoice {self.number} is already issued")
         self.status = "issued"
@@ -108,6 +113,7 @@ class Invoice(Aggregate):
         self.issued_at = issued_at
         self.due_at = due_at
         self.subscriber = subscriber
+        self.usage_versions = usage_versions
 
     def creditable(self) -> Decimal:
         return self.gross - self.credited
@@ -147,3 +153,19 @@ class CreditNote(Aggregate):
         self.currency = currency
         self.reason = reason
         self.issued_at = issued_at
+
+
+_INVOICE_TOPIC = get_topic(Invoice)
+_DRAFTED: Any = Invoice.Drafted  # type: ignore[attr-defined]
+_ISSUED: Any = Invoice.Issued  # type: ignore[attr-defined]
+
+
+def new_invoice_events(drafted: dict[str, Any], issued: dict[str, Any]) -> tuple[Any, Any]:
+    """The Drafted and Issued events of a new invoice, exactly as ``Invoice(**drafted)``
+    then ``issue(**issued)`` record them (tests/test_billing_bulk.py compares the stored
+    bytes), built directly: a billing run issues every invoice it drafts, and the aggregate
+    round trip (construction, the command decorator, collecting) was a fifth of its time."""
+    invoice = invoice_id(drafted["account_id"], drafted["period"])
+    return (_DRAFTED(originator_id=invoice, originator_version=1, timestamp=_DRAFTED.create_timestamp(),
+                     originator_topic=_INVOICE_TOPIC, **drafted),
+            _ISSUED(originator_id=invoice, originator_version=2, timestamp=_ISSUED.create_timestamp(), **issued))
