@@ -6,6 +6,7 @@ exactly. Stages wake each other up, and poll as well (another process may write 
 from __future__ import annotations
 
 import logging
+import os
 import threading
 import time
 from collections.abc import Callable
@@ -24,10 +25,11 @@ BATCH = 1000
 class Stage(threading.Thread):
     """Runs ``step`` (returns how many items it handled) until stopped."""
 
-    def __init__(self, name: str, step: Callable[[], int], poll_interval: float = 0.5) -> None:
+    def __init__(self, name: str, step: Callable[[], int], poll_interval: float = 0.5, nice: int = 0) -> None:
         super().__init__(name=name, daemon=True)
         self.step = step
         self.poll_interval = poll_interval
+        self.nice = nice
         self.wakeup = threading.Event()
         self.stopping = threading.Event()
         self.failures = 0
@@ -35,6 +37,15 @@ class Stage(threading.Thread):
         self.on_fatal: Callable[[Stage], None] | None = None
 
     def run(self) -> None:
+        if self.nice:
+            # Linux schedules threads: PRIO_PROCESS with the thread's id lowers this thread
+            # only (never the API's or the process's other threads). Raising niceness needs
+            # no privilege.
+            thread = threading.get_native_id()
+            try:
+                os.setpriority(os.PRIO_PROCESS, thread, min(19, os.getpriority(os.PRIO_PROCESS, thread) + self.nice))
+            except OSError as refused:
+                log.warning("stage %s keeps its priority: %s", self.name, refused)
         while not self.stopping.is_set():
             try:
                 handled = self.step()

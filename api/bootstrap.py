@@ -37,13 +37,15 @@ class Runtime:
     on_fatal: Callable[[Stage], None] | None = None
 
     def start_stages(self) -> None:
-        rater = Stage("rater", self.gate.writer(rate_step(self.intake, self.ledger)))
+        nice = self.settings.stage_nice
+        rater = Stage("rater", self.gate.writer(rate_step(self.intake, self.ledger)), nice=nice)
         projector = Stage("projector", self.gate.follower(project_step(self.ledger, self.projector)),
-                          poll_interval=0.25)
-        enforcer = Stage("enforcer", self.gate.writer(Enforcer(self.ledger, self.engine, self.projector).step))
+                          poll_interval=0.25, nice=nice)
+        enforcer = Stage("enforcer", self.gate.writer(Enforcer(self.ledger, self.engine, self.projector).step),
+                         nice=nice)
         # Superseded snapshots are most of the bytes at rest of long sessions (ledger/snapshots.py).
         housekeeping = Stage("housekeeping", self.gate.follower(lambda: 1 if prune_snapshots(self.ledger) else 0),
-                             poll_interval=3600)
+                             poll_interval=3600, nice=nice)
         self.stages = [rater, projector, enforcer, housekeeping]
         # Each stage's progress is the next stage's work: wake it rather than wait a poll.
         self.intake.listeners.append(rater.wakeup.set)

@@ -43,6 +43,10 @@ class Settings:
     # the rater, projector and API do not slow the acks down); "inline" runs everything in
     # one process (debugging, profiling).
     radius_process: str = "separate"  # separate | inline
+    # Niceness of `serve`'s background stages (rater, projector, enforcer, chainer,
+    # housekeeping): when the cores are saturated, acknowledging the BNGs (the RADIUS process)
+    # and answering the API come first, and rating catches up after. 0 keeps them equal.
+    stage_nice: int = 10
     log_level: str = "info"
     log_format: str = "text"  # text | json (one object per line)
     # Two sites (README, "Two sites"): the role this site takes when its store has no site
@@ -94,6 +98,8 @@ def _coerce(values: dict[str, Any]) -> dict[str, Any]:
         raise ValueError("site_role is 'active' or 'standby'")
     if "radius_process" in out and out["radius_process"] not in ("separate", "inline"):
         raise ValueError("radius_process is 'separate' or 'inline'")
+    if "stage_nice" in out and not 0 <= out["stage_nice"] <= 19:
+        raise ValueError("stage_nice is from 0 to 19")
     return out
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import threading
 
 from adapters.followers import Stage
@@ -45,3 +46,27 @@ def test_an_unbalanced_transaction_stops_the_stage_and_says_so() -> None:
     assert not stage.is_alive()
     assert isinstance(stage.fatal, UnbalancedTransaction)
     assert stopped == ["rater"] and applied == []
+
+
+def test_a_nice_stage_yields_the_cores_to_the_acks_but_only_its_own_thread() -> None:
+    """`serve` lowers its stages' priority (stage_nice) so that acknowledging BNGs comes first
+    when the cores are saturated; the process's other threads (the API) keep theirs."""
+    seen: list[tuple[int, int]] = []
+    done = threading.Event()
+
+    def step() -> int:
+        seen.append((os.getpriority(os.PRIO_PROCESS, threading.get_native_id()),
+                     os.getpriority(os.PRIO_PROCESS, main_thread)))
+        done.set()
+        return 0
+
+    main_thread = threading.get_native_id()
+    before = os.getpriority(os.PRIO_PROCESS, main_thread)
+    stage = Stage("rater", step, poll_interval=0.01, nice=7)
+    stage.start()
+    try:
+        assert done.wait(5)
+    finally:
+        stage.stop()
+        stage.join(5)
+    assert seen[0] == (min(before + 7, 19), before)
