@@ -35,25 +35,28 @@ _watch = threading.local()
 class DueSnapshots:
     """Snapshots of aggregates at the interval versions their emitted events reached."""
 
-    def __init__(self, intervals: dict[type, int], snapshot_class: type = Snapshot) -> None:
+    def __init__(self, intervals: dict[type, int], snapshot_class: type = Snapshot,
+                 freeze: Callable[[Any], Any] = copy.deepcopy) -> None:
         self.intervals = intervals
         self.snapshot_class = snapshot_class
+        self.freeze = freeze
         self.taken: dict[tuple[UUID, int], Any] = {}
 
     def check(self, aggregate: Aggregate, version: int) -> None:
         interval = self.intervals.get(type(aggregate))
         if interval and version % interval == 0:
             snapshot_class = getattr(type(aggregate), "Snapshot", None) or self.snapshot_class
-            # Deep: the aggregate's dicts keep changing after this event.
-            self.taken[(aggregate.id, version)] = copy.deepcopy(snapshot_class.take(aggregate))
+            # Frozen now (deep-copied, or encoded as stored): the aggregate's dicts keep changing.
+            self.taken[(aggregate.id, version)] = self.freeze(snapshot_class.take(aggregate))
 
 
 @contextmanager
-def snapshots_due(intervals: dict[type, int], snapshot_class: type = Snapshot) -> Iterator[DueSnapshots]:
+def snapshots_due(intervals: dict[type, int], snapshot_class: type = Snapshot,
+                  freeze: Callable[[Any], Any] = copy.deepcopy) -> Iterator[DueSnapshots]:
     """While open, each event ``emit`` makes on this thread that brings an aggregate of a
-    class in ``intervals`` to a multiple of its interval has the aggregate's state copied at
-    that version (into the yielded ``DueSnapshots``)."""
-    due = DueSnapshots(intervals, snapshot_class)
+    class in ``intervals`` to a multiple of its interval has its snapshot at that version
+    taken and frozen by ``freeze`` (into the yielded ``DueSnapshots``)."""
+    due = DueSnapshots(intervals, snapshot_class, freeze)
     previous = getattr(_watch, "due", None)
     _watch.due = due
     try:

@@ -57,7 +57,9 @@ class Rater:
         intervals: dict[type, int] = getattr(self, "snapshotting_intervals", None) or {}
         try:
             batch.prefetch(records)
-            with snapshots_due(intervals, type(self).snapshot_class or Snapshot) as due:  # type: ignore[attr-defined]
+            # Snapshots due mid-batch are encoded as they are taken (the state moves on).
+            with snapshots_due(intervals, type(self).snapshot_class or Snapshot,  # type: ignore[attr-defined]
+                               self.mapper.to_stored_event) as due:  # type: ignore[attr-defined]
                 for record in records:
                     batch.apply(record)
             processing_event: ProcessingEvent[UUID] = ProcessingEvent(tracking=tracking)
@@ -104,7 +106,7 @@ class Rater:
                 continue
             taken = due.taken.get((event.originator_id, event.originator_version))
             if taken is not None:
-                snapshots.put([taken])
+                snapshots.recorder.insert_events([taken])  # already a stored event
             elif aggregate.version == event.originator_version:
                 snapshot_class = getattr(type(aggregate), "Snapshot", None) or type(self).snapshot_class  # type: ignore[attr-defined]
                 snapshots.put([snapshot_class.take(aggregate)])

@@ -25,6 +25,7 @@ from eventsourcing.persistence import JSONTranscoder
 _PLAIN = frozenset({str, int, bool, type(None)})
 # Turned into {"_type_", "_data_"} objects by the registered transcodings, in both.
 _TRANSCODED = frozenset({Decimal, datetime})
+_NATIVE = _PLAIN | _TRANSCODED
 _OPTIONS = orjson.OPT_PASSTHROUGH_DATETIME
 
 
@@ -41,16 +42,24 @@ class FastJSONTranscoder(JSONTranscoder):
             return super().encode(obj)
 
     def _prepare(self, value: Any) -> Any:
+        """``value`` with its UUIDs as transcoded objects (the same object when it has none);
+        _Unusual for anything only the standard encoder should write."""
         kind = type(value)
-        if kind in _PLAIN or kind in _TRANSCODED:
+        if kind in _NATIVE:
             return value
         if kind is dict:
-            prepared = {}
+            prepared = None
             for key, item in value.items():
                 if type(key) is not str:
                     raise _Unusual
-                prepared[key] = self._prepare(item)
-            return prepared
+                if type(item) in _NATIVE:
+                    continue
+                new = self._prepare(item)
+                if new is not item:
+                    if prepared is None:
+                        prepared = dict(value)
+                    prepared[key] = new
+            return value if prepared is None else prepared
         if kind is list or kind is tuple:
             return [self._prepare(item) for item in value]
         if kind is UUID:
