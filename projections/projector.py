@@ -16,7 +16,7 @@ from eventsourcing.utils import resolve_topic
 from sqlalchemy import Engine, delete, insert, select, update
 
 from . import tables as t
-from .base import ReadModel
+from .base import ModelBatch, ReadModel
 from .decoding import event_decoder
 
 
@@ -28,6 +28,19 @@ def default_models() -> list[ReadModel]:
     from .sessions import SessionModel
 
     return [CatalogModel(), MoneyModel(), SessionModel(), InvoiceModel()]
+
+
+def _handlers(batches: list[ModelBatch], event_class: type) -> list[Callable[[int, Any], None]]:
+    """The calls that apply an event of ``event_class`` to ``batches``, looked up once per
+    class and batch rather than per event (the lookup was a few % of projecting)."""
+    name = "on_" + event_class.__qualname__.replace(".", "_")
+    calls: list[Callable[[int, Any], None]] = []
+    for batch in batches:
+        if type(batch).apply is not ModelBatch.apply:  # a model with its own dispatch
+            calls.append(batch.apply)
+        elif (handler := getattr(batch, name, None)) is not None:
+            calls.append(handler)
+    return calls
 
 
 class ReadModelProjector:
@@ -139,9 +152,13 @@ class ReadModelProjector:
                           if self._handled(notification.topic)]
                 for batch in batches:
                     batch.prepare([event for _, event in events])
+                dispatch: dict[type, list[Callable[[int, Any], None]]] = {}
                 for position, event in events:
-                    for batch in batches:
-                        batch.apply(position, event)
+                    calls = dispatch.get(type(event))
+                    if calls is None:
+                        calls = dispatch[type(event)] = _handlers(batches, type(event))
+                    for call in calls:
+                        call(position, event)
                 for batch in batches:
                     batch.flush()
                 current = fresh[-1].id
