@@ -27,7 +27,7 @@ from eventsourcing.persistence import IntegrityError
 from domain.calendar import period_for_label
 from domain.money import ROUNDING, minor_unit
 from domain.plans import PlanTerms, PlanVersion, version_in_force
-from rating.invoicing import InvoiceLine, PlanSpan, draft_invoice, issue_postings, plan_spans
+from rating.invoicing import InvoiceLine, PlanSpan, draft_invoice, issue_postings, plan_spans, recurring_lines
 
 from .account import Account
 from .billing_period import BillingPeriod
@@ -89,6 +89,19 @@ class _Plans:
         self.read = read
         self.plans: dict[UUID, Plan] = {}
         self.parsed: dict[UUID, list[PlanVersion]] = {}
+        self.fees: dict[tuple[Any, ...], list[InvoiceLine]] = {}
+
+    def recurring(self, spans: Sequence[PlanSpan], start: int, end: int, timezone: str, tax_rate: Decimal,
+                  currency: str) -> list[InvoiceLine]:
+        """``recurring_lines`` of these arguments, computed once per batch: most accounts of a
+        batch share their plan version and period. Terms are told apart by identity, which is
+        sound because this batch's ``versions`` keeps every one alive."""
+        key = (tuple((s.start, s.end, s.plan_id, s.plan_name, id(s.terms)) for s in spans), start, end, timezone,
+               tax_rate, currency)
+        found = self.fees.get(key)
+        if found is None:
+            found = self.fees[key] = recurring_lines(spans, start, end, timezone, tax_rate, currency)
+        return found
 
     def get(self, plan_id: Any) -> Plan:
         key = UUID(str(plan_id))
@@ -228,6 +241,7 @@ class BillingRun:
             currency=account.currency, period_start=start, period_end=end, timezone=timezone, spans=spans,
             usage_totals=usage_totals, packs=account.packs, discounts=account.discounts, tax_rate=account.tax_rate,
             late_usage=late.usage,
+            recurring=plans.recurring(spans, start, end, timezone, account.tax_rate, account.currency),
         )
         terms: PlanTerms = spans[-1].terms if spans else version_in_force(plans.versions(first_plan), start).terms
         subscriber = subscriber_account(account.id, terms.payment_model)

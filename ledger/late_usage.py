@@ -13,12 +13,12 @@ such record, take the exact path.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 from uuid import UUID
 
+import orjson
 from eventsourcing.application import Application
 
 from domain.calendar import previous_label
@@ -58,7 +58,7 @@ def late_usage(store: Application[UUID], period: str, accounts: list[UUID], peri
     recorded: dict[UUID, dict[str, int]] = {}
     for a in accounts:
         state = issued.get(wanted[(a, labels[0])])
-        versions = json.loads(state).get("usage_versions") if state is not None else None
+        versions = orjson.loads(state).get("usage_versions") if state is not None else None
         recorded[a] = versions if isinstance(versions, dict) else {}
     # Periods whose invoice was issued, by account: only those can have late usage.
     checks = {(a, label): period_id(a, label) for a in accounts for label in labels if wanted[(a, label)] in issued}

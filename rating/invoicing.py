@@ -241,11 +241,15 @@ def draft_invoice(
     usage_totals: Mapping[str, Mapping[str, Any]], packs: Sequence[Mapping[str, Any]],
     discounts: Sequence[Mapping[str, Any]], tax_rate: Decimal,
     late_usage: Mapping[str, Mapping[str, Mapping[str, Any]]] | None = None,
+    recurring: Sequence[InvoiceLine] | None = None,
 ) -> InvoiceDraft:
     """All lines of one account's invoice for [period_start, period_end), and ``late_usage``
-    of earlier periods (see ``late_usage_lines``; not part of the discount base)."""
+    of earlier periods (see ``late_usage_lines``; not part of the discount base).
+    ``recurring``: what ``recurring_lines`` gives for these spans, when the caller has it
+    (a billing run computes it once for the many accounts with the same plan and period)."""
     inclusive = spans[-1].terms.prices_include_tax if spans else False
-    lines = recurring_lines(spans, period_start, period_end, timezone, tax_rate, currency)
+    lines = list(recurring) if recurring is not None else \
+        recurring_lines(spans, period_start, period_end, timezone, tax_rate, currency)
     lines += usage_lines(usage_totals, tax_rate, currency, inclusive)
     base = sum((line.amount for line in lines), Decimal(0))
     lines += addon_lines(packs, period_start, period_end, tax_rate, currency, inclusive, timezone)
