@@ -45,7 +45,7 @@ class DueSnapshots:
     def check(self, aggregate: Aggregate, version: int) -> None:
         interval = self.intervals.get(type(aggregate))
         if interval and version % interval == 0:
-            snapshot_class = getattr(type(aggregate), "Snapshot", None) or self.snapshot_class
+            snapshot_class: Any = getattr(type(aggregate), "Snapshot", None) or self.snapshot_class
             # Frozen now (deep-copied, or encoded as stored): the aggregate's dicts keep changing.
             self.taken[(aggregate.id, version)] = self.freeze(snapshot_class.take(aggregate))
 
@@ -73,7 +73,7 @@ def _layout(event_class: type) -> tuple[tuple[str, ...], Callable[..., None]]:
     return names[3:], decorated_funcs[event_class]
 
 
-def emit(aggregate: Aggregate, event_class: type, **fields: Any) -> None:
+def emit(aggregate: Aggregate, event_class: Any, **fields: Any) -> None:
     """Trigger ``event_class`` (an ``@event`` method's event class of ``aggregate``'s type)
     with ``fields`` (all of its fields, by name): the next event of the aggregate, applied to
     it and left pending, as calling the decorated method would."""
