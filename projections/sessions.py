@@ -147,14 +147,15 @@ class _SessionBatch(ModelBatch):
         moved, kept = [], []
         for r in self.rows.values():
             if not r["_new"]:
-                (moved if (r["account_id"], r["framed_ip"]) != r["_indexed"] else kept).append(
-                    {("_id" if k == "id" else k): v for k, v in _clean(r).items()})
-        for changed, skipped in ((moved, {"id"}), (kept, _INDEXED)):
-            if changed:
-                columns = [c.name for c in t.sessions.columns if c.name not in skipped]
+                if (r["account_id"], r["framed_ip"]) != r["_indexed"]:
+                    moved.append(_clean(r, _ALL_BUT_ID) | {"_id": r["id"]})
+                else:
+                    kept.append(_clean(r, _UNINDEXED) | {"_id": r["id"]})
+        for rows, columns in ((moved, _ALL_BUT_ID), (kept, _UNINDEXED)):
+            if rows:
                 statement = (update(t.sessions).where(t.sessions.c.id == bindparam("_id"))
                              .values({name: bindparam(name) for name in columns}))
-                self.conn.execute(statement, [{k: row[k] for k in ("_id", *columns)} for row in changed])
+                self.conn.execute(statement, rows)
         self._flush_keyless()
         self._flush_usage()
 
@@ -206,16 +207,19 @@ class _SessionBatch(ModelBatch):
 
 
 BIGINT_MAX = 2**63 - 1
-# Columns of the sessions table's key and indexes (see tables.py); started_at never changes.
-_INDEXED = {"id", "account_id", "framed_ip", "started_at"}
+_COLUMNS = tuple(c.name for c in t.sessions.columns)
+_ALL_BUT_ID = tuple(name for name in _COLUMNS if name != "id")
+# Not in the table's key nor its indexes (see tables.py); started_at never changes anyway.
+_UNINDEXED = tuple(name for name in _COLUMNS if name not in {"id", "account_id", "framed_ip", "started_at"})
 
 
-def _clean(row: dict[str, Any]) -> dict[str, Any]:
+def _clean(row: dict[str, Any], columns: tuple[str, ...] = _COLUMNS) -> dict[str, Any]:
     """Row values for the table; byte totals saturate at BIGINT's range (only absurd counters
     from a faulty NAS get there; the ledger keeps the exact figures, the projector keeps going)."""
-    values = {k: v for k, v in row.items() if not k.startswith("_")}
+    values = {name: row[name] for name in columns}
     for key in ("upload_bytes", "download_bytes"):
-        values[key] = min(values[key], BIGINT_MAX)
+        if values[key] > BIGINT_MAX:
+            values[key] = BIGINT_MAX
     return values
 
 
