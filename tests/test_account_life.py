@@ -78,8 +78,6 @@ def test_the_charge_is_the_share_after_the_opening(runtime: Runtime, opened: int
     plan = runtime.ledger.create_plan(name="p", terms=PlanTerms.parse("USD", "30", "0.50"), effective_from=0)
     account = runtime.ledger.open_account(name=user, plan_id=plan.id, usernames=[user], opened_at=T0 + opened)
     ingest(runtime, record("interim", f"s-{user}", at=T0 + end, start=T0, down=total, user=user))
-    if opened >= end:
-        expected = 0
-    else:
-        expected = total - total * opened // end  # split_usage apportions by elapsed time, floors
+    # split_usage apportions by elapsed time, rounding down the share before the opening
+    expected = 0 if opened >= end else total - total * opened // end
     assert owed(runtime, str(account.id)) == charge(expected)
