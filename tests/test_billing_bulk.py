@@ -60,8 +60,9 @@ def test_new_invoice_events_are_stored_as_the_aggregate_stores_them(runtime: Run
             expected.originator_id, expected.originator_version, expected.topic)
         assert _without_timestamp(built.state) == _without_timestamp(expected.state)
         # The same bytes apart from the moment: same keys, same order, same encoding.
-        assert list(json.loads(built.state)) == list(json.loads(expected.state))
-        assert len(built.state) == len(expected.state)
+        moment = json.loads(built.state)["timestamp"]["_data_"].encode()
+        expected_moment = json.loads(expected.state)["timestamp"]["_data_"].encode()
+        assert built.state.replace(moment, expected_moment) == expected.state
     ledger.save(*new_invoice_events(drafted, issued))
     stored = ledger.get_invoice(invoice.id)
     assert vars(stored) | {"_created_on": None, "_modified_on": None} == \
