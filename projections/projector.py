@@ -111,7 +111,7 @@ class ReadModelProjector:
             conn.execute(delete(t.positions).where(t.positions.c.name == self.name))
         self._advanced(0)
 
-    def rebuild(self, recorder: Any, *, upto: int | None = None, window: int = 100_000,
+    def rebuild(self, recorder: Any, *, upto: int | None = None, window: int = 50_000,
                 progress: Callable[[int], None] | None = None) -> int:
         """Project the ledger's log from the stored position (0 after ``reset``) up to ``upto``
         (everything recorded when omitted), ``window`` events per transaction; returns how

@@ -14,8 +14,8 @@ def register(commands: Any) -> None:
     sub = projections.add_subparsers(dest="projections_command", required=True)
     rebuild = sub.add_parser("rebuild", help="rebuild every read model from the ledger log (progress on stderr)")
     add_store_options(rebuild)
-    rebuild.add_argument("--batch", type=int, default=100_000,
-                         help="events per transaction (larger is faster and holds more in memory)")
+    rebuild.add_argument("--batch", type=int, default=50_000,
+                         help="events per transaction (larger is faster; ~3.5 KB of memory per event)")
     rebuild.set_defaults(handler=rebuild_command)
 
 
