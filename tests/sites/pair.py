@@ -153,10 +153,17 @@ def site(product: Product) -> dict[str, Any]:
 
 
 def converged(pair: Pair, timeout: float = 30.0) -> int:
-    """Wait until B holds A's whole chained log (same head position and hash)."""
+    """Wait until A has rated everything it accepted and B holds A's whole chained log (same
+    head position and hash). Without the first condition a head that A's rater is still
+    growing (its stages run at a lower priority than the acks) could be caught equal."""
 
     def same_head() -> int | None:
+        checks = pair.a.get("/health").json().get("checks", {})
+        if checks.get("rated_position", 0) < checks.get("accounting_position", 0):
+            return None
         a, b = site(pair.a), site(pair.b)
+        if checks.get("ledger_position", 0) > a["head_position"]:
+            return None  # A's chainer has not reached its ledger's end yet
         return a["head_position"] if (a["head_position"], a["head_hash"]) == (
             b["head_position"], b["head_hash"]) and a["head_position"] else None
 
