@@ -21,8 +21,6 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import select
-
 from adapters.billing_runs import run_billing
 from adapters.followers import project_step, rate_step
 from adapters.radius.codec import decode_accounting, encode_accounting_request
@@ -81,13 +79,7 @@ def populate(runtime: Runtime, sessions: int, interims: int, finance: bool = Tru
 
 def snapshot(runtime: Runtime) -> dict[str, list[tuple[Any, ...]]]:
     """Every read-model table's rows, ordered by primary key."""
-    rows = {}
-    with runtime.engine.connect() as conn:
-        for model in runtime.projector.models:
-            for table in model.tables:
-                keys = list(table.primary_key.columns) or list(table.columns)
-                rows[table.name] = [tuple(r) for r in conn.execute(select(table).order_by(*keys))]
-    return rows
+    return runtime.projector.table_rows()
 
 
 def replay_once(runtime: Runtime, mode: str) -> tuple[int, float, float]:

@@ -74,6 +74,16 @@ class ReadModelProjector:
     def create_tables(self) -> None:
         t.metadata.create_all(self.engine)
 
+    def table_rows(self) -> dict[str, list[tuple[Any, ...]]]:
+        """Every read-model table's rows in primary-key order: what a rebuild is compared with."""
+        rows = {}
+        with self.engine.connect() as conn:
+            for model in self.models:
+                for table in model.tables:
+                    keys = list(table.primary_key.columns) or list(table.columns)
+                    rows[table.name] = [tuple(r) for r in conn.execute(select(table).order_by(*keys))]
+        return rows
+
     def position(self) -> int:
         with self.engine.connect() as conn:
             value = conn.execute(select(t.positions.c.position).where(t.positions.c.name == self.name)).scalar()

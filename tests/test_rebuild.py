@@ -15,8 +15,6 @@ from decimal import Decimal
 from typing import Any
 from uuid import UUID
 
-from sqlalchemy import select
-
 from adapters.billing_runs import run_billing
 from adapters.followers import drain, rate_step
 from api.bootstrap import Runtime
@@ -93,13 +91,7 @@ def traffic(runtime: Runtime, rng: random.Random) -> None:
 
 
 def tables(runtime: Runtime) -> dict[str, list[tuple[Any, ...]]]:
-    rows = {}
-    with runtime.engine.connect() as conn:
-        for model in runtime.projector.models:
-            for table in model.tables:
-                keys = list(table.primary_key.columns) or list(table.columns)
-                rows[table.name] = [tuple(r) for r in conn.execute(select(table).order_by(*keys))]
-    return rows
+    return runtime.projector.table_rows()
 
 
 def test_rebuild_in_large_windows_equals_live_projection(runtime: Runtime) -> None:
