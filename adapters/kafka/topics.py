@@ -138,7 +138,15 @@ def wait_for_metadata(consumer: Any, topic: str, timeout: float = 60.0) -> None:
     """Load the topic's partitions before joining the group: a group leader that joins
     without them assigns nothing (kafka-python's range assignor), and the group can stall."""
     deadline = time.monotonic() + timeout
-    while not consumer.partitions_for_topic(topic):
+    while True:
+        try:
+            if consumer.partitions_for_topic(topic):
+                return
+        except KafkaError as error:
+            # A role starting while the broker restarts: wait for it like for the topic, rather
+            # than exit (seen in the broker-restart test: a rater restarted a second before
+            # the broker stopped lost its connection here).
+            log.warning("waiting for the broker (topic %s metadata): %s", topic, error)
         if time.monotonic() > deadline:
             raise TimeoutError(f"no metadata for topic {topic} after {timeout:.0f} s")
         time.sleep(0.1)
