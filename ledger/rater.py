@@ -378,14 +378,14 @@ class _Batch:
         if usage is None or usage.total_bytes == 0 or account is None:
             return
         incarnation = incarnation or session.incarnation_for(record.session_start) or str(record.session_start)
-        self._price(session, incarnation, record, usage)
+        self._price(session, incarnation, record, usage, account)
 
-    def _price(self, session: Session, incarnation: str, record: AccountingRecord, usage: Any) -> None:
+    def _price(self, session: Session, incarnation: str, record: AccountingRecord, usage: Any,
+               account: Account) -> None:
         """Split the usage at band changes and billing-period boundaries; each fragment is
         priced by the plan version in force at its start, in the period it falls in."""
         tariff = self.pricing.tariff(record.username, usage.start)
-        account = self.pricing.account(record.username)
-        assert tariff is not None and account is not None
+        assert tariff is not None
         # The account's life bounds what it is charged: a session already running when the
         # account was opened (a subscriber migrated while online) reports counters from its
         # own start, and that part was the previous system's to bill; after termination
