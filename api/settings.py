@@ -43,6 +43,9 @@ class Settings:
     # the rater, projector and API do not slow the acks down); "inline" runs everything in
     # one process (debugging, profiling).
     radius_process: str = "separate"  # separate | inline
+    # `wispgate serve`: "separate" runs the live projector (read models) in its own process,
+    # so rating and projecting use two cores; "inline" runs it as a thread (tests, debugging).
+    projector_process: str = "separate"  # separate | inline
     # Niceness of `serve`'s background stages (rater, projector, enforcer, chainer,
     # housekeeping): when the cores are saturated, acknowledging the BNGs (the RADIUS process)
     # and answering the API come first, and rating catches up after. 0 keeps them equal.
@@ -98,6 +101,8 @@ def _coerce(values: dict[str, Any]) -> dict[str, Any]:
         raise ValueError("site_role is 'active' or 'standby'")
     if "radius_process" in out and out["radius_process"] not in ("separate", "inline"):
         raise ValueError("radius_process is 'separate' or 'inline'")
+    if "projector_process" in out and out["projector_process"] not in ("separate", "inline"):
+        raise ValueError("projector_process is 'separate' or 'inline'")
     if "stage_nice" in out and not 0 <= out["stage_nice"] <= 19:
         raise ValueError("stage_nice is from 0 to 19")
     return out
