@@ -7,9 +7,18 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
-from typing import Any
+from typing import Any, Protocol
 
 Step = Callable[[], int]
+
+
+class RemoteFollower(Protocol):
+    """A stage running in another process that the gate can pause (adapters/projector_worker.py)."""
+
+    def pause(self) -> None:
+        """Return once the stage runs no step and will start none until ``resume``."""
+
+    def resume(self) -> None: ...
 
 
 class WriteGate:
@@ -20,6 +29,9 @@ class WriteGate:
         self._running = 0
         self._exclusive = False
         self.writes_open = True
+        # Stages in other processes (serve's projector process): paused while the gate is
+        # held exclusively, resumed after.
+        self.remote_followers: list[RemoteFollower] = []
 
     @contextmanager
     def shared(self) -> Iterator[None]:
@@ -40,9 +52,15 @@ class WriteGate:
             self._cond.wait_for(lambda: not self._exclusive)
             self._exclusive = True
             self._cond.wait_for(lambda: self._running == 0)
+        paused: list[RemoteFollower] = []
         try:
+            for remote in self.remote_followers:
+                remote.pause()
+                paused.append(remote)
             yield
         finally:
+            for remote in paused:
+                remote.resume()
             with self._cond:
                 self._exclusive = False
                 self._cond.notify_all()
