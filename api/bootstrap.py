@@ -11,6 +11,7 @@ from sqlalchemy import Engine
 from adapters.enforcer import Enforcer
 from adapters.followers import Stage, project_step, rate_step
 from adapters.persistence import eventstore_env, read_model_engine
+from adapters.projector_worker import ProjectorWorker
 from adapters.site_gate import WriteGate
 from ledger import AccountingLog, Ledger
 from ledger.snapshots import prune_snapshots
@@ -36,20 +37,29 @@ class Runtime:
     # Called (from the stage's thread) when a stage stops on a violated ledger invariant.
     on_fatal: Callable[[Stage], None] | None = None
 
-    def start_stages(self) -> None:
+    def start_stages(self, projector_process: ProjectorWorker | None = None) -> None:
+        """Start the stages as threads of this process; with ``projector_process`` (launched
+        already) the live projector is that child process instead of a thread: it is woken
+        like the thread, paused by the gate like the thread, and reports its positions to
+        this process's projector (waiters and listeners)."""
         nice = self.settings.stage_nice
         rater = Stage("rater", self.gate.writer(rate_step(self.intake, self.ledger)), nice=nice)
-        projector = Stage("projector", self.gate.follower(project_step(self.ledger, self.projector)),
-                          poll_interval=0.25, nice=nice)
         enforcer = Stage("enforcer", self.gate.writer(Enforcer(self.ledger, self.engine, self.projector).step),
                          nice=nice)
         # Superseded snapshots are most of the bytes at rest of long sessions (ledger/snapshots.py).
         housekeeping = Stage("housekeeping", self.gate.follower(lambda: 1 if prune_snapshots(self.ledger) else 0),
                              poll_interval=3600, nice=nice)
-        self.stages = [rater, projector, enforcer, housekeeping]
+        self.stages = [rater, enforcer, housekeeping]
         # Each stage's progress is the next stage's work: wake it rather than wait a poll.
         self.intake.listeners.append(rater.wakeup.set)
-        self.ledger.listeners.append(projector.wakeup.set)
+        if projector_process is None:
+            projector = Stage("projector", self.gate.follower(project_step(self.ledger, self.projector)),
+                              poll_interval=0.25, nice=nice)
+            self.stages.insert(1, projector)
+            self.ledger.listeners.append(projector.wakeup.set)
+        else:
+            self.ledger.listeners.append(projector_process.wake)
+            self.gate.remote_followers.append(projector_process)
         self.projector.listeners.append(lambda _position: enforcer.wakeup.set())
         for stage in self.stages:
             stage.on_fatal = self.on_fatal
