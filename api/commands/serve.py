@@ -2,7 +2,9 @@
 
 By default the RADIUS listener runs in a child process of its own (adapters/radius/worker.py)
 so that acknowledging records does not wait for the rater, projector or API to release the
-interpreter lock; ``radius_process = "inline"`` keeps everything in one process."""
+interpreter lock; ``radius_process = "inline"`` keeps everything in one process. Likewise the
+live projector runs in a child process (adapters/projector_worker.py), so rating and
+projecting use two cores; ``projector_process = "inline"`` keeps it a thread."""
 
 from __future__ import annotations
 
@@ -14,6 +16,7 @@ from typing import Any
 
 import uvicorn
 
+from adapters.projector_worker import ProjectorWorker
 from adapters.radius.registry import NasRegistry, keep_fresh
 from adapters.radius.server import AccountingServer, start_accounting_server
 from adapters.radius.worker import RadiusWorker, expose_child_metrics
@@ -90,6 +93,14 @@ async def serve(settings: Settings) -> int:
     radius_failures: list[str] = []
     api: uvicorn.Server | None = None
     worker: RadiusWorker | None = None
+    projector: ProjectorWorker | None = None
+    if settings.projector_process != "inline":
+        # Its positions reach this process's projector: read-your-writes waiters and the
+        # listeners (NAS registries, enforcer) are woken as by the in-process stage.
+        projector = ProjectorWorker(settings, on_position=lambda position: runtime.projector._advanced(position),
+                                    on_fatal=lambda text: projector_fatal(text),
+                                    on_failed=lambda message: radius_failed(message), configure_logging=configure)
+        projector.launch()
     if settings.radius_process != "inline":
         # Launched first: its start-up (imports) overlaps this process's; it touches the
         # store only when told to, below, once the applications and tables exist.
@@ -103,6 +114,8 @@ async def serve(settings: Settings) -> int:
     except BaseException:
         if worker is not None:
             worker.close()
+        if projector is not None:
+            projector.close()
         raise
 
     def stop_api() -> None:
@@ -114,14 +127,23 @@ async def serve(settings: Settings) -> int:
         halted.append(stage.name)
         stop_api()
 
+    def projector_fatal(text: str) -> None:
+        """A read-model invariant failed in the projector process: stop, never continue."""
+        log.critical("the projector process stopped: %s", text)
+        halted.append("projector")
+        stop_api()
+
     def radius_failed(message: str) -> None:
-        """The RADIUS child died too often or cannot listen: stop, so a supervisor restarts us."""
+        """A child (RADIUS listener, projector) died too often or cannot listen: stop, so a
+        supervisor restarts us."""
         radius_failures.append(message)
         stop_api()
 
     runtime.on_fatal = halt
     try:
-        runtime.start_stages()
+        runtime.start_stages(projector)
+        if projector is not None and not await asyncio.to_thread(projector.start):
+            log.warning("the projector process is not ready yet; serving meanwhile")
         if worker is None:
             stop_radius, error = await _listen_inline(settings, runtime, site)
         else:
@@ -159,5 +181,7 @@ async def serve(settings: Settings) -> int:
     finally:
         if worker is not None:
             worker.close()  # idempotent; here for the paths that never started the API
+        if projector is not None:
+            projector.close()
         site.stop()
         runtime.close()
