@@ -22,7 +22,7 @@ site's WriteGate exclusively; the gate pauses the child through ``pause``/``resu
 projector step runs meanwhile. A child that does not acknowledge in time is killed (its
 uncommitted batch is rolled back) and restarted paused.
 
-A child that dies on its own is restarted (MAX_RESTARTS a minute, beyond that the parent is
+A child that dies on its own is restarted (``max_restarts`` a minute, beyond that the parent is
 told to stop); each death is logged and counted in ``wispgate_projector_process_restarts_total``.
 The child dies with the parent (PR_SET_PDEATHSIG) and exits on end-of-file of the socket.
 """
@@ -65,8 +65,10 @@ class ProjectorWorker:
     ``on_failed(text)`` when it died too often to be worth restarting."""
 
     def __init__(self, settings: Any, *, on_position: Callable[[int], None], on_fatal: Callable[[str], None],
-                 on_failed: Callable[[str], None], configure_logging: Callable[[str, str], None]) -> None:
+                 on_failed: Callable[[str], None], configure_logging: Callable[[str, str], None],
+                 max_restarts: int = MAX_RESTARTS) -> None:
         self.settings = settings
+        self.max_restarts = max_restarts
         self.configure_logging = configure_logging
         self.on_position = on_position
         self.on_fatal = on_fatal
@@ -208,7 +210,7 @@ class ProjectorWorker:
                 return
             now = time.monotonic()
             self.restarts = [t for t in self.restarts if now - t < RESTART_WINDOW] + [now]
-            if len(self.restarts) > MAX_RESTARTS:
+            if len(self.restarts) > self.max_restarts:
                 self._ready.set()
                 self.on_failed(f"the projector process exited ({code}) {len(self.restarts)} times "
                                f"in {RESTART_WINDOW:.0f} s")
