@@ -19,8 +19,6 @@ import argparse
 import tempfile
 import time
 import uuid
-from datetime import UTC, datetime
-from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -28,61 +26,46 @@ from adapters.billing_runs import catch_up, run_billing
 from adapters.invoice_pdf import Seller, daily_usage, invoice_document, render_invoice
 from api.bootstrap import Runtime, build_runtime
 from api.settings import Settings
-from domain.plans import PlanTerms
-from ledger.account import Account, UsernameClaim
 from ledger.billing_period import BillingPeriod
 from ledger.invoice import invoice_id
-from ledger.journal import receivable
 from projections import queries
-from rating import Fragment
 
-PERIOD = "2026-10"
+from .billing_store import PERIODS, StoredAccounts, account_aggregates, insert_new_events, plan_terms, rate, ts
 
-
-def ts(text: str) -> int:
-    return int(datetime.fromisoformat(text).replace(tzinfo=UTC).timestamp())
-
-
-PERIODS = ("2026-09", PERIOD)  # billed in this order; the second is the timed steady state
+PERIOD = PERIODS[1]
 LATE_EVERY = 100  # one account in LATE_EVERY gets September usage rated after its invoice
 
 
-def _terms() -> PlanTerms:
-    return PlanTerms.parse("USD", "30.00", "1.00", included_gb="50", bands=[
-        {"name": "night", "days": ["mon", "tue", "wed", "thu", "fri", "sat", "sun"], "start_hour": 0,
-         "end_hour": 6, "price_per_gb": "0.10"}])
-
-
-def _rate(period: BillingPeriod, terms: PlanTerms, plan_id: uuid.UUID, account_id: uuid.UUID, n: int,
-          when: int, band: str, volume: int) -> None:
-    fragment = Fragment(when, when + 3600, volume // 10, volume - volume // 10, band)
-    period.rate(terms=terms, plan_id=plan_id, fragment=fragment, packs=(), session_id=uuid.uuid4(),
-                incarnation=str(when), record_key=f"k{n}{band}{when}", subscriber=receivable(account_id))
-
-
-def populate(runtime: Runtime, accounts: int, batch: int = 1000) -> tuple[list[uuid.UUID], uuid.UUID]:
-    """Accounts with a rated month in each of ``PERIODS``, saved in batches (as the rater would
-    save them). Returns the account ids and the plan's id."""
+def populate(runtime: Runtime, accounts: int, batch: int = 5000) -> tuple[list[uuid.UUID], uuid.UUID]:
+    """Accounts with a rated month in each of ``PERIODS`` (bench/billing_store.py), written
+    ``batch`` accounts per transaction, then projected. Returns the account ids and the plan's id."""
     ledger = runtime.ledger
-    terms = _terms()
-    plan = ledger.create_plan(name="Home 50", terms=terms, effective_from=0)
-    months = [(ts(f"{label}-01T00:00:00"), ts(f"{later}-01T00:00:00"))
-              for label, later in zip(PERIODS, (*PERIODS[1:], "2026-11"), strict=True)]
+    plan = ledger.create_plan(name="Home 50", terms=plan_terms(), effective_from=0)
+    stamps = StoredAccounts(ledger, plan_terms(), plan.id)
+    ids = []
+    for offset in range(0, accounts, batch):
+        events: list[Any] = []
+        for n in range(offset, min(offset + batch, accounts)):
+            account_id, stored = stamps.events(n)
+            ids.append(account_id)
+            events += stored
+        ledger.recorder.insert_events(events)
+    catch_up(runtime)
+    return ids, plan.id
+
+
+def populate_by_saving(runtime: Runtime, accounts: int, batch: int = 1000) -> tuple[list[uuid.UUID], uuid.UUID]:
+    """``populate`` the long way: each account's aggregates made and saved by the ledger (the
+    reference the stamped store is compared with)."""
+    ledger = runtime.ledger
+    plan = ledger.create_plan(name="Home 50", terms=plan_terms(), effective_from=0)
     ids = []
     for offset in range(0, accounts, batch):
         pending: list[Any] = []
         for n in range(offset, min(offset + batch, accounts)):
-            user = f"user{n:07d}"
-            account = Account(name=f"Subscriber {n}", plan_id=plan.id, currency="USD", usernames=[user],
-                              opened_at=ts("2026-08-01T00:00:00"), tax_rate=Decimal("0.16"))
-            pending += [account, UsernameClaim(username=user, account_id=account.id)]
-            for start, end in months:
-                period = BillingPeriod(account_id=account.id, start=start, end=end, currency="USD")
-                day = start + (n % 28) * 86_400
-                for band, hour, volume in (("standard", 12, (40 + n % 30) * 10**9), ("night", 2, (n % 7) * 10**9)):
-                    _rate(period, terms, plan.id, account.id, n, day + hour * 3600, band, volume)
-                pending.append(period)
-            ids.append(account.id)
+            made = account_aggregates(plan_terms(), plan.id, n)
+            ids.append(made[0].id)
+            pending += made
         ledger.save(*pending)
     catch_up(runtime)
     return ids, plan.id
@@ -90,16 +73,16 @@ def populate(runtime: Runtime, accounts: int, batch: int = 1000) -> tuple[list[u
 
 def late_usage(runtime: Runtime, ids: list[uuid.UUID], plan_id: uuid.UUID) -> list[uuid.UUID]:
     """September usage of every ``LATE_EVERY``-th account, rated after September's invoice."""
-    ledger, terms = runtime.ledger, _terms()
+    ledger, terms = runtime.ledger, plan_terms()
     start = ts(f"{PERIODS[0]}-01T00:00:00")
     late = ids[::LATE_EVERY]
     periods = []
     for n, account_id in enumerate(late):
         period = ledger.repository.get(BillingPeriod.create_id(account_id, start))
-        _rate(period, terms, plan_id, account_id, n, start + 29 * 86_400 + 20 * 3600, "standard", 3 * 10**9)
+        rate(period, terms, plan_id, account_id, n, start + 29 * 86_400 + 20 * 3600, "standard", 3 * 10**9)
         periods.append(period)
-    for offset in range(0, len(periods), 1000):
-        ledger.save(*periods[offset:offset + 1000])
+    for offset in range(0, len(periods), 5000):
+        insert_new_events(ledger, periods[offset:offset + 5000])
     catch_up(runtime)
     return late
 
