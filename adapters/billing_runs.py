@@ -7,7 +7,6 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING
 from uuid import UUID
 
-from adapters.followers import project_step
 from domain.plans import version_in_force
 from ledger.billing import RunResult
 from projections import finance
@@ -26,9 +25,9 @@ def catch_up(runtime: Runtime) -> None:
     else:
         # In process: project up to what is recorded now, however long a large run takes
         # (a fixed deadline made 100k-account runs fail on a busy machine).
-        target, step = ledger.recorder.max_notification_id() or 0, project_step(ledger, projector)
-        while projector.position() < target and step():
-            pass
+        # Windows of many events per transaction (the rebuild path) rather than the live
+        # stage's batches of 1,000: same read models, far fewer transactions for a large run.
+        projector.rebuild(ledger.recorder, upto=ledger.recorder.max_notification_id() or 0)
 
 
 def run_billing(runtime: Runtime, period: str, *, at: int, batch_size: int = 1000,
