@@ -31,7 +31,7 @@ def _uuid_text(hex_text: str) -> str:
     return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
 
 
-_DECODERS: dict[str, Callable[[str], Any]] = {
+DECODERS: dict[str, Callable[[str], Any]] = {
     "uuid_hex": _uuid_text,
     "decimal_str": Decimal,
     "datetime_iso": str,
@@ -40,7 +40,7 @@ _DECODERS: dict[str, Callable[[str], Any]] = {
 
 def _object_hook(d: dict[str, Any]) -> Any:
     if len(d) == 2 and "_type_" in d and "_data_" in d:
-        decoder = _DECODERS.get(d["_type_"])
+        decoder = DECODERS.get(d["_type_"])
         if decoder is None:
             raise _Unknown(d["_type_"])
         return decoder(d["_data_"])

@@ -28,14 +28,24 @@ from .sessions import BIGINT_MAX, DAY
 Row = dict[str, Any]
 
 
+_ids: dict[str, str] = {}
+
+
 def uuid_text(value: Any) -> Any:
     """A stored id as the handlers see it (``str()`` of the decoded value): eventsourcing's
-    ``{"_type_": "uuid_hex", ...}`` as hyphenated text, None as None."""
+    ``{"_type_": "uuid_hex", ...}`` as hyphenated text (remembered: an account's id is in
+    every event of its usage), None as None."""
     if value.__class__ is dict:
         if value.get("_type_") != "uuid_hex":
             raise ValueError(f"not an id: {value!r}")
-        h = value["_data_"].lower()
-        return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
+        hex_text = value["_data_"]
+        text = _ids.get(hex_text)
+        if text is None:
+            if len(_ids) > 500_000:
+                _ids.clear()
+            h = hex_text.lower()
+            text = _ids[hex_text] = f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
+        return text
     return value if value is None else str(value)
 
 

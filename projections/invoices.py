@@ -195,34 +195,43 @@ class _InvoiceBatch(ModelBatch):
         else:
             self._change(found, amount=_amount(dec(found["amount"]) + amount, currency))
 
+    def insert_rows(self, table: Table, rows: list[dict[str, Any]]) -> None:
+        """Insert new rows (the rebuild's batch writes them in bulk instead)."""
+        self.conn.execute(insert(table), rows)
+
     def flush(self) -> None:
         inv, credit, allocations = t.invoices, t.account_credit, t.invoice_allocations
-        _write(self.conn, inv, self.invoices.values(), (inv.c.id,))
+        self._write(inv, self.invoices.values(), (inv.c.id,))
         if self.lines:
-            self.conn.execute(insert(t.invoice_lines), self.lines)
+            self.insert_rows(t.invoice_lines, self.lines)
         if self.notes:
-            self.conn.execute(insert(t.credit_notes), self.notes)
-        _write(self.conn, allocations, self.allocations.values(), (allocations.c.invoice_id, allocations.c.source))
+            self.insert_rows(t.credit_notes, self.notes)
+        self._write(allocations, self.allocations.values(), (allocations.c.invoice_id, allocations.c.source))
         if self.deleted_credits:
             self.conn.execute(delete(credit).where(credit.c.account_id == bindparam("k_account"),
                                                    credit.c.payment_id == bindparam("k_payment")),
                               self.deleted_credits)
-        _write(self.conn, credit, (c for by_account in self.credits.values() for c in by_account.values()),
-               (credit.c.account_id, credit.c.payment_id))
+        self._write(credit, (c for by_account in self.credits.values() for c in by_account.values()),
+                    (credit.c.account_id, credit.c.payment_id))
         self._reset()
 
+    def _write(self, table: Table, rows: Iterable[dict[str, Any]], keys: tuple[Column[Any], ...]) -> None:
+        """Insert the new rows and update the changed ones of ``table`` (one executemany each)."""
+        new, dirty = [], []
+        key_names = {key.name for key in keys}
+        for row in rows:
+            if row["_new"]:
+                new.append({k: v for k, v in row.items() if not k.startswith("_")})
+            elif row["_dirty"]:
+                dirty.append({("k_" + k if k in key_names else k): v for k, v in row.items()
+                              if not k.startswith("_")})
+        if new:
+            self.insert_rows(table, new)
+        _update(self.conn, table, dirty, keys)
 
-def _write(conn: Any, table: Table, rows: Iterable[dict[str, Any]], keys: tuple[Column[Any], ...]) -> None:
-    """Insert the new rows and update the changed ones of ``table`` (one executemany each)."""
-    new, dirty = [], []
-    key_names = {key.name for key in keys}
-    for row in rows:
-        if row["_new"]:
-            new.append({k: v for k, v in row.items() if not k.startswith("_")})
-        elif row["_dirty"]:
-            dirty.append({("k_" + k if k in key_names else k): v for k, v in row.items() if not k.startswith("_")})
-    if new:
-        conn.execute(insert(table), new)
+
+def _update(conn: Any, table: Table, dirty: list[dict[str, Any]], keys: tuple[Column[Any], ...]) -> None:
+    """Update stored rows that changed (one executemany)."""
     if dirty:
         columns = [c.name for c in table.columns if c not in keys]
         statement = (update(table).where(*(key == bindparam("k_" + key.name) for key in keys))

@@ -123,7 +123,7 @@ class ReadModelProjector:
         self._advanced(0)
 
     def rebuild(self, recorder: Any, *, upto: int | None = None, window: int = 50_000,
-                progress: Callable[[int], None] | None = None) -> int:
+                progress: Callable[[int], None] | None = None, fast: bool = True) -> int:
         """Project the ledger's log from the stored position (0 after ``reset``) up to ``upto``
         (everything recorded when omitted), ``window`` events per transaction; returns how
         many notifications were read. Large windows are what makes a rebuild fast: the read
@@ -131,9 +131,10 @@ class ReadModelProjector:
         result is the same as following the log batch by batch (``tests/test_rebuild.py``).
 
         From position 0 (after ``reset``) with the default read models on a plain JSON store,
-        the log is folded in memory and written in bulk (``rebuild.FastRebuild``)."""
+        the log is folded in memory and written in bulk (``rebuild.FastRebuild``); ``fast=False``
+        keeps to the windowed ``process`` path (the reference, and the benchmark's "before")."""
         done = 0
-        if self._fast_rebuild_applies(recorder):
+        if fast and self._fast_rebuild_applies(recorder):
             from .rebuild import FastRebuild
 
             done, reached = FastRebuild(self.engine, self.name, recorder, self.decode).run(
