@@ -11,7 +11,7 @@ from uuid import UUID
 
 from eventsourcing.application import AggregateNotFoundError, Application
 from eventsourcing.domain import Aggregate
-from eventsourcing.persistence import IntegrityError, JSONTranscoder, ProcessRecorder, Recording, Transcoder
+from eventsourcing.persistence import IntegrityError, ProcessRecorder, Recording, Transcoder
 
 from .billing import BillingRun
 from .billing_period import BillingPeriod
@@ -20,7 +20,7 @@ from .errors import Conflict, NotFound
 from .nas_sessions import NasSessions
 from .rater import CatalogCache, Rater
 from .session import Session
-from .transcoder import FastJSONTranscoder
+from .transcoder import with_fast_encoding
 
 A = TypeVar("A", bound=Aggregate)
 
@@ -42,12 +42,7 @@ class Ledger(AdminCommands, BillingRun, Rater, Application[UUID]):
 
     def construct_transcoder(self) -> Transcoder:
         """eventsourcing's JSON format, encoded by orjson (ledger/transcoder.py): the same bytes."""
-        transcoder = super().construct_transcoder()
-        if type(transcoder) is not JSONTranscoder:
-            return transcoder  # configured otherwise: left alone
-        fast = FastJSONTranscoder()
-        self.register_transcodings(fast)
-        return fast
+        return with_fast_encoding(super().construct_transcoder(), self.register_transcodings)
 
     def construct_recorder(self) -> ProcessRecorder:
         recorder = self.factory.process_recorder()

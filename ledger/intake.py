@@ -11,13 +11,14 @@ from uuid import UUID
 
 from eventsourcing.application import Application
 from eventsourcing.domain import Aggregate, event
-from eventsourcing.persistence import IntegrityError, Recording, StoredEvent
+from eventsourcing.persistence import IntegrityError, Recording, StoredEvent, Transcoder
 from eventsourcing.utils import get_topic
 
 from domain.accounting import AccountingRecord
 from domain.ids import accounting_record_id
 
 from .bulk import existing_ids
+from .transcoder import with_fast_encoding
 
 
 class ReceivedRecord(Aggregate):
@@ -41,6 +42,10 @@ class AccountingLog(Application[UUID]):
     def __init__(self, env: Any = None) -> None:
         super().__init__(env)
         self.listeners: list[Callable[[], None]] = []
+
+    def construct_transcoder(self) -> Transcoder:
+        """The ledger's orjson encoder (the same bytes as eventsourcing's JSON transcoder)."""
+        return with_fast_encoding(super().construct_transcoder(), self.register_transcodings)
 
     def _notify(self, recordings: list[Recording[UUID]]) -> None:
         """Wake the rater after each commit."""

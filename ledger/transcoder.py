@@ -13,13 +13,14 @@ unchanged (the standard library's).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import datetime
 from decimal import Decimal
 from typing import Any
 from uuid import UUID
 
 import orjson
-from eventsourcing.persistence import JSONTranscoder
+from eventsourcing.persistence import JSONTranscoder, Transcoder
 
 # Written natively by both encoders, identically.
 _PLAIN = frozenset({str, int, bool, type(None)})
@@ -70,3 +71,14 @@ class FastJSONTranscoder(JSONTranscoder):
         if type(value) not in _TRANSCODED:
             raise _Unusual
         return self._prepare(self._encode_obj(value))
+
+
+def with_fast_encoding(transcoder: Transcoder, register: Callable[[JSONTranscoder], None]) -> Transcoder:
+    """What an application's ``construct_transcoder`` returns: ``transcoder`` replaced by a
+    FastJSONTranscoder (with the application's transcodings registered) when it is
+    eventsourcing's JSON transcoder, left alone when configured otherwise."""
+    if type(transcoder) is not JSONTranscoder:
+        return transcoder
+    fast = FastJSONTranscoder()
+    register(fast)
+    return fast

@@ -61,3 +61,48 @@ def test_no_answer_while_the_store_is_down_then_the_retransmission_is_answered()
             server.close()
 
     asyncio.run(scenario())
+
+
+class BatchingStore:
+    def __init__(self) -> None:
+        self.batches: list[list[str]] = []
+
+    def append(self, records: list[AccountingRecord]) -> list[bool]:
+        self.batches.append([r.acct_session_id for r in records])
+        return [True] * len(records)
+
+
+def test_a_burst_already_queued_in_the_socket_is_one_batch_and_every_record_is_answered() -> None:
+    """Group commit: datagrams waiting in the socket when the server wakes are read in the
+    same turn and committed together (not the first alone, then the rest), and each gets
+    its own Accounting-Response with its own Identifier after the commit."""
+
+    async def scenario() -> None:
+        registry = NasRegistry()
+        registry.load([NasEntry(id="nas-1", name="bng", address="127.0.0.1", secret=SECRET, vendor="mikrotik",
+                                require_message_authenticator=False)])
+        store = BatchingStore()
+        server = AccountingServer(registry, store.append)
+        transport = await start_accounting_server("127.0.0.1", 0, server)
+        port = transport.get_extra_info("sockname")[1]
+        client = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        loop = asyncio.get_running_loop()
+        try:
+            # Sent without yielding to the event loop: all 20 wait in the server's socket.
+            for identifier in range(20):
+                client.sendto(encode_accounting_request(identifier, SECRET, {
+                    "Acct-Status-Type": "Start", "Acct-Session-Id": f"B{identifier}", "User-Name": "alice"}),
+                    ("127.0.0.1", port))
+            client.setblocking(False)
+            answered = set()
+            while len(answered) < 20:
+                answer = await asyncio.wait_for(loop.sock_recv(client, 4096), timeout=5)
+                assert answer[0] == 5  # Accounting-Response
+                answered.add(answer[1])
+            assert answered == set(range(20))
+            assert store.batches == [[f"B{i}" for i in range(20)]]
+        finally:
+            client.close()
+            server.close()
+
+    asyncio.run(scenario())

@@ -201,7 +201,9 @@ def verify_accounting_request(data: bytes, secret: bytes, *, require_message_aut
 
 def _verify_accounting(
     data: bytes, secret: bytes, require_message_authenticator: bool
-) -> list[tuple[int, bytes]]:
+) -> tuple[list[tuple[int, bytes]], int]:
+    """The attributes of a verified Accounting-Request and its Message-Authenticator's
+    offset (-1 when it has none)."""
     length = _frame(data)
     if data[0] != ACCOUNTING_REQUEST:
         raise PacketDropped(DropReason.UNSUPPORTED_CODE, f"code {data[0]}")
@@ -215,7 +217,7 @@ def _verify_accounting(
         # The Message-Authenticator of an Accounting-Request is computed with 16 zero
         # octets as Request Authenticator (which is computed afterwards, over it).
         _check_message_authenticator(data, length, ma_offset, secret, _ZERO16)
-    return attributes
+    return attributes, ma_offset
 
 
 # The standard attributes AccountingRecord fields are made of; the first occurrence of
@@ -279,7 +281,29 @@ def decode_accounting(
     INVALID_RECORD for a missing or malformed field (e.g. no Acct-Session-Id on
     Start, Interim-Update or Stop).
     """
-    attributes = _verify_accounting(data, secret, require_message_authenticator)
+    attributes, _ = _verify_accounting(data, secret, require_message_authenticator)
+    return _record(attributes, nas_id, received_at)
+
+
+def decode_accounting_with_response(
+    data: bytes,
+    secret: bytes,
+    *,
+    nas_id: str,
+    received_at: int,
+    require_message_authenticator: bool = False,
+) -> tuple[AccountingRecord, bytes]:
+    """``decode_accounting`` and the Accounting-Response to send once the record is durable
+    (``encode_accounting_response`` of the same request), from one walk of the packet: the
+    server answers every record it stores, and walking each request twice was a tenth of
+    its CPU time per record."""
+    attributes, ma_offset = _verify_accounting(data, secret, require_message_authenticator)
+    record = _record(attributes, nas_id, received_at)
+    return record, _response(data, secret, _proxy_states(attributes), ma_offset >= 0, ma_vector=_ZERO16)
+
+
+def _record(attributes: list[tuple[int, bytes]], nas_id: str, received_at: int) -> AccountingRecord:
+    """Normalise the attributes of a verified Accounting-Request (see decode_accounting)."""
     specs = _specs()
     fields: dict[int, bytes] = {}
     extra: dict[str, str] = {}
