@@ -37,6 +37,7 @@ from .errors import Conflict, NotFound
 from .invoice import CreditNote, Invoice, InvoiceSeries, document_number, invoice_id, new_invoice_events
 from .journal import TAX_PAYABLE, Posting, balanced, subscriber_account
 from .late_usage import LateUsage, late_usage, recorded_versions
+from .period_usage import PeriodUsage, period_usage
 
 A = TypeVar("A", bound=Aggregate)
 DAY = 86_400
@@ -175,7 +176,7 @@ class BillingRun:
                 result.not_ended += 1
             else:
                 spans[account_id] = span
-        usage = load_aggregates(store, BillingPeriod, [BillingPeriod.create_id(a, s.start) for a, s in spans.items()])
+        usage = period_usage(store, [BillingPeriod.create_id(a, s.start) for a, s in spans.items()])
 
         def period_id(account_id: UUID, label: str) -> UUID:
             account = accounts[account_id]
@@ -223,7 +224,7 @@ class BillingRun:
         return _BillingSpan(start, end, timezone, first_plan)
 
     def _draft(self, period: str, account: Account, span: _BillingSpan, plans: _Plans, at: int,
-               usage_period: BillingPeriod | None, carried: Mapping[str, str], late: LateUsage) -> _Draft | None:
+               usage_period: PeriodUsage | None, carried: Mapping[str, str], late: LateUsage) -> _Draft | None:
         start, end, timezone, first_plan = span.start, span.end, span.timezone, span.first_plan
         active_from = max(start, account.opened_at)
         active_to = min(end, account.closed_at) if account.closed_at is not None else end
