@@ -116,9 +116,12 @@ class _Plans:
         return self.parsed[plan.id]
 
 
-@lru_cache(maxsize=1024)
+# Pure, and asked once per account with the few (label, anchor day, zone) a run has.
+_period_bounds = lru_cache(maxsize=1024)(period_for_label)
+
+
 def _period_start(label: str, anchor_day: int, timezone: str) -> int:
-    return period_for_label(label, anchor_day, timezone)[0]
+    return _period_bounds(label, anchor_day, timezone)[0]
 
 
 class BillingRun:
@@ -220,7 +223,7 @@ class BillingRun:
         time zone of the account's first plan."""
         first_plan = plans.get(account.plans[0]["plan_id"])
         timezone = version_in_force(plans.versions(first_plan), account.opened_at).terms.timezone
-        start, end = period_for_label(period, account.anchor_day, timezone)
+        start, end = _period_bounds(period, account.anchor_day, timezone)
         return _BillingSpan(start, end, timezone, first_plan)
 
     def _draft(self, period: str, account: Account, span: _BillingSpan, plans: _Plans, at: int,

@@ -77,12 +77,13 @@ def _latest_snapshots(recorder: AggregateRecorder, ids: Sequence[UUID]) -> list[
             _pg_table(recorder))
         return [_stored(row) for row in _pg_rows(recorder, pg_query, [list(ids)])]
     table = _sqlite_table(recorder)
+    lookup = {i.hex: i for i in ids}
     marks = ",".join("?" * len(ids))
     query = (f"SELECT s.originator_id, s.originator_version, s.topic, s.state FROM {table} s JOIN "
              f"(SELECT originator_id, MAX(originator_version) AS v FROM {table} WHERE originator_id IN ({marks}) "
              f"GROUP BY originator_id) latest ON s.originator_id = latest.originator_id "
              f"AND s.originator_version = latest.v")
-    return [_stored(row) for row in _sqlite_rows(recorder, query, [i.hex for i in ids])]
+    return [_stored(row, lookup) for row in _sqlite_rows(recorder, query, list(lookup))]
 
 
 def _events_after(recorder: AggregateRecorder, ids: Sequence[UUID], after: dict[UUID, int]) -> list[StoredEvent]:
@@ -101,9 +102,11 @@ def _events_after(recorder: AggregateRecorder, ids: Sequence[UUID], after: dict[
              f"FROM b JOIN {_sqlite_table(recorder)} e ON e.originator_id = b.id AND e.originator_version > b.v "
              f"ORDER BY e.originator_id, e.originator_version")
     params: list[Any] = []
+    lookup: dict[str, UUID] = {}
     for aggregate_id, version in zip(ids, versions, strict=True):
+        lookup[aggregate_id.hex] = aggregate_id
         params += [aggregate_id.hex, version]
-    return [_stored(row) for row in _sqlite_rows(recorder, query, params)]
+    return [_stored(row, lookup) for row in _sqlite_rows(recorder, query, params)]
 
 
 def _is_postgres(recorder: Any) -> bool:
@@ -139,8 +142,12 @@ def _uuid(value: Any) -> UUID:
     return value if isinstance(value, UUID) else UUID(str(value))
 
 
-def _stored(row: Any) -> StoredEvent:
-    return StoredEvent(originator_id=_uuid(row["originator_id"]), originator_version=row["originator_version"],
+def _stored(row: Any, lookup: dict[str, UUID] | None = None) -> StoredEvent:
+    """A row as a StoredEvent; ``lookup`` gives the UUIDs of the ids asked for by their stored
+    text (SQLite's hex), which saves parsing one per row."""
+    stored_id = row["originator_id"]
+    found = lookup.get(stored_id) if lookup is not None and type(stored_id) is str else None
+    return StoredEvent(originator_id=found or _uuid(stored_id), originator_version=row["originator_version"],
                        topic=row["topic"], state=bytes(row["state"]))
 
 

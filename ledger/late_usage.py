@@ -24,9 +24,9 @@ from eventsourcing.application import Application
 from domain.calendar import previous_label
 from rating.invoicing import unbilled_usage
 
-from .billing_period import BillingPeriod
 from .bulk import load_aggregates
 from .invoice import Invoice, invoice_id
+from .period_usage import period_usage
 from .store_reads import current_versions, latest_states
 
 # How many earlier periods a run looks at for usage rated after their invoice was issued.
@@ -105,7 +105,7 @@ def late_usage_exact(store: Application[UUID], period: str, accounts: list[UUID]
             found = invoices.get(wanted[(account_id, label)])
             if found is not None and found.status != "draft" and getattr(found, "usage_billed", None) is not None:
                 periods[(account_id, label)] = period_id(account_id, label)
-    usage = load_aggregates(store, BillingPeriod, periods.values())
+    usage = period_usage(store, periods.values())
     late = {a: LateUsage() for a in accounts}
     for (account_id, label), billing_period in periods.items():
         used = usage.get(billing_period)
