@@ -14,6 +14,7 @@ are folded by the same rules through their attributes.
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Callable, Iterable
 from decimal import Decimal
 from typing import Any
@@ -26,6 +27,9 @@ from .money import _subscriber
 from .sessions import BIGINT_MAX, DAY
 
 Row = dict[str, Any]
+# Decimal text that fmt() gives back unchanged: no exponent, no leading or trailing zeros
+# (besides a lone "0"), at most 60 digits (well within the projector's 80-digit precision).
+_CANONICAL = re.compile(r"-?(?:0|[1-9][0-9]{0,59})(?:\.[0-9]{0,59}[1-9])?")
 
 
 _ids: dict[str, str] = {}
@@ -213,12 +217,14 @@ class Fold:
 
     def postings(self, position: int, ref: str, event_time: int, postings: Iterable[dict[str, str]]) -> None:
         for line, posting in enumerate(postings):
-            amount = Decimal(posting["amount"])
-            self.journal.append((position, line, ref, event_time, posting["ledger_account"], fmt(amount),
+            text = posting["amount"]
+            # Stored amounts are usually already in fmt's form: no Decimal round trip for them.
+            journal_amount = text if _CANONICAL.fullmatch(text) and text != "-0" else fmt(Decimal(text))
+            self.journal.append((position, line, ref, event_time, posting["ledger_account"], journal_amount,
                                  posting["currency"]))
             subscriber = _subscriber(posting["ledger_account"])
             if subscriber is not None:
-                self._balance(subscriber, posting["currency"], amount, event_time, position)
+                self._balance(subscriber, posting["currency"], Decimal(text), event_time, position)
 
     def _balance(self, account_id: str, currency: str, amount: Decimal, at: int, position: int) -> None:
         row = self.balances.rows.get(account_id)

@@ -11,7 +11,7 @@ import io
 import random
 import time
 from datetime import datetime
-from decimal import Decimal
+from decimal import Context, Decimal, localcontext
 from typing import Any
 from uuid import UUID
 
@@ -21,7 +21,9 @@ from api.bootstrap import Runtime
 from api.cli import main
 from domain.plans import PlanTerms
 from projections import finance
+from projections.base import fmt
 from projections.decoding import event_decoder
+from projections.fold import _CANONICAL
 from projections.rebuild import FastRebuild
 
 from .support import record
@@ -188,3 +190,20 @@ def test_fast_decoder_reads_events_as_the_mapper_does(runtime: Runtime) -> None:
     assert {"Session.RecordApplied", "BillingPeriod.UsageRated", "Invoice.Issued", "Payment.Received",
             "CreditNote.Issued", "Session.ClosedByNas", "Plan.Revised", "Account.PlanChanged",
             "Account.AddonPurchased", "ApiToken.Revoked", "Nas.Retired"} <= kinds
+
+
+def test_journal_amounts_taken_as_stored_only_when_fmt_gives_them_back() -> None:
+    """The rebuild writes a posting's amount text as stored when it matches ``_CANONICAL``;
+    that must be exactly when ``fmt`` (what live projection writes) would give it back."""
+    seed = int(time.time_ns() % 1_000_000)
+    print(f"seed {seed}")
+    rng = random.Random(seed)
+    texts = ["0", "-0", "0.0", "20", "-20.00", "0.10", "1E+2", "-0.5", "00.5", "1.", ".5", "-0.000", "1" * 70]
+    for _ in range(20_000):
+        digits = rng.randint(1, 30)
+        texts.append(str(Decimal(rng.randint(-10**digits, 10**digits)).scaleb(-rng.randint(0, 20))))
+    with localcontext(Context(prec=80)):
+        for text in texts:
+            if _CANONICAL.fullmatch(text) and text != "-0":
+                assert fmt(Decimal(text)) == text, f"seed {seed}: {text}"
+    assert sum(1 for text in texts if _CANONICAL.fullmatch(text)) > len(texts) // 2
