@@ -207,6 +207,11 @@ class FastRebuild:
                 if name in INVOICE_EVENTS:
                     invoice_events.append((position, event))
             with self.engine.begin() as conn:
+                if conn.dialect.name == "sqlite":
+                    # Take SQLite's write lock before reading the position (FOR UPDATE is
+                    # ignored there), so no other projector commits between check and write.
+                    conn.execute(update(t.positions).where(t.positions.c.name == self.name)
+                                 .values(position=t.positions.c.position))
                 stored = conn.execute(select(t.positions.c.position).where(t.positions.c.name == self.name)
                                       .with_for_update()).scalar()
                 if int(stored or 0) != after:

@@ -150,6 +150,22 @@ def test_rebuild_in_large_windows_equals_live_projection(runtime: Runtime) -> No
     assert not runtime.projector._fast_rebuild_applies(runtime.ledger.recorder)
     runtime.projector.rebuild(runtime.ledger.recorder)
     assert tables(runtime) == live, f"seed {seed}: a rebuild resumed half way differs from the live tables"
+    # Another projector moves the position while the fold runs (here: between two of its
+    # windows): the fold's next window sees it, writes nothing, and the rebuild goes on from
+    # the stored position the windowed way.
+    runtime.projector.reset()
+    recorder = runtime.ledger.recorder
+    interfered = []
+
+    def interfere(done: int) -> None:
+        if not interfered:
+            interfered.append(done)
+            runtime.projector.process(recorder.select_notifications(start=runtime.projector.position() + 1,
+                                                                    limit=rng.randint(1, 20)))
+
+    runtime.projector.rebuild(recorder, window=rng.randint(5, 50), progress=interfere)
+    assert interfered and runtime.projector.position() == head
+    assert tables(runtime) == live, f"seed {seed}: a rebuild interrupted by another projector differs"
     # The operator's command does the same.
     argv = ["projections", "rebuild", "--data-dir", str(runtime.settings.data_dir)]
     if runtime.settings.database_url:
