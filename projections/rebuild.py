@@ -125,7 +125,7 @@ class LogReader:
                      f"AND topic = ANY(%s) ORDER BY notification_id")
         with self.recorder.datastore.get_connection() as conn, conn.cursor(row_factory=tuple_row) as cur:
             cur.execute(statement, [after, upto, self.topics])
-            return cur.fetchall()
+            return cur.fetchall()  # type: ignore[no-any-return]
 
     def _postgres_count(self, after: int, upto: int) -> int:
         from psycopg.rows import tuple_row
@@ -254,7 +254,7 @@ class FastRebuild:
             return None
         values["originator_id"] = originator_id
         values["originator_version"] = version
-        event = object.__new__(cls)
+        event: Any = object.__new__(cls)
         object.__setattr__(event, "__dict__", values)
         return event
 
