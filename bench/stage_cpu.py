@@ -6,7 +6,7 @@ each process spends per record moves with the code. From it follows the pipeline
 when each process has a core of its own: 1 / (CPU per record of the busiest process). Inline,
 the parent (API, rater, projector) is one interpreter; separate, the projector is a child.
 
-`python -m bench.stage_cpu [--sessions 2000] [--runs 3] [--modes inline,separate]`
+`python -m bench.stage_cpu [--sessions 2000] [--runs 3] [--modes inline,separate] [--py-spy DIR]`
 (the data-directory template is the one `python -m bench` prepares under --out).
 """
 
@@ -16,8 +16,11 @@ import argparse
 import asyncio
 import os
 import shutil
+import signal
 import socket
 import statistics
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -56,7 +59,8 @@ def drained_at(url: str, poll: float = 1.0) -> float:
         time.sleep(poll)
 
 
-def one_run(target: WispgateEmbedded, config: BenchConfig, mode: str, index: int) -> dict[str, float]:
+def one_run(target: WispgateEmbedded, config: BenchConfig, mode: str, index: int,
+            spy: Path | None = None) -> dict[str, float]:
     """CPU microseconds per record of each process, and the wall-clock rate through every stage."""
     work = config.out / "stage_cpu" / f"{mode}{index}"
     shutil.rmtree(work, ignore_errors=True)
@@ -70,6 +74,13 @@ def one_run(target: WispgateEmbedded, config: BenchConfig, mode: str, index: int
         wait_healthy(url, server)
         time.sleep(1.0)  # start-up work (imports, first polls) is not the load's
         pids = {"serve parent": server.pid} | {role(pid): pid for pid in child_pids(server.pid)}
+        profiler = None
+        if spy is not None:  # where the serve parent's time goes (sampled; costs it no CPU)
+            spy.mkdir(parents=True, exist_ok=True)
+            profiler = subprocess.Popen(
+                [str(Path(sys.executable).parent / "py-spy"), "record", "-p", str(server.pid), "-r", "200",
+                 "-f", "raw", "--nonblocking", "-o", str(spy / f"{mode}{index}.raw")],
+                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         before = {name: cpu_seconds(pid) for name, pid in pids.items()}
         sessions = build_sessions(config.sessions, config.interims, seed=config.seed + index, tag=f"C{index}")
         started = time.monotonic()
@@ -77,6 +88,9 @@ def one_run(target: WispgateEmbedded, config: BenchConfig, mode: str, index: int
                                     inflight=config.inflight))
         drained = drained_at(url)
         after = {name: cpu_seconds(pid) for name, pid in pids.items()}
+        if profiler is not None:
+            profiler.send_signal(signal.SIGINT)
+            profiler.wait(60)
     finally:
         server.stop()
     records = max(1, load.acknowledged)
@@ -91,6 +105,8 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--modes", default="inline,separate")
     parser.add_argument("--out", type=Path, default=Path(__file__).parent / "out")
+    parser.add_argument("--py-spy", type=Path, default=None, metavar="DIR",
+                        help="also record a py-spy profile (raw, collapsed stacks) of each run's serve parent")
     args = parser.parse_args()
     config = BenchConfig(sessions=args.sessions, runs=args.runs, out=args.out)
     target = WispgateEmbedded()
@@ -99,7 +115,7 @@ def main() -> None:
     rows: dict[str, list[dict[str, float]]] = {mode: [] for mode in modes}
     for index in range(args.runs):
         for mode in modes:  # alternated, so both modes see the same neighbours
-            row = one_run(target, config, mode, index)
+            row = one_run(target, config, mode, index, args.py_spy)
             rows[mode].append(row)
             print(f"run {index} {mode}: " + ", ".join(f"{k} {v:,.0f}" for k, v in row.items()), flush=True)
     print(f"\nmedians of {args.runs} runs, {config.records:,} records each (CPU us per record; "
