@@ -158,12 +158,12 @@ class ReadModelProjector:
         """Whether ``rebuild`` may fold the log in memory: it starts from an empty read model,
         the models are the default ones (the fold mirrors their handlers) and events are stored
         as plain JSON (no cipher, no compressor) in a store the raw reader knows."""
-        from .rebuild import LogReader
+        from .rebuild import LogReader, fold_covers_models
 
         mapper = self._mapper
         return (mapper is not None and mapper.cipher is None and mapper.compressor is None
                 and [type(m) for m in self.models] == [type(m) for m in default_models()]
-                and LogReader.supports(recorder) and self.position() == 0)
+                and fold_covers_models() and LogReader.supports(recorder) and self.position() == 0)
 
     def process(self, notifications: Sequence[Notification]) -> int:
         """Apply a batch (ids ascending); returns the new position. Notifications at or

@@ -24,7 +24,7 @@ from projections import finance
 from projections.base import fmt
 from projections.decoding import event_decoder
 from projections.fold import _CANONICAL
-from projections.rebuild import FastRebuild
+from projections.rebuild import FastRebuild, fold_covers_models
 
 from .support import record
 
@@ -223,3 +223,16 @@ def test_journal_amounts_taken_as_stored_only_when_fmt_gives_them_back() -> None
             if _CANONICAL.fullmatch(text) and text != "-0":
                 assert fmt(Decimal(text)) == text, f"seed {seed}: {text}"
     assert sum(1 for text in texts if _CANONICAL.fullmatch(text)) > len(texts) // 2
+
+
+def test_a_model_handler_without_its_fold_rule_sends_rebuilds_the_windowed_way(
+        monkeypatch: Any, runtime: Runtime) -> None:
+    """A handler added to a read model but not to ``projections/fold.py`` must not be skipped
+    by rebuilds: the fold then does not apply."""
+    from projections.sessions import _SessionBatch
+
+    runtime.projector.reset()
+    assert fold_covers_models() and runtime.projector._fast_rebuild_applies(runtime.ledger.recorder)
+    monkeypatch.setattr(_SessionBatch, "on_Account_Suspended", lambda self, position, e: None, raising=False)
+    assert not fold_covers_models()
+    assert not runtime.projector._fast_rebuild_applies(runtime.ledger.recorder)
