@@ -11,7 +11,6 @@ tracking row / aggregate versions (optimistic concurrency) and is applied by the
 
 from __future__ import annotations
 
-import json
 import logging
 import threading
 import time
@@ -26,6 +25,7 @@ from adapters.site_gate import SiteWriteLock
 from domain.accounting import AccountingRecord
 from ledger import Ledger
 
+from .accounting_topic import decode_message
 from .topics import GroupWatchdog, consumer_config, replace_consumer, wait_for_metadata
 
 log = logging.getLogger(__name__)
@@ -41,13 +41,13 @@ def upstream_name(topic: str, partition: int) -> str:
 
 
 def decode_records(messages: list[ConsumerRecord]) -> list[AccountingRecord]:
-    """Records of a partition batch; a message that is not a record is dropped and counted
+    """Records of a partition batch, in order; a message that is not records is dropped and counted
     (its offset is still tracked, so it is not read again)."""
     records = []
     for message in messages:
         try:
-            records.append(AccountingRecord.from_json(message.value))
-        except (ValueError, TypeError, KeyError, json.JSONDecodeError):
+            records += decode_message(message.value)
+        except (ValueError, TypeError, KeyError):
             DROPPED.inc()
             log.error("dropping undecodable message at %s:%d offset %d",
                       message.topic, message.partition, message.offset)

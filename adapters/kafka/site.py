@@ -28,11 +28,10 @@ from typing import Any
 
 from kafka import KafkaConsumer, TopicPartition
 
-from domain.accounting import AccountingRecord
-
 from ..event_log import SiteRecord, resubmission_plan
 from ..shipping import LEDGER_FOLLOWERS, SiteController, common_prefix, drain_chain, forget_cached_aggregates
 from ..site_gate import Leadership, SiteWriteLock
+from .accounting_topic import decode_message
 from .rater import upstream_name
 from .relay import rewind_relay
 from .topics import Topics
@@ -174,11 +173,14 @@ class DistributedSiteController(SiteController):
                     records = []
                     for message in messages:
                         try:
-                            records.append(AccountingRecord.from_json(message.value).to_dict())
+                            records += [record.to_dict() for record in decode_message(message.value)]
                         except (ValueError, TypeError, KeyError):
                             log.error("not re-submitting undecodable message at offset %d", message.offset)
-                    if records:
-                        self.peer.resubmit(records)
+                    # A message holds a whole committed batch: re-submitted in pieces of at most
+                    # RESUBMIT_BATCH records (a crash half-way re-sends some; the peer stores a
+                    # record once, by its content key).
+                    for start_at in range(0, len(records), RESUBMIT_BATCH):
+                        self.peer.resubmit(records[start_at:start_at + RESUBMIT_BATCH])
                     sent += len(records)
                     position = messages[-1].offset + 1
                     self.store.resubmitted_upto(partition, position)
