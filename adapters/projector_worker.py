@@ -30,6 +30,7 @@ The child dies with the parent (PR_SET_PDEATHSIG) and exits on end-of-file of th
 from __future__ import annotations
 
 import contextlib
+import gc
 import logging
 import os
 import signal
@@ -280,6 +281,8 @@ def _child_main(conn: Connection) -> int:
         os._exit(FATAL_EXIT)
 
     stage.on_fatal = on_fatal
+    gc.collect()
+    gc.freeze()  # start-up objects live as long as the child: keep full collections short
     paused = contextlib.ExitStack()
     try:
         while True:

@@ -9,6 +9,7 @@ projecting use two cores; ``projector_process = "inline"`` keeps it a thread."""
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import sys
 from collections.abc import Callable
@@ -154,6 +155,11 @@ async def serve(settings: Settings) -> int:
             return 1
         app = create_app(runtime)
         guard_writes(app, lambda: bool(site.active))
+        # What start-up built (modules, the app, the applications) lives as long as the
+        # process: out of the collector's sight, full collections under load scan only what
+        # the stages made since (GC CPU while rating: -40 %, ~4 % of rating, bench notes).
+        gc.collect()
+        gc.freeze()
         api = uvicorn.Server(uvicorn.Config(
             app, host=settings.api_host, port=settings.api_port,
             log_level=settings.log_level, lifespan="off", access_log=False,
