@@ -15,7 +15,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 from decimal import Decimal
-from typing import Any
+from typing import Any, cast
 from uuid import UUID
 
 import orjson
@@ -75,11 +75,11 @@ def period_usage(store: Application[UUID], ids: Iterable[UUID]) -> dict[UUID, Pe
         stored_events = []
         if store.snapshots is not None:
             snapshots = _latest_snapshots(store.snapshots.recorder, chunk)
-            after = {s.originator_id: s.originator_version for s in snapshots}
+            after = {cast(UUID, s.originator_id): s.originator_version for s in snapshots}
             stored_events += snapshots
         stored_events += _events_after(store.recorder, chunk, after)
         for stored in stored_events:
-            key = stored.originator_id
+            key = cast(UUID, stored.originator_id)  # bulk reads give UUIDs
             if key in odd:
                 continue
             try:
