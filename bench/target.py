@@ -33,7 +33,7 @@ METRICS: list[tuple[str, str, str, bool]] = [
     ("bytes_per_record", "Bytes at rest per accounting record", "bytes", False),
     ("events_per_record", "Ledger events per accounting record", "events", False),
     ("rss_server", "Peak RSS, accounting server process (embedded: the RADIUS child)", "MiB", False),
-    ("rss_other", "Peak RSS, largest other process (serve parent, PG backend, ...)", "MiB", False),
+    ("rss_other", "Peak RSS, largest other process (serve parent or projector child, PG backend, ...)", "MiB", False),
 ]
 
 Metrics = dict[str, float | str]

@@ -146,10 +146,13 @@ class WispgateEmbedded:
             fresh_load, fresh = asyncio.run(measure_freshness(url, port, config, self.provisioned, tag=f"F{index}"))
             wait_drained(url)
             # `serve` acknowledges in its RADIUS child (adapters/radius/worker.py): that is the
-            # accounting server; the parent (API, rating, projection) is the other process.
-            radius = child_pids(server.pid)
+            # accounting server.
+            children = child_pids(server.pid)
+            radius = [pid for pid in children if b"adapters.radius.worker" in Path(f"/proc/{pid}/cmdline").read_bytes()]
             rss = max((peak_rss_mib(pid) for pid in radius), default=float("nan"))
-            rss_parent = peak_rss_mib(server.pid)
+            # The other processes: the serve parent (API, rater, enforcer, chainer) and the
+            # projector child.
+            rss_parent = max(peak_rss_mib(pid) for pid in [server.pid, *(p for p in children if p not in radius)])
         finally:
             server.stop()
         loads = {f"E{index}": load, f"F{index}": fresh_load}
