@@ -45,6 +45,8 @@ from typing import Any
 
 from prometheus_client import Counter, Gauge
 
+from adapters.child_process import die_with_parent, spawn
+
 log = logging.getLogger(__name__)
 
 MAX_RESTARTS = 5  # per RESTART_WINDOW seconds; beyond that the parent stops
@@ -166,14 +168,8 @@ class ProjectorWorker:
     # ---- the supervisor -----------------------------------------------------------------
 
     def _spawn(self) -> Connection:
-        ours, theirs = socket.socketpair()
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", "adapters.projector_worker", str(theirs.fileno()), str(os.getpid())],
-            pass_fds=(theirs.fileno(),),
-        )
-        theirs.close()
-        self._socket = ours  # kept to shut it down: closing alone would not wake a blocked reader
-        return Connection(os.dup(ours.fileno()))
+        self.process, self._socket, conn = spawn("adapters.projector_worker")
+        return conn
 
     def _supervise(self) -> None:
         while not self._closing.is_set():
@@ -314,10 +310,8 @@ def _child_main(conn: Connection) -> int:
 
 def main(argv: list[str]) -> int:
     """Child entry point: ``python -m adapters.projector_worker FD PARENT_PID``."""
-    from adapters.radius.worker import _die_with_parent
-
     fd, parent_pid = int(argv[0]), int(argv[1])
-    _die_with_parent(parent_pid)
+    die_with_parent(parent_pid)
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C goes to the parent, which stops us
     conn = Connection(fd)
     try:

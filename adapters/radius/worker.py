@@ -24,9 +24,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import ctypes
 import logging
-import os
 import signal
 import socket
 import subprocess
@@ -40,6 +38,8 @@ from typing import Any
 from prometheus_client import REGISTRY
 from prometheus_client.metrics_core import Metric
 from prometheus_client.parser import text_string_to_metric_families
+
+from adapters.child_process import die_with_parent, spawn
 
 log = logging.getLogger(__name__)
 
@@ -128,14 +128,8 @@ class RadiusWorker:
             process.wait(5)
 
     def _spawn(self) -> Connection:
-        ours, theirs = socket.socketpair()
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", "adapters.radius.worker", str(theirs.fileno()), str(os.getpid())],
-            pass_fds=(theirs.fileno(),),
-        )
-        theirs.close()
-        self._socket = ours  # kept to shut it down: closing alone would not wake a blocked reader
-        return Connection(os.dup(ours.fileno()))
+        self.process, self._socket, conn = spawn("adapters.radius.worker")
+        return conn
 
     def _supervise(self) -> None:
         while not self._closing.is_set():
@@ -266,16 +260,6 @@ def expose_child_metrics(worker: RadiusWorker) -> Callable[[], None]:
 # ---- the child ------------------------------------------------------------------------
 
 
-def _die_with_parent(parent_pid: int) -> None:
-    """Ask Linux to SIGKILL this process when the parent dies; exit if it already has."""
-    if sys.platform.startswith("linux"):
-        with contextlib.suppress(OSError, AttributeError):
-            libc = ctypes.CDLL(None, use_errno=True)
-            libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
-    if os.getppid() != parent_pid:
-        os._exit(0)
-
-
 async def _child_main(conn: Connection) -> int:
     from prometheus_client import generate_latest
 
@@ -344,7 +328,7 @@ async def _child_main(conn: Connection) -> int:
 def main(argv: list[str]) -> int:
     """Child entry point: ``python -m adapters.radius.worker FD PARENT_PID``."""
     fd, parent_pid = int(argv[0]), int(argv[1])
-    _die_with_parent(parent_pid)
+    die_with_parent(parent_pid)
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C goes to the parent, which stops us
     conn = Connection(fd)
     try:
