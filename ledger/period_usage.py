@@ -23,7 +23,7 @@ from eventsourcing.application import Application
 from eventsourcing.utils import get_topic
 
 from .billing_period import BillingPeriod
-from .bulk import CHUNK, _events_after, _latest_snapshots, load_aggregates
+from .bulk import CHUNK, events_after, latest_snapshots, load_aggregates
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,10 +74,10 @@ def period_usage(store: Application[UUID], ids: Iterable[UUID]) -> dict[UUID, Pe
         after: dict[UUID, int] = {}
         stored_events = []
         if store.snapshots is not None:
-            snapshots = _latest_snapshots(store.snapshots.recorder, chunk)
+            snapshots = latest_snapshots(store.snapshots.recorder, chunk)
             after = {cast(UUID, s.originator_id): s.originator_version for s in snapshots}
             stored_events += snapshots
-        stored_events += _events_after(store.recorder, chunk, after)
+        stored_events += events_after(store.recorder, chunk, after)
         for stored in stored_events:
             key = cast(UUID, stored.originator_id)  # bulk reads give UUIDs
             if key in odd:

@@ -12,24 +12,24 @@ from uuid import UUID
 from eventsourcing.application import Application
 from eventsourcing.utils import get_topic
 
-from .bulk import CHUNK, _is_postgres, _pg_rows, _pg_table, _sqlite_rows, _sqlite_table, _uuid
+from .bulk import CHUNK, as_uuid, is_postgres, pg_table, sqlite_table, store_rows
 
 
 def current_versions(app: Application[UUID], ids: Iterable[UUID]) -> dict[UUID, int]:
     """The version (latest event's) of each aggregate of ``ids`` that has events."""
     found: dict[UUID, int] = {}
     for chunk in _chunks(ids):
-        if _is_postgres(app.recorder):
+        if is_postgres(app.recorder):
             from psycopg.sql import SQL
 
             query: Any = SQL("SELECT originator_id, MAX(originator_version) AS v FROM {} "
-                             "WHERE originator_id = ANY(%s) GROUP BY originator_id").format(_pg_table(app.recorder))
-            rows = _pg_rows(app.recorder, query, [chunk])
+                             "WHERE originator_id = ANY(%s) GROUP BY originator_id").format(pg_table(app.recorder))
+            rows = store_rows(app.recorder, query, [chunk])
         else:
-            query = (f"SELECT originator_id, MAX(originator_version) AS v FROM {_sqlite_table(app.recorder)} "
+            query = (f"SELECT originator_id, MAX(originator_version) AS v FROM {sqlite_table(app.recorder)} "
                      f"WHERE originator_id IN ({','.join('?' * len(chunk))}) GROUP BY originator_id")
-            rows = _sqlite_rows(app.recorder, query, [i.hex for i in chunk])
-        found |= {_uuid(row["originator_id"]): int(row["v"]) for row in rows}
+            rows = store_rows(app.recorder, query, [i.hex for i in chunk])
+        found |= {as_uuid(row["originator_id"]): int(row["v"]) for row in rows}
     return found
 
 
@@ -41,19 +41,19 @@ def latest_states(app: Application[UUID], ids: Iterable[UUID], event_class: type
     topic = get_topic(event_class)
     found: dict[UUID, bytes] = {}
     for chunk in _chunks(ids):
-        if _is_postgres(app.recorder):
+        if is_postgres(app.recorder):
             from psycopg.sql import SQL
 
             query: Any = SQL("SELECT originator_id, originator_version, state FROM {} "
                              "WHERE originator_id = ANY(%s) AND topic = %s "
-                             "ORDER BY originator_id, originator_version").format(_pg_table(app.recorder))
-            rows = _pg_rows(app.recorder, query, [chunk, topic])
+                             "ORDER BY originator_id, originator_version").format(pg_table(app.recorder))
+            rows = store_rows(app.recorder, query, [chunk, topic])
         else:
-            query = (f"SELECT originator_id, originator_version, state FROM {_sqlite_table(app.recorder)} "
+            query = (f"SELECT originator_id, originator_version, state FROM {sqlite_table(app.recorder)} "
                      f"WHERE originator_id IN ({','.join('?' * len(chunk))}) AND topic = ? "
                      f"ORDER BY originator_id, originator_version")
-            rows = _sqlite_rows(app.recorder, query, [*(i.hex for i in chunk), topic])
-        found |= {_uuid(row["originator_id"]): bytes(row["state"]) for row in rows}
+            rows = store_rows(app.recorder, query, [*(i.hex for i in chunk), topic])
+        found |= {as_uuid(row["originator_id"]): bytes(row["state"]) for row in rows}
     return found
 
 
