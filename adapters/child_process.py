@@ -10,6 +10,7 @@ import signal
 import socket
 import subprocess
 import sys
+from collections.abc import Callable
 from multiprocessing.connection import Connection
 
 
@@ -35,3 +36,20 @@ def die_with_parent(parent_pid: int) -> None:
             libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
     if os.getppid() != parent_pid:
         os._exit(0)
+
+
+def child_main(argv: list[str], run: Callable[[Connection], int]) -> int:
+    """A child's entry point (``python -m <module> FD PARENT_PID``): die with the parent, leave
+    Ctrl-C to the parent (which stops us), then ``run`` on the connection; 0 when the parent
+    stopped before sending anything."""
+    fd, parent_pid = int(argv[0]), int(argv[1])
+    die_with_parent(parent_pid)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    conn = Connection(fd)
+    try:
+        return run(conn)
+    except EOFError:  # the parent stopped before it sent the settings
+        return 0
+    finally:
+        with contextlib.suppress(OSError):
+            conn.close()

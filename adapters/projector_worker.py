@@ -33,7 +33,6 @@ import contextlib
 import gc
 import logging
 import os
-import signal
 import socket
 import subprocess
 import sys
@@ -45,7 +44,7 @@ from typing import Any
 
 from prometheus_client import Counter, Gauge
 
-from adapters.child_process import die_with_parent, spawn
+from adapters.child_process import child_main, spawn
 
 log = logging.getLogger(__name__)
 
@@ -310,17 +309,7 @@ def _child_main(conn: Connection) -> int:
 
 def main(argv: list[str]) -> int:
     """Child entry point: ``python -m adapters.projector_worker FD PARENT_PID``."""
-    fd, parent_pid = int(argv[0]), int(argv[1])
-    die_with_parent(parent_pid)
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C goes to the parent, which stops us
-    conn = Connection(fd)
-    try:
-        return _child_main(conn)
-    except EOFError:  # the parent stopped before it sent the settings
-        return 0
-    finally:
-        with contextlib.suppress(OSError):
-            conn.close()
+    return child_main(argv, _child_main)
 
 
 if __name__ == "__main__":

@@ -25,7 +25,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import signal
 import socket
 import subprocess
 import sys
@@ -39,7 +38,7 @@ from prometheus_client import REGISTRY
 from prometheus_client.metrics_core import Metric
 from prometheus_client.parser import text_string_to_metric_families
 
-from adapters.child_process import die_with_parent, spawn
+from adapters.child_process import child_main, spawn
 
 log = logging.getLogger(__name__)
 
@@ -327,16 +326,7 @@ async def _child_main(conn: Connection) -> int:
 
 def main(argv: list[str]) -> int:
     """Child entry point: ``python -m adapters.radius.worker FD PARENT_PID``."""
-    fd, parent_pid = int(argv[0]), int(argv[1])
-    die_with_parent(parent_pid)
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C goes to the parent, which stops us
-    conn = Connection(fd)
-    try:
-        return asyncio.run(_child_main(conn))
-    except EOFError:  # the parent stopped before it sent the settings
-        return 0
-    finally:
-        conn.close()
+    return child_main(argv, lambda conn: asyncio.run(_child_main(conn)))
 
 
 if __name__ == "__main__":

@@ -9,8 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from .product import Product, radclient, wait_until
-from .test_radius_process import alive
+from .product import Product, children_running, radclient, wait_until
 from .test_serve import BASE, GB, PRICE_PER_GB, SECRET, provision, session_records
 
 pytestmark = pytest.mark.e2e
@@ -18,19 +17,7 @@ pytestmark = pytest.mark.e2e
 
 def projector_children(parent: int) -> list[int]:
     """Pids of the projector processes whose parent is ``parent``."""
-    found = []
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            stat = Path(f"/proc/{entry}/stat").read_text()
-            cmdline = Path(f"/proc/{entry}/cmdline").read_bytes()
-        except OSError:
-            continue
-        ppid = int(stat.rsplit(")", 1)[1].split()[1])
-        if ppid == parent and b"adapters.projector_worker" in cmdline and alive(int(entry)):
-            found.append(int(entry))
-    return found
+    return children_running(parent, "adapters.projector_worker")
 
 
 def test_a_projector_child_that_dies_is_restarted_and_the_read_models_converge(tmp_path: Path) -> None:

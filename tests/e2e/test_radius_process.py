@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from .product import WISPGATE, Product, free_port, radclient, wait_until
+from .product import WISPGATE, Product, alive, children_running, free_port, radclient, wait_until
 from .test_serve import BASE, GB, PRICE_PER_GB, SECRET, provision, session_records
 
 pytestmark = pytest.mark.e2e
@@ -20,27 +20,7 @@ pytestmark = pytest.mark.e2e
 
 def radius_children(parent: int) -> list[int]:
     """Pids of the RADIUS listener processes whose parent is ``parent``."""
-    found = []
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            stat = Path(f"/proc/{entry}/stat").read_text()
-            cmdline = Path(f"/proc/{entry}/cmdline").read_bytes()
-        except OSError:
-            continue
-        ppid = int(stat.rsplit(")", 1)[1].split()[1])
-        if ppid == parent and b"adapters.radius.worker" in cmdline:
-            found.append(int(entry))
-    return found
-
-
-def alive(pid: int) -> bool:
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except OSError:
-        return False
-    return state != "Z"
+    return children_running(parent, "adapters.radius.worker")
 
 
 def udp_port_free(port: int) -> bool:
