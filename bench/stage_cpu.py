@@ -26,7 +26,7 @@ from pathlib import Path
 
 from .loadgen import run_load
 from .product import Process, health, wait_drained, wait_healthy
-from .target import BenchConfig, child_pids, free_port
+from .target import BenchConfig, child_pids, free_port, role
 from .wispgate_embedded import WispgateEmbedded
 from .workload import build_sessions
 
@@ -37,15 +37,6 @@ def cpu_seconds(pid: int) -> float:
     """User + system CPU of a process (all its threads) so far."""
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / TICKS
-
-
-def role(pid: int) -> str:
-    cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
-    if b"adapters.radius.worker" in cmdline:
-        return "radius child"
-    if b"adapters.projector_worker" in cmdline:
-        return "projector child"
-    return "other child"
 
 
 def drained_at(url: str, poll: float = 1.0) -> float:

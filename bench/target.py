@@ -95,6 +95,16 @@ def peak_rss_mib(pid: int) -> float:
     return float("nan")
 
 
+def role(pid: int) -> str:
+    """Which of `serve`'s children a process is, by its command line."""
+    cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+    if b"adapters.radius.worker" in cmdline:
+        return "radius child"
+    if b"adapters.projector_worker" in cmdline:
+        return "projector child"
+    return "other child"
+
+
 def child_pids(pid: int) -> list[int]:
     """The live children of a process (Linux /proc; empty when it has none)."""
     found: list[int] = []

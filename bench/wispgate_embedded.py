@@ -20,7 +20,7 @@ from .billing import billing_metrics
 from .freshness import measure_freshness
 from .loadgen import LoadResult, run_load
 from .product import Process, Provisioned, charge, create_token, provision, wait_drained, wait_healthy
-from .target import BenchConfig, Metrics, child_pids, free_port, peak_rss_mib
+from .target import BenchConfig, Metrics, child_pids, free_port, peak_rss_mib, role
 from .workload import build_sessions
 
 
@@ -148,7 +148,7 @@ class WispgateEmbedded:
             # `serve` acknowledges in its RADIUS child (adapters/radius/worker.py): that is the
             # accounting server.
             children = child_pids(server.pid)
-            radius = [pid for pid in children if b"adapters.radius.worker" in Path(f"/proc/{pid}/cmdline").read_bytes()]
+            radius = [pid for pid in children if role(pid) == "radius child"]
             rss = max((peak_rss_mib(pid) for pid in radius), default=float("nan"))
             # The other processes: the serve parent (API, rater, enforcer, chainer) and the
             # projector child.
