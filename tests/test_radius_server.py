@@ -15,6 +15,14 @@ from domain.accounting import AccountingRecord
 SECRET = b"durable"
 
 
+def local_nas() -> NasRegistry:
+    """A registry holding one NAS at 127.0.0.1 (where the tests send from)."""
+    registry = NasRegistry()
+    registry.load([NasEntry(id="nas-1", name="bng", address="127.0.0.1", secret=SECRET, vendor="mikrotik",
+                            require_message_authenticator=False)])
+    return registry
+
+
 class FlakyStore:
     def __init__(self) -> None:
         self.down = True
@@ -29,9 +37,7 @@ class FlakyStore:
 
 def test_no_answer_while_the_store_is_down_then_the_retransmission_is_answered() -> None:
     async def scenario() -> None:
-        registry = NasRegistry()
-        registry.load([NasEntry(id="nas-1", name="bng", address="127.0.0.1", secret=SECRET, vendor="mikrotik",
-                                require_message_authenticator=False)])
+        registry = local_nas()
         store = FlakyStore()
         server = AccountingServer(registry, store.append)
         transport = await start_accounting_server("127.0.0.1", 0, server)
@@ -78,9 +84,7 @@ def test_a_burst_already_queued_in_the_socket_is_one_batch_and_every_record_is_a
     its own Accounting-Response with its own Identifier after the commit."""
 
     async def scenario() -> None:
-        registry = NasRegistry()
-        registry.load([NasEntry(id="nas-1", name="bng", address="127.0.0.1", secret=SECRET, vendor="mikrotik",
-                                require_message_authenticator=False)])
+        registry = local_nas()
         store = BatchingStore()
         server = AccountingServer(registry, store.append)
         transport = await start_accounting_server("127.0.0.1", 0, server)
