@@ -33,23 +33,19 @@ import contextlib
 import gc
 import logging
 import os
-import socket
 import subprocess
 import sys
 import threading
-import time
 from collections.abc import Callable
 from multiprocessing.connection import Connection
 from typing import Any
 
 from prometheus_client import Counter, Gauge
 
-from adapters.child_process import child_main, spawn
+from adapters.child_process import MAX_RESTARTS, ChildSupervisor, child_main
 
 log = logging.getLogger(__name__)
 
-MAX_RESTARTS = 5  # per RESTART_WINDOW seconds; beyond that the parent stops
-RESTART_WINDOW = 60.0
 START_TIMEOUT = 60.0
 PAUSE_TIMEOUT = 30.0  # a step is one batch (1,000 events, well under a second): generous
 FATAL_EXIT = 70
@@ -59,77 +55,37 @@ RESTARTS = Counter("wispgate_projector_process_restarts_total",
 UP = Gauge("wispgate_projector_process_up", "1 while serve's projector process runs")
 
 
-class ProjectorWorker:
+class ProjectorWorker(ChildSupervisor):
     """Parent side: starts, supervises, wakes, pauses and resumes the projector child.
 
     ``on_position(p)`` is called (on the supervisor's thread) for each position the child
     committed; ``on_fatal(text)`` when the child stopped on a violated invariant;
     ``on_failed(text)`` when it died too often to be worth restarting."""
 
+    module = "adapters.projector_worker"
+    title = "the projector process"
+
     def __init__(self, settings: Any, *, on_position: Callable[[int], None], on_fatal: Callable[[str], None],
                  on_failed: Callable[[str], None], configure_logging: Callable[[str, str], None],
                  max_restarts: int = MAX_RESTARTS) -> None:
-        self.settings = settings
-        self.max_restarts = max_restarts
-        self.configure_logging = configure_logging
+        super().__init__(settings, on_failed=on_failed, configure_logging=configure_logging,
+                         max_restarts=max_restarts)
         self.on_position = on_position
         self.on_fatal = on_fatal
-        self.on_failed = on_failed
-        self._conn: Connection | None = None
-        self._socket: socket.socket | None = None
-        self._send_lock = threading.Lock()
-        self._state = threading.Condition(self._send_lock)
         self._paused = False
         self._pause_request = 0
         self._pause_acked = 0
-        self._generation = 0  # children spawned so far: a pause waits for its own child only
-        self._closing = threading.Event()
-        self._go = threading.Event()
-        self._ready = threading.Event()
-        self._supervisor: threading.Thread | None = None
-        self.process: subprocess.Popen[bytes] | None = None
-        self.restarts: list[float] = []
+        self._generation = 0  # children attached so far: a pause waits for its own child only
         self.fatal: str | None = None
-
-    # ---- lifecycle ---------------------------------------------------------------------
-
-    def launch(self) -> None:
-        """Start the child now (its imports overlap the parent's start-up); it touches the
-        store only after ``start``."""
-        if self._supervisor is None:
-            # PR_SET_PDEATHSIG fires when the thread that forked the child ends: the
-            # supervisor lives as long as the child is wanted.
-            self._supervisor = threading.Thread(target=self._supervise, name="projector-supervisor", daemon=True)
-            self._supervisor.start()
 
     def start(self, timeout: float = START_TIMEOUT) -> bool:
         """Let the child open the stores (the parent has created the tables) and begin."""
-        self.launch()
-        self._go.set()
-        return self._ready.wait(timeout)
-
-    def close(self, timeout: float = 15.0) -> None:
-        """Stop the child: it finishes its step and exits."""
-        self._closing.set()
-        self._go.set()
-        with self._state:
-            self._conn = None
-            if self._socket is not None:
-                with contextlib.suppress(OSError):
-                    self._socket.shutdown(socket.SHUT_RDWR)  # end-of-file: the child's signal to stop
-            self._state.notify_all()
-        if self._supervisor is not None:
-            self._supervisor.join(timeout)
-        process = self.process
-        if process is not None and process.poll() is None:
-            process.kill()
-            process.wait(5)
-        UP.set(0)
+        return self._begin(timeout)
 
     # ---- what the stages and the site gate call ---------------------------------------
 
     def wake(self) -> None:
-        """The ledger has new events."""
+        """The ledger has new events (no child right now: a restarted child polls the log first)."""
         self._send(("wake",))
 
     def pause(self, timeout: float = PAUSE_TIMEOUT) -> None:
@@ -164,82 +120,41 @@ class ProjectorWorker:
                 with contextlib.suppress(OSError):
                     self._conn.send(("resume",))
 
-    # ---- the supervisor -----------------------------------------------------------------
+    # ---- the supervisor's hooks ---------------------------------------------------------
 
-    def _spawn(self) -> Connection:
-        self.process, self._socket, conn = spawn("adapters.projector_worker")
-        return conn
+    def _state_messages(self) -> list[tuple[Any, ...]]:
+        return [("pause", self._pause_request) if self._paused else ("resume",)]
 
-    def _supervise(self) -> None:
-        while not self._closing.is_set():
+    def _attached(self) -> None:
+        self._generation += 1
+        self._pause_acked = self._pause_request  # a fresh child starts in the current state
+
+    def _handle(self, message: tuple[Any, ...]) -> str | None:
+        kind = message[0]
+        if kind == "position":
+            self.on_position(int(message[1]))
+        elif kind == "paused":
             with self._state:
-                conn = self._spawn()
-            self._go.wait()
-            with self._state:  # the first messages, then pause/resume changes, in order
-                if not self._closing.is_set():
-                    with contextlib.suppress(OSError):
-                        conn.send((self.settings, self.configure_logging))
-                        conn.send(("pause", self._pause_request) if self._paused else ("resume",))
-                    self._conn = conn
-                    self._generation += 1
-                    self._pause_acked = self._pause_request  # a fresh child starts in the current state
-                else:
-                    with contextlib.suppress(OSError):
-                        self._socket.shutdown(socket.SHUT_RDWR)  # type: ignore[union-attr]
-            UP.set(1)
-            self._follow(conn)
-            UP.set(0)
-            with self._state:
-                self._conn = None
+                self._pause_acked = max(self._pause_acked, int(message[1]))
                 self._state.notify_all()
-                with contextlib.suppress(OSError):
-                    conn.close()
-                    self._socket.close()  # type: ignore[union-attr]
-            if self.process is not None:
-                with contextlib.suppress(subprocess.TimeoutExpired):
-                    self.process.wait(5)
-            if self._closing.is_set():
-                return
-            code = self.process.returncode if self.process is not None else None
-            if self.fatal is not None:
-                self.on_fatal(self.fatal)
-                return
-            now = time.monotonic()
-            self.restarts = [t for t in self.restarts if now - t < RESTART_WINDOW] + [now]
-            if len(self.restarts) > self.max_restarts:
-                self._ready.set()
-                self.on_failed(f"the projector process exited ({code}) {len(self.restarts)} times "
-                               f"in {RESTART_WINDOW:.0f} s")
-                return
-            RESTARTS.inc()
-            log.error("the projector process exited (%s); restarting it", code)
-            self._closing.wait(0.5)
+        elif kind == "ready":
+            self._ready.set()
+        elif kind == "fatal":
+            self.fatal = str(message[1])  # the child exits by itself: never continue
+        return None
 
-    def _follow(self, conn: Connection) -> None:
-        """Handle the child's messages until it goes away."""
-        while True:
-            try:
-                message = conn.recv()
-            except (EOFError, OSError):
-                return
-            kind = message[0]
-            if kind == "position":
-                self.on_position(int(message[1]))
-            elif kind == "paused":
-                with self._state:
-                    self._pause_acked = max(self._pause_acked, int(message[1]))
-                    self._state.notify_all()
-            elif kind == "ready":
-                self._ready.set()
-            elif kind == "fatal":
-                self.fatal = str(message[1])
+    def _running(self, up: bool) -> None:
+        UP.set(1 if up else 0)
 
-    def _send(self, message: tuple[Any, ...]) -> None:
-        with self._state:
-            if self._conn is None:
-                return  # no child right now: a restarted child polls the log first anyway
-            with contextlib.suppress(OSError):
-                self._conn.send(message)
+    def _ended(self, code: int | None, failure: str | None) -> bool:
+        if self.fatal is None:
+            return False
+        self.on_fatal(self.fatal)
+        return True
+
+    def _restarting(self, code: int | None) -> None:
+        RESTARTS.inc()
+        super()._restarting(code)
 
 
 # ---- the child ------------------------------------------------------------------------

@@ -15,7 +15,7 @@ asks the kernel for SIGKILL when the parent dies (PR_SET_PDEATHSIG), so a SIGKIL
 never leaves an orphan holding the UDP port. Nothing acknowledged is lost either way: a
 record is answered only after its commit.
 
-A child that dies on its own is restarted by the parent (RadiusWorker.supervise) up to
+A child that dies on its own is restarted by the parent (``ChildSupervisor``) up to
 ``MAX_RESTARTS`` times a minute; beyond that, or when the port cannot be bound again, the
 parent is told to stop (``on_failed``).
 """
@@ -25,8 +25,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import socket
-import subprocess
 import sys
 import threading
 import time
@@ -38,42 +36,33 @@ from prometheus_client import REGISTRY
 from prometheus_client.metrics_core import Metric
 from prometheus_client.parser import text_string_to_metric_families
 
-from adapters.child_process import child_main, spawn
+from adapters.child_process import ChildSupervisor, child_main
 
 log = logging.getLogger(__name__)
 
-MAX_RESTARTS = 5  # per RESTART_WINDOW seconds; beyond that the parent stops
-RESTART_WINDOW = 60.0
 START_TIMEOUT = 60.0
 METRICS_TIMEOUT = 2.0
 
 
-class RadiusWorker:
+class RadiusWorker(ChildSupervisor):
     """Parent side: starts, supervises and talks to the RADIUS child process.
 
     Stands in for the AccountingServer where the SiteController expects one: setting
-    ``accepting`` reaches the child (a standby site must not answer RADIUS)."""
+    ``accepting`` reaches the child (a standby site must not answer RADIUS). A child that
+    cannot bind, or exits before it listens, is not restarted: ``start`` returns why."""
+
+    module = "adapters.radius.worker"
+    title = "the RADIUS listener process"
 
     def __init__(self, settings: Any, *, on_durable: Callable[[], None], on_failed: Callable[[str], None],
                  configure_logging: Callable[[str, str], None]) -> None:
-        self.settings = settings
-        self.configure_logging = configure_logging  # sent by reference: the child sets up its log alike
+        super().__init__(settings, on_failed=on_failed, configure_logging=configure_logging)
         self.on_durable = on_durable
-        self.on_failed = on_failed
         self._accepting = True
-        self._conn: Connection | None = None
-        self._send_lock = threading.Lock()
         self._replies: dict[int, str] = {}
         self._replied = threading.Condition()
         self._request = 0
-        self._closing = threading.Event()
-        self._started = threading.Event()
-        self._go = threading.Event()
-        self._socket: socket.socket | None = None
         self._start_error: str | None = None
-        self._supervisor: threading.Thread | None = None
-        self.process: subprocess.Popen[bytes] | None = None
-        self.restarts: list[float] = []
 
     # ---- the AccountingServer face the SiteController uses ---------------------------
 
@@ -90,121 +79,41 @@ class RadiusWorker:
         """The NAS table may have changed: the child reloads it at the next unknown source."""
         self._send(("stale",))
 
-    # ---- lifecycle ---------------------------------------------------------------------
-
-    def launch(self) -> None:
-        """Start the child now: it imports its modules while this process builds its own
-        applications, and waits for ``start`` before it touches the store."""
-        # The supervisor thread forks the child and lives as long as it is wanted:
-        # PR_SET_PDEATHSIG fires when the *thread* that forked the child ends.
-        if self._supervisor is None:
-            self._supervisor = threading.Thread(target=self._supervise, name="radius-supervisor", daemon=True)
-            self._supervisor.start()
-
     def start(self) -> str | None:
         """Let the child open the store and bind; wait until it listens. The error text if
         it could not bind (or did not start)."""
-        self.launch()
-        self._go.set()
-        if not self._started.wait(START_TIMEOUT):
-            return "the RADIUS listener process did not start in time"
+        if not self._begin(START_TIMEOUT):
+            return f"{self.title} did not start in time"
         return self._start_error
 
-    def close(self, timeout: float = 15.0) -> None:
-        """Stop the child: it stops answering, commits what it holds, and exits."""
-        self._closing.set()
-        self._go.set()
-        with self._send_lock:
-            self._conn = None
-            if self._socket is not None:
-                with contextlib.suppress(OSError):
-                    self._socket.shutdown(socket.SHUT_RDWR)  # end-of-file: the child's signal to stop
-        if self._supervisor is not None:
-            self._supervisor.join(timeout)
-        process = self.process
-        if process is not None and process.poll() is None:
-            process.kill()
-            process.wait(5)
+    # ---- the supervisor's hooks ---------------------------------------------------------
 
-    def _spawn(self) -> Connection:
-        self.process, self._socket, conn = spawn("adapters.radius.worker")
-        return conn
+    def _state_messages(self) -> list[tuple[Any, ...]]:
+        return [("accepting", self._accepting)]
 
-    def _supervise(self) -> None:
-        while not self._closing.is_set():
-            with self._send_lock:
-                conn = self._spawn()
-            self._go.wait()
-            with self._send_lock:  # the first messages, then ``accepting`` changes, in order
-                if not self._closing.is_set():
-                    with contextlib.suppress(OSError):
-                        conn.send((self.settings, self.configure_logging))
-                        conn.send(("accepting", self._accepting))
-                    self._conn = conn
-                else:
-                    with contextlib.suppress(OSError):
-                        self._socket.shutdown(socket.SHUT_RDWR)  # type: ignore[union-attr]
-            failure = self._follow(conn)
-            with self._send_lock:
-                self._conn = None
-                with contextlib.suppress(OSError):
-                    conn.close()
-                    self._socket.close()  # type: ignore[union-attr]
-            if self.process is not None:
-                with contextlib.suppress(subprocess.TimeoutExpired):
-                    self.process.wait(5)
-            if self._closing.is_set():
-                return
-            if failure is not None:  # could not bind: restarting will not help
-                if not self._started.is_set():
-                    self._start_error = failure
-                    self._started.set()
-                else:
-                    self.on_failed(f"the RADIUS listener process could not listen again: {failure}")
-                return
-            code = self.process.returncode if self.process is not None else None
-            now = time.monotonic()
-            self.restarts = [t for t in self.restarts if now - t < RESTART_WINDOW] + [now]
-            if not self._started.is_set() or len(self.restarts) > MAX_RESTARTS:
-                message = (f"the RADIUS listener process exited ({code}) "
-                           f"{len(self.restarts)} times in {RESTART_WINDOW:.0f} s")
-                if not self._started.is_set():
-                    self._start_error = f"the RADIUS listener process exited ({code}) before listening"
-                    self._started.set()
-                else:
-                    self.on_failed(message)
-                return
-            log.error("the RADIUS listener process exited (%s); restarting it", code)
-            self._closing.wait(0.5)
+    def _handle(self, message: tuple[Any, ...]) -> str | None:
+        kind = message[0]
+        if kind == "durable":
+            self.on_durable()
+        elif kind == "metrics":
+            with self._replied:
+                self._replies[message[1]] = message[2]
+                self._replied.notify_all()
+        elif kind == "listening":
+            self._ready.set()
+        elif kind == "error":
+            return str(message[1])  # could not bind: restarting will not help
+        return None
 
-    def _follow(self, conn: Connection) -> str | None:
-        """Handle the child's messages until it goes away; the bind error text, if any."""
-        while True:
-            try:
-                message = conn.recv()
-            except (EOFError, OSError):
-                return None
-            kind = message[0]
-            if kind == "durable":
-                self.on_durable()
-            elif kind == "metrics":
-                with self._replied:
-                    self._replies[message[1]] = message[2]
-                    self._replied.notify_all()
-            elif kind == "listening":
-                self._started.set()
-            elif kind == "error":
-                return str(message[1])
-
-    def _send(self, message: tuple[Any, ...]) -> bool:
-        with self._send_lock:
-            if self._conn is None:
-                return False  # no child right now: a restarted child gets the current state
-            try:
-                self._conn.send(message)
-            except OSError:
-                return False
-            return True
+    def _ended(self, code: int | None, failure: str | None) -> bool:
+        if self._ready.is_set() and failure is None:
+            return False  # died while listening: restart it
+        if not self._ready.is_set():
+            self._start_error = failure or f"{self.title} exited ({code}) before listening"
+            self._ready.set()
+        else:
+            self.on_failed(f"{self.title} could not listen again: {failure}")
+        return True
 
     # ---- metrics ------------------------------------------------------------------------
 
