@@ -100,14 +100,20 @@ def accounting_records(intake: AccountingLog, notifications: Sequence[Notificati
     the mapper would transcode, an integer orjson refuses) goes through the mapper."""
     mapper = intake.mapper
     if mapper.compressor is not None or mapper.cipher is not None:
-        return [AccountingRecord.from_dict(mapper.to_domain_event(n).record) for n in notifications]
+        return [AccountingRecord.from_dict(_mapped_record(mapper, n)) for n in notifications]
     records = []
     for notification in notifications:
         data = _plain_record(notification.state)
         if data is None:
-            data = mapper.to_domain_event(notification).record
+            data = _mapped_record(mapper, notification)
         records.append(AccountingRecord.from_dict(data))
     return records
+
+
+def _mapped_record(mapper: Any, notification: Notification) -> dict[str, Any]:
+    """A record decoded through the mapper (every AccountingLog event carries ``record``)."""
+    record: dict[str, Any] = mapper.to_domain_event(notification).record
+    return record
 
 
 def _plain_record(state: bytes) -> dict[str, Any] | None:
