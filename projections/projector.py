@@ -12,7 +12,7 @@ from decimal import Context, localcontext
 from typing import Any
 
 from eventsourcing.persistence import Mapper, Notification
-from eventsourcing.utils import resolve_topic
+from eventsourcing.utils import get_topic, resolve_topic
 from sqlalchemy import Engine, delete, insert, select, update
 
 from . import tables as t
@@ -164,6 +164,45 @@ class ReadModelProjector:
         return (mapper is not None and mapper.cipher is None and mapper.compressor is None
                 and [type(m) for m in self.models] == [type(m) for m in default_models()]
                 and fold_covers_models() and LogReader.supports(recorder) and self.position() == 0)
+
+    def project_recorded(self, recorded: Sequence[tuple[int, Any]]) -> bool:
+        """Apply events the caller has just recorded and still holds, as (notification id,
+        domain event) in id order, when they are exactly the notifications that follow the
+        stored position (ids contiguous from it): the rows ``process`` gives for them, in one
+        transaction with the new position, without reading and decoding them back (a billing
+        run projects the invoices it has just issued). Returns False and changes nothing
+        otherwise (the caller then catches up through ``process``)."""
+        if not recorded:
+            return True
+        first, last = recorded[0][0], recorded[-1][0]
+        if last - first + 1 != len(recorded):
+            return False  # not contiguous: other notifications lie between them
+        with localcontext(Context(prec=80)), self.engine.begin() as conn:
+            stored = conn.execute(
+                select(t.positions.c.position).where(t.positions.c.name == self.name).with_for_update()
+            ).scalar()
+            if int(stored or 0) != first - 1:
+                return False
+            batches = [model.batch(conn) for model in self.models]
+            events = [(position, event) for position, event in recorded
+                      if self._handled(get_topic(type(event)))]
+            for batch in batches:
+                batch.prepare([event for _, event in events])
+            dispatch: dict[type, list[Callable[[int, Any], None]]] = {}
+            for position, event in events:
+                calls = dispatch.get(type(event))
+                if calls is None:
+                    calls = dispatch[type(event)] = _handlers(batches, type(event))
+                for call in calls:
+                    call(position, event)
+            for batch in batches:
+                batch.flush()
+            if stored is None:
+                conn.execute(insert(t.positions).values(name=self.name, position=last))
+            else:
+                conn.execute(update(t.positions).where(t.positions.c.name == self.name).values(position=last))
+        self._advanced(last)
+        return True
 
     def process(self, notifications: Sequence[Notification]) -> int:
         """Apply a batch (ids ascending); returns the new position. Notifications at or
