@@ -22,14 +22,15 @@ from typing import Any
 
 import orjson
 from eventsourcing.utils import get_topic, resolve_topic
-from sqlalchemy import Connection, Engine, Table, and_, bindparam, delete, insert, select, update
+from sqlalchemy import Connection, Engine, Table, bindparam, delete, insert, select, update
 
 from . import tables as t
 from .decoding import DECODERS
 from .fold import Fold, Row, balance_values
 from .invoices import _InvoiceBatch
 
-LogRow = tuple[int, Any, int, str, bytes]  # id, originator id as stored, version, topic, state
+LogRow = tuple[int, Any, int, str, bytes | None]  # id, originator id as stored, version, topic, state
+# (state None: an event no read model handles)
 
 
 def _handler_events(batch_class: type) -> set[str]:
@@ -86,9 +87,9 @@ class LogReader:
         self.ids: dict[Any, str] = {}  # stored originator id -> hyphenated text
         kind = self.kind(recorder)
         if kind == "sqlite":
-            self.read, self.count = self._sqlite_read, self._sqlite_count
+            self.read = self._sqlite_read
         elif kind == "postgres":
-            self.read, self.count = self._postgres_read, self._postgres_count
+            self.read = self._postgres_read
         else:
             raise TypeError(f"no raw reader for {type(recorder).__name__}")
 
@@ -120,20 +121,16 @@ class LogReader:
 
     def _sqlite_read(self, after: int, upto: int) -> list[LogRow]:
         marks = ",".join("?" * len(self.topics))
-        statement = (f"SELECT rowid, originator_id, originator_version, topic, state "
-                     f"FROM {self.recorder.events_table_name} WHERE rowid > ? AND rowid <= ? "
-                     f"AND topic IN ({marks}) ORDER BY rowid")
+        # Every notification of the window (their number is what a rebuild reports), the
+        # state only of those a read model handles: one pass over the window, not two.
+        statement = (f"SELECT rowid, originator_id, originator_version, topic, "
+                     f"CASE WHEN topic IN ({marks}) THEN state END "
+                     f"FROM {self.recorder.events_table_name} WHERE rowid > ? AND rowid <= ? ORDER BY rowid")
         with self.recorder.datastore.transaction(commit=False) as c:
             cursor = getattr(c, "sqlite_cursor", c)
             cursor.row_factory = None  # plain tuples: no sqlite3.Row per event
-            cursor.execute(statement, [after, upto, *self.topics])
+            cursor.execute(statement, [*self.topics, after, upto])
             return cursor.fetchall()  # type: ignore[no-any-return]
-
-    def _sqlite_count(self, after: int, upto: int) -> int:
-        with self.recorder.datastore.transaction(commit=False) as c:
-            c.execute(f"SELECT count(*) FROM {self.recorder.events_table_name} WHERE rowid > ? AND rowid <= ?",
-                      [after, upto])
-            return int(c.fetchone()[0])
 
     def _postgres_table(self) -> str:
         return f'"{self.recorder.datastore.schema}"."{self.recorder.events_table_name}"'
@@ -141,22 +138,13 @@ class LogReader:
     def _postgres_read(self, after: int, upto: int) -> list[LogRow]:
         from psycopg.rows import tuple_row
 
-        statement = (f"SELECT notification_id, originator_id, originator_version, topic, state "
+        statement = (f"SELECT notification_id, originator_id, originator_version, topic, "
+                     f"CASE WHEN topic = ANY(%s) THEN state END "
                      f"FROM {self._postgres_table()} WHERE notification_id > %s AND notification_id <= %s "
-                     f"AND topic = ANY(%s) ORDER BY notification_id")
+                     f"ORDER BY notification_id")
         with self.recorder.datastore.get_connection() as conn, conn.cursor(row_factory=tuple_row) as cur:
-            cur.execute(statement, [after, upto, self.topics])
+            cur.execute(statement, [self.topics, after, upto])
             return cur.fetchall()  # type: ignore[no-any-return]
-
-    def _postgres_count(self, after: int, upto: int) -> int:
-        from psycopg.rows import tuple_row
-
-        statement = (f"SELECT count(*) FROM {self._postgres_table()} "
-                     f"WHERE notification_id > %s AND notification_id <= %s")
-        with self.recorder.datastore.get_connection() as conn, conn.cursor(row_factory=tuple_row) as cur:
-            cur.execute(statement, [after, upto])
-            row = cur.fetchone()
-            return int(row[0]) if row else 0
 
 
 def _hyphenated(originator_id: str) -> str:
@@ -191,9 +179,10 @@ class FastRebuild:
                 return done, position
             while position < head:
                 end = min(position + window, head)
-                if not self._window(position, end):
+                read = self._window(position, end)
+                if read is None:
                     return done, -1
-                done += self.reader.count(position, end)
+                done += read
                 position = end
                 advanced(position)
                 if progress is not None:
@@ -201,9 +190,9 @@ class FastRebuild:
             if upto is not None:
                 return done, position
 
-    def _window(self, after: int, upto: int) -> bool:
-        """Fold and write the notifications after ``after`` up to ``upto``; False (nothing
-        written) when the stored position is no longer ``after``."""
+    def _window(self, after: int, upto: int) -> int | None:
+        """Fold and write the notifications after ``after`` up to ``upto``; returns how many
+        there were, or None (nothing written) when the stored position is no longer ``after``."""
         from eventsourcing.persistence import Notification
 
         rows = self.reader.read(after, upto)
@@ -211,16 +200,19 @@ class FastRebuild:
         invoice_events: list[Any] = []
         # Exact sums: rated amounts may carry more digits than Decimal's default 28.
         with localcontext(Context(prec=80)):
-            hyphenated, loads = self.reader._hyphenated, orjson.loads
+            ids, hyphenated, loads = self.reader.ids, self.reader._hyphenated, orjson.loads
             for position, stored_id, version, topic, state in rows:
+                if state is None:  # no read model handles it
+                    continue
                 name = topics[topic]
                 handler = hot.get(name)
+                originator_id = ids.get(stored_id) or hyphenated(stored_id)
                 if handler is not None:
-                    handler(position, hyphenated(stored_id), version, loads(state))
+                    handler(position, originator_id, version, loads(state))
                     continue
-                event = self._lean_event(topic, hyphenated(stored_id), version, state)
+                event = self._lean_event(topic, originator_id, version, state)
                 if event is None:
-                    event = self.decode(Notification(id=position, originator_id=hyphenated(stored_id),
+                    event = self.decode(Notification(id=position, originator_id=originator_id,
                                                      originator_version=version, topic=topic, state=state))
                 call = cold.get(name)
                 if call is not None:
@@ -236,7 +228,7 @@ class FastRebuild:
                 stored = conn.execute(select(t.positions.c.position).where(t.positions.c.name == self.name)
                                       .with_for_update()).scalar()
                 if int(stored or 0) != after:
-                    return False
+                    return None
                 self._write(conn)
                 if invoice_events:
                     batch = _BulkInvoiceBatch(conn)
@@ -248,7 +240,7 @@ class FastRebuild:
                     conn.execute(insert(t.positions).values(name=self.name, position=upto))
                 else:
                     conn.execute(update(t.positions).where(t.positions.c.name == self.name).values(position=upto))
-        return True
+        return len(rows)
 
     def _lean_event(self, topic: str, originator_id: str, version: int, state: bytes) -> Any:
         """The event the decoder would give (``decoding.event_decoder``), parsed with orjson
@@ -303,14 +295,9 @@ class FastRebuild:
                          [{"k_row": row_id} for row_id in completed])
         new_usage, dirty_usage = fold.take_usage()
         bulk_insert(conn, t.usage, new_usage)
-        if dirty_usage:
-            usage = t.usage
-            conn.execute(update(usage).where(and_(
-                usage.c.account_id == bindparam("k_account"), usage.c.granularity == bindparam("k_granularity"),
-                usage.c.bucket_start == bindparam("k_start"), usage.c.band == bindparam("k_band")))
-                .values(upload_bytes=bindparam("up"), download_bytes=bindparam("down")),
-                [{"k_account": a, "k_granularity": g, "k_start": s, "k_band": b, "up": up, "down": down}
-                 for a, g, s, b, up, down in dirty_usage])
+        update_by_key(conn, t.usage, ("upload_bytes", "download_bytes"),
+                      ("account_id", "granularity", "bucket_start", "band"),
+                      [(up, down, a, g, start, b) for a, g, start, b, up, down in dirty_usage])
 
 
 class _BulkInvoiceBatch(_InvoiceBatch):
@@ -355,8 +342,29 @@ def _update_by_key(conn: Connection, table: Table, rows: list[Row]) -> None:
     """Rows stored by an earlier window and changed since: one UPDATE executemany."""
     if not rows:
         return
-    keys = list(table.primary_key.columns)
-    key_names = {k.name for k in keys}
-    statement = (update(table).where(*(k == bindparam("k_" + k.name) for k in keys))
-                 .values({c.name: bindparam(c.name) for c in table.columns if c.name not in key_names}))
-    conn.execute(statement, [{("k_" + k if k in key_names else k): v for k, v in r.items()} for r in rows])
+    keys = [c.name for c in table.primary_key.columns]
+    values = [c.name for c in table.columns if c.name not in keys]
+    update_by_key(conn, table, values, keys, [tuple(r[n] for n in values + keys) for r in rows])
+
+
+def update_by_key(conn: Connection, table: Table, values: Sequence[str], keys: Sequence[str],
+                  rows: Sequence[tuple[Any, ...]]) -> None:
+    """``UPDATE table SET values... WHERE keys...`` for each row (a tuple of the new values then
+    the key's), with the DBAPI's executemany in the connection's transaction."""
+    if not rows:
+        return
+    if conn.dialect.name not in ("sqlite", "postgresql"):
+        names = [f"v_{n}" for n in values] + [f"k_{k}" for k in keys]
+        conn.execute(update(table).where(*(table.c[k] == bindparam(f"k_{k}") for k in keys))
+                     .values({n: bindparam(f"v_{n}") for n in values}),
+                     [dict(zip(names, row, strict=True)) for row in rows])
+        return
+    mark = "?" if conn.dialect.name == "sqlite" else "%s"
+    assignments = ", ".join(f'"{n}" = {mark}' for n in values)
+    condition = " AND ".join(f'"{n}" = {mark}' for n in keys)
+    statement = f'UPDATE "{table.name}" SET {assignments} WHERE {condition}'
+    cursor = conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
+    try:
+        cursor.executemany(statement, rows)
+    finally:
+        cursor.close()
