@@ -17,7 +17,7 @@ import json
 import re
 from collections.abc import Callable, Iterable
 from decimal import Decimal
-from typing import Any
+from typing import Any, NamedTuple
 
 from rating import UsageDelta, split_by_hour
 
@@ -88,10 +88,32 @@ class TableRows:
         return new, dirty
 
 
-class Fold:
-    """State of the catalog, money and sessions read models during a rebuild."""
+# Events of the sessions part (the sessions, sessions_keyless, session_aggregates and
+# usage_buckets tables); every other rule is the money part's (the catalog, balances,
+# journal and payments). A rated usage event feeds both: the session's amount and the usage
+# buckets, and the journal and balance.
+SESSION_EVENTS = frozenset({"Session.RecordApplied", "Session.Registered", "Session.ClosedByNas",
+                            "BillingPeriod.UsageRated"})
 
-    def __init__(self) -> None:
+
+class SessionWrites(NamedTuple):
+    """What a window's flush writes to the sessions part's tables (picklable: a second
+    process may fold the sessions part)."""
+
+    sessions_new: list[Row]
+    sessions_dirty: list[Row]
+    keyless_made: list[Row]
+    keyless_completed: list[str]
+    registered: list[Row]
+    usage_new: list[tuple[Any, ...]]
+    usage_dirty: list[tuple[Any, ...]]
+
+
+class Fold:
+    """State of the catalog, money and sessions read models during a rebuild: both parts, or
+    one of them (``sessions`` / ``money`` False) when another process folds the other."""
+
+    def __init__(self, *, sessions: bool = True, money: bool = True) -> None:
         by_id: Callable[[Row], Any] = lambda r: r["id"]  # noqa: E731
         self.nas = TableRows(t.nas, by_id)
         self.plans = TableRows(t.plans, by_id)
@@ -109,17 +131,24 @@ class Fold:
         self.registered: list[Row] = []
         self.keyless: dict[str, list[Row]] = {}  # rows without their session's key, by session id
         self.keyless_stored: set[str] = set()  # their row ids in sessions_keyless
-        self.hot: dict[str, Callable[[int, str, int, dict[str, Any]], None]] = {
-            "Session.RecordApplied": self.record_applied, "BillingPeriod.UsageRated": self.usage_rated,
-            "Session.Registered": self.session_registered, "Account.Opened": self.account_opened,
-            "UsernameClaim.Claimed": self.username_claimed}
-        self.cold: dict[str, Callable[[int, Any], None]] = {
-            "Session.ClosedByNas": self.closed_by_nas, "Nas.Registered": self.nas_registered,
-            "Nas.Retired": self.nas_retired, "Plan.Created": self.plan_created, "Plan.Revised": self.plan_revised,
-            "Account.PlanChanged": self.plan_changed, "ApiToken.Issued": self.token_issued,
-            "ApiToken.Revoked": self.token_revoked, "Payment.Received": self.payment_received,
-            "Account.AddonPurchased": self.addon_purchased, "Invoice.Issued": self.invoice_issued,
-            "CreditNote.Issued": self.credit_note_issued}
+        self.hot: dict[str, Callable[[int, str, int, dict[str, Any]], None]] = {}
+        self.cold: dict[str, Callable[[int, Any], None]] = {}
+        if sessions:
+            self.hot |= {"Session.RecordApplied": self.record_applied, "Session.Registered": self.session_registered,
+                         "BillingPeriod.UsageRated": self.usage_rated_sessions}
+            self.cold |= {"Session.ClosedByNas": self.closed_by_nas}
+        if money:
+            self.hot |= {"Account.Opened": self.account_opened, "UsernameClaim.Claimed": self.username_claimed,
+                         "BillingPeriod.UsageRated": self.usage_rated_money}
+            self.cold |= {
+                "Nas.Registered": self.nas_registered, "Nas.Retired": self.nas_retired,
+                "Plan.Created": self.plan_created, "Plan.Revised": self.plan_revised,
+                "Account.PlanChanged": self.plan_changed, "ApiToken.Issued": self.token_issued,
+                "ApiToken.Revoked": self.token_revoked, "Payment.Received": self.payment_received,
+                "Account.AddonPurchased": self.addon_purchased, "Invoice.Issued": self.invoice_issued,
+                "CreditNote.Issued": self.credit_note_issued}
+        if sessions and money:
+            self.hot["BillingPeriod.UsageRated"] = self.usage_rated
 
     # Hot events: (position, originator id as text, originator version, stored state).
 
@@ -141,14 +170,21 @@ class Fold:
         self.sessions.changed(row["id"], row)
 
     def usage_rated(self, position: int, period_id: str, version: int, s: dict[str, Any]) -> None:
+        self.usage_rated_sessions(position, period_id, version, s)
+        self.usage_rated_money(position, period_id, version, s)
+
+    def usage_rated_sessions(self, position: int, period_id: str, version: int, s: dict[str, Any]) -> None:
+        """A rated usage's session amount and usage buckets."""
         session_id, incarnation = uuid_text(s["session_id"]), s["incarnation"]
         row = self.sessions.rows.get(f"{session_id}:{incarnation}") or self._new_session(session_id, incarnation)
-        amount = decimal_value(s["amount"])
-        row["amount"] += amount
+        row["amount"] += decimal_value(s["amount"])
         row["currency"] = s["currency"]
         self.sessions.changed(row["id"], row)
         self._usage(uuid_text(s["account_id"]), s["band"], s["start"], s["end"], s["upload_bytes"],
                     s["download_bytes"])
+
+    def usage_rated_money(self, position: int, period_id: str, version: int, s: dict[str, Any]) -> None:
+        """A rated usage's journal lines and balance."""
         if s["postings"]:
             self.postings(position, f"usage:{period_id}:{version}", s["end"], s["postings"])
 
@@ -297,6 +333,15 @@ class Fold:
         self._update(self.api_tokens, str(e.originator_id), revoked=True)
 
     # What a window's flush writes.
+
+    def take_session_writes(self) -> SessionWrites:
+        """The sessions part's rows to write since the last call."""
+        sessions_new, sessions_dirty = self.take_sessions()
+        keyless_made, keyless_completed = self.take_keyless()
+        usage_new, usage_dirty = self.take_usage()
+        registered, self.registered = self.registered, []
+        return SessionWrites(sessions_new, sessions_dirty, keyless_made, keyless_completed, registered,
+                             usage_new, usage_dirty)
 
     def take_sessions(self) -> tuple[list[Row], list[Row]]:
         """Session rows to insert and to update, as the table stores them (amounts formatted,

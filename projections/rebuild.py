@@ -15,6 +15,7 @@ path otherwise; both give the rows live projection gives (``tests/test_rebuild.p
 
 from __future__ import annotations
 
+import os
 import sys
 from collections.abc import Callable, Iterator, Sequence
 from decimal import Context, localcontext
@@ -26,7 +27,8 @@ from sqlalchemy import Connection, Engine, Table, bindparam, delete, insert, sel
 
 from . import tables as t
 from .decoding import DECODERS
-from .fold import Fold, Row, balance_values
+from .fold import SESSION_EVENTS, Fold, Row, SessionWrites, balance_values
+from .fold_worker import FoldRow, SessionFoldProcess
 from .invoices import _InvoiceBatch
 
 LogRow = tuple[int, Any, int, str, bytes | None]  # id, originator id as stored, version, topic, state
@@ -40,6 +42,8 @@ def _handler_events(batch_class: type) -> set[str]:
 
 # The invoice model's unit of work is fed these (whatever handlers it has).
 INVOICE_EVENTS = frozenset(_handler_events(_InvoiceBatch))
+# Sessions-part events the second process gets as stored JSON (the others decoded).
+HOT_SESSION_EVENTS = frozenset(name for name in SESSION_EVENTS if name in Fold(money=False).hot)
 
 
 def fold_covers_models() -> bool:
@@ -154,17 +158,36 @@ def _hyphenated(originator_id: str) -> str:
     return originator_id
 
 
+# Logs at least this long are folded by two processes (``fold_worker.py``) when two cores are
+# there: below it, starting the second process costs more than it saves.
+PARALLEL_MIN_EVENTS = 20_000
+# Rows sent to the second process at a time: it folds one chunk while the next is read.
+CHUNK = 4_000
+
+
+def _cores() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        return os.cpu_count() or 1
+
+
 class FastRebuild:
     """One rebuild from position 0: ``run`` folds the log window by window."""
 
-    def __init__(self, engine: Engine, name: str, recorder: Any, decode: Callable[[Any], Any]) -> None:
+    def __init__(self, engine: Engine, name: str, recorder: Any, decode: Callable[[Any], Any], *,
+                 parallel: bool | None = None) -> None:
+        """``parallel``: fold the sessions part in a second process (None: when the log is
+        long enough and two cores are there)."""
         self.engine = engine
         self.name = name
         self.decode = decode
         self.topics = handled_topics()
         self.reader = LogReader(recorder, sorted(self.topics))
         self.recorder = recorder
+        self.parallel = parallel
         self.fold = Fold()
+        self.worker: SessionFoldProcess | None = None
         self.classes: dict[str, tuple[type, int]] = {}
 
     def run(self, *, upto: int | None, window: int, progress: Callable[[int], None] | None,
@@ -172,6 +195,22 @@ class FastRebuild:
         """Fold the log from 0 to ``upto`` (or its head, followed while it grows); returns
         (notifications read, position reached), the position -1 when another projector moved
         the stored position meanwhile (the caller goes on from there the live way)."""
+        head = upto if upto is not None else (self.recorder.max_notification_id() or 0)
+        parallel = self.parallel
+        if parallel is None:
+            parallel = head >= PARALLEL_MIN_EVENTS and _cores() >= 2
+        if parallel:
+            self.worker = SessionFoldProcess()
+            self.fold = Fold(sessions=False)
+        try:
+            return self._run(upto=upto, window=window, progress=progress, advanced=advanced)
+        finally:
+            if self.worker is not None:
+                self.worker.close()
+                self.worker = None
+
+    def _run(self, *, upto: int | None, window: int, progress: Callable[[int], None] | None,
+             advanced: Callable[[int], None]) -> tuple[int, int]:
         position = done = 0
         while True:
             head = upto if upto is not None else (self.recorder.max_notification_id() or 0)
@@ -193,11 +232,10 @@ class FastRebuild:
     def _window(self, after: int, upto: int) -> int | None:
         """Fold and write the notifications after ``after`` up to ``upto``; returns how many
         there were, or None (nothing written) when the stored position is no longer ``after``."""
-        from eventsourcing.persistence import Notification
-
         rows = self.reader.read(after, upto)
-        topics, hot, cold = self.topics, self.fold.hot, self.fold.cold
+        topics, hot, cold, worker = self.topics, self.fold.hot, self.fold.cold, self.worker
         invoice_events: list[Any] = []
+        outgoing: list[FoldRow] = []  # rows for the second process
         # Exact sums: rated amounts may carry more digits than Decimal's default 28.
         with localcontext(Context(prec=80)):
             ids, hyphenated, loads = self.reader.ids, self.reader._hyphenated, orjson.loads
@@ -205,20 +243,28 @@ class FastRebuild:
                 if state is None:  # no read model handles it
                     continue
                 name = topics[topic]
-                handler = hot.get(name)
                 originator_id = ids.get(stored_id) or hyphenated(stored_id)
+                if worker is not None and name in SESSION_EVENTS:
+                    outgoing.append((position, originator_id, version, name, state if name in HOT_SESSION_EVENTS
+                                     else self._event(position, topic, originator_id, version, state)))
+                    if len(outgoing) >= CHUNK:
+                        worker.feed(outgoing)
+                        outgoing = []
+                handler = hot.get(name)
                 if handler is not None:
                     handler(position, originator_id, version, loads(state))
                     continue
-                event = self._lean_event(topic, originator_id, version, state)
-                if event is None:
-                    event = self.decode(Notification(id=position, originator_id=originator_id,
-                                                     originator_version=version, topic=topic, state=state))
                 call = cold.get(name)
+                invoice = name in INVOICE_EVENTS
+                if call is None and not invoice:
+                    continue
+                event = self._event(position, topic, originator_id, version, state)
                 if call is not None:
                     call(position, event)
-                if name in INVOICE_EVENTS:
+                if invoice:
                     invoice_events.append((position, event))
+            if worker is not None and outgoing:
+                worker.feed(outgoing)
             with self.engine.begin() as conn:
                 if conn.dialect.name == "sqlite":
                     # Take SQLite's write lock before reading the position (FOR UPDATE is
@@ -229,18 +275,29 @@ class FastRebuild:
                                       .with_for_update()).scalar()
                 if int(stored or 0) != after:
                     return None
-                self._write(conn)
+                self._write(conn)  # the money part first: the second process folds meanwhile
                 if invoice_events:
                     batch = _BulkInvoiceBatch(conn)
                     batch.prepare([event for _, event in invoice_events])
                     for position, event in invoice_events:
                         batch.apply(position, event)
                     batch.flush()
+                write_sessions(conn, worker.take() if worker is not None else self.fold.take_session_writes())
                 if stored is None:
                     conn.execute(insert(t.positions).values(name=self.name, position=upto))
                 else:
                     conn.execute(update(t.positions).where(t.positions.c.name == self.name).values(position=upto))
         return len(rows)
+
+    def _event(self, position: int, topic: str, originator_id: str, version: int, state: bytes) -> Any:
+        """The decoded event: lean when it can be, by the projector's decoder otherwise."""
+        from eventsourcing.persistence import Notification
+
+        event = self._lean_event(topic, originator_id, version, state)
+        if event is None:
+            event = self.decode(Notification(id=position, originator_id=originator_id, originator_version=version,
+                                             topic=topic, state=state))
+        return event
 
     def _lean_event(self, topic: str, originator_id: str, version: int, state: bytes) -> Any:
         """The event the decoder would give (``decoding.event_decoder``), parsed with orjson
@@ -272,6 +329,7 @@ class FastRebuild:
         return event
 
     def _write(self, conn: Connection) -> None:
+        """The money part's new and changed rows (the catalog, balances, journal, payments)."""
         fold = self.fold
         for rows in (fold.nas, fold.plans, fold.accounts, fold.usernames, fold.api_tokens):
             new, dirty = rows.take()
@@ -282,22 +340,23 @@ class FastRebuild:
         _update_by_key(conn, t.balances, [balance_values(r) for r in dirty])
         bulk_insert(conn, t.journal, fold.journal)
         bulk_insert(conn, t.payments, fold.payments)
-        bulk_insert(conn, t.session_aggregates, fold.registered)
-        fold.journal, fold.payments, fold.registered = [], [], []
-        new, dirty = fold.take_sessions()
-        bulk_insert(conn, t.sessions, new)
-        _update_by_key(conn, t.sessions, dirty)
-        made, completed = fold.take_keyless()
-        bulk_insert(conn, t.sessions_keyless, made)
-        if completed:
-            keyless = t.sessions_keyless
-            conn.execute(delete(keyless).where(keyless.c.row_id == bindparam("k_row")),
-                         [{"k_row": row_id} for row_id in completed])
-        new_usage, dirty_usage = fold.take_usage()
-        bulk_insert(conn, t.usage, new_usage)
-        update_by_key(conn, t.usage, ("upload_bytes", "download_bytes"),
-                      ("account_id", "granularity", "bucket_start", "band"),
-                      [(up, down, a, g, start, b) for a, g, start, b, up, down in dirty_usage])
+        fold.journal, fold.payments = [], []
+
+
+def write_sessions(conn: Connection, writes: SessionWrites) -> None:
+    """The sessions part's new and changed rows (sessions, their keys, usage buckets)."""
+    bulk_insert(conn, t.session_aggregates, writes.registered)
+    bulk_insert(conn, t.sessions, writes.sessions_new)
+    _update_by_key(conn, t.sessions, writes.sessions_dirty)
+    bulk_insert(conn, t.sessions_keyless, writes.keyless_made)
+    if writes.keyless_completed:
+        keyless = t.sessions_keyless
+        conn.execute(delete(keyless).where(keyless.c.row_id == bindparam("k_row")),
+                     [{"k_row": row_id} for row_id in writes.keyless_completed])
+    bulk_insert(conn, t.usage, writes.usage_new)
+    update_by_key(conn, t.usage, ("upload_bytes", "download_bytes"),
+                  ("account_id", "granularity", "bucket_start", "band"),
+                  [(up, down, a, g, start, b) for a, g, start, b, up, down in writes.usage_dirty])
 
 
 class _BulkInvoiceBatch(_InvoiceBatch):

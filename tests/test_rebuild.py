@@ -236,3 +236,56 @@ def test_a_model_handler_without_its_fold_rule_sends_rebuilds_the_windowed_way(
     monkeypatch.setattr(_SessionBatch, "on_Account_Suspended", lambda self, position, e: None, raising=False)
     assert not fold_covers_models()
     assert not runtime.projector._fast_rebuild_applies(runtime.ledger.recorder)
+
+
+def test_rebuild_with_the_sessions_part_in_a_second_process_equals_live_projection(
+        monkeypatch: Any, runtime: Runtime) -> None:
+    """The two-process fold (``fold_worker.py``: forked on SQLite, spawned next to
+    PostgreSQL's pool threads) gives the live tables, in any window and chunk size; a second
+    process that dies fails the rebuild before its window commits, and the rebuild resumed
+    afterwards gives the live tables again."""
+    import os
+    import signal
+
+    from projections import rebuild
+
+    seed = int(time.time_ns() % 1_000_000)
+    print(f"seed {seed}")
+    rng = random.Random(seed)
+    traffic(runtime, rng)
+    live = tables(runtime)
+    started: list[Any] = []
+
+    class Recorded(rebuild.SessionFoldProcess):
+        def __init__(self) -> None:
+            super().__init__()
+            started.append(self)
+
+    monkeypatch.setattr(rebuild, "SessionFoldProcess", Recorded)
+    monkeypatch.setattr(rebuild, "PARALLEL_MIN_EVENTS", 0)
+    monkeypatch.setattr(rebuild, "_cores", lambda: 2)
+    head = runtime.ledger.recorder.max_notification_id()
+    for window, chunk in ((1_000_000, 4_000), (rng.randint(2, 50), rng.randint(1, 30))):
+        monkeypatch.setattr(rebuild, "CHUNK", chunk)
+        runtime.projector.reset()
+        assert runtime.projector.rebuild(runtime.ledger.recorder, window=window) == head
+        assert started and not started[-1].process.is_alive()  # the path under test, and it ended
+        rebuilt = tables(runtime)
+        for name, rows in live.items():
+            assert rebuilt[name] == rows, f"seed {seed}, window {window}, chunk {chunk}: table {name} differs"
+    window = rng.randint(5, head // 3)
+    runtime.projector.reset()
+
+    def kill(done: int) -> None:  # after the first window has committed
+        os.kill(started[-1].process.pid, signal.SIGKILL)
+
+    started.clear()
+    try:
+        runtime.projector.rebuild(runtime.ledger.recorder, window=window, progress=kill)
+    except RuntimeError as error:
+        assert "died" in str(error)
+    else:
+        raise AssertionError(f"seed {seed}: a rebuild whose second process died did not fail")
+    assert runtime.projector.position() == window
+    runtime.projector.rebuild(runtime.ledger.recorder)
+    assert tables(runtime) == live, f"seed {seed}: a rebuild resumed after the second process died differs"
