@@ -39,6 +39,8 @@ class Ledger(AdminCommands, BillingRun, Rater, Application[UUID]):
         self.live_sessions_limit = 50_000
         self.listeners: list[Callable[[], None]] = []
         self.catalog_cache = CatalogCache()
+        # Told when cached aggregates are forgotten (other stages' caches, e.g. the enforcer's).
+        self.forget_listeners: list[Callable[[], None]] = []
 
     def construct_transcoder(self) -> Transcoder:
         """eventsourcing's JSON format, encoded by orjson (ledger/transcoder.py): the same bytes."""
@@ -58,6 +60,8 @@ class Ledger(AdminCommands, BillingRun, Rater, Application[UUID]):
     def forget_live_sessions(self) -> None:
         self.live_sessions.clear()
         self.catalog_cache.clear()
+        for forget in self.forget_listeners:
+            forget()
 
     def tracked_position(self, upstream: str) -> int:
         assert isinstance(self.recorder, ProcessRecorder)
