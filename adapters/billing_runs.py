@@ -39,11 +39,16 @@ def run_billing(runtime: Runtime, period: str, *, at: int, batch_size: int = 100
     known = frozenset(finance.invoiced_accounts(engine, period))
     carried = finance.carried_forward(engine, period, at)
     result = RunResult(period)
+    # In process, each batch's invoices are projected from memory as it is committed (the
+    # read models' same handlers, no read-back nor decoding); a batch that does not follow
+    # the projected position (something else was recorded meanwhile) is left to the final
+    # catch-up, as is everything when the projector runs elsewhere.
+    recorded = None if runtime.stages else runtime.projector.project_recorded
     for offset in range(0, len(accounts), batch_size):
         batch = [UUID(a) for a in accounts[offset:offset + batch_size]]
         result.add(ledger.bill_accounts(period, batch, at=at, site=settings.site,
                                         net_days=settings.invoice_net_days, carried=carried,
-                                        known_invoiced=known))
+                                        known_invoiced=known, recorded=recorded))
         if progress is not None:
             progress(min(offset + batch_size, len(accounts)), len(accounts))
     catch_up(runtime)

@@ -20,9 +20,9 @@ from functools import lru_cache
 from typing import TYPE_CHECKING, Any, TypeVar, cast
 from uuid import UUID
 
-from eventsourcing.application import Application
+from eventsourcing.application import Application, ProcessingEvent
 from eventsourcing.domain import Aggregate
-from eventsourcing.persistence import IntegrityError
+from eventsourcing.persistence import IntegrityError, Recording
 
 from domain.calendar import period_for_label
 from domain.money import ROUNDING, minor_unit
@@ -40,6 +40,8 @@ from .late_usage import LateUsage, late_usage, recorded_versions
 from .period_usage import PeriodUsage, period_usage
 
 A = TypeVar("A", bound=Aggregate)
+# Called with a committed batch's (notification id, event) pairs, in notification order.
+Recorded = Callable[[list[tuple[int, Any]]], object]
 DAY = 86_400
 CREDIT_NOTES = "credit_notes"  # contra-revenue: what credit notes gave back
 
@@ -129,6 +131,9 @@ class BillingRun:
         repository: Any
 
         def save(self, *objs: Any, **kwargs: Any) -> Any: ...
+        def _record(self, processing_event: ProcessingEvent[UUID]) -> list[Recording[UUID]]: ...
+        def _take_snapshots(self, processing_event: ProcessingEvent[UUID]) -> None: ...
+        def _notify(self, recordings: list[Recording[UUID]]) -> None: ...
         def _get(self, cls: type[A], aggregate_id: UUID, what: str) -> A: ...
         def _maybe_get(self, cls: type[A], aggregate_id: UUID) -> A | None: ...
         def get_account(self, account_id: UUID) -> Account: ...
@@ -137,28 +142,36 @@ class BillingRun:
     def bill_accounts(
         self, period: str, account_ids: Sequence[UUID], *, at: int, site: str, net_days: int = 14,
         carried: Mapping[str, Mapping[str, str]] | None = None, known_invoiced: frozenset[str] = frozenset(),
-        attempts: int = 5,
+        attempts: int = 5, recorded: Recorded | None = None,
     ) -> RunResult:
         """Issue the invoices of ``period`` (YYYY-MM) for one batch of accounts, in one save.
         ``carried`` gives each account's previous balance and payments since (display only);
         ``known_invoiced`` names accounts known to be invoiced already (from the read model),
         which are not looked up; the others' invoices are looked up in the store, and the
-        invoice's own id (one per account and period) prevents a duplicate either way."""
+        invoice's own id (one per account and period) prevents a duplicate either way.
+        ``recorded``, when given, is called with the batch's new events and their
+        notification ids once they are committed (to project them without reading them back)."""
         result = RunResult(period)
         for attempt in range(attempts):
+            committed: list[tuple[int, Any]] = []
             try:
-                return self._bill_batch(period, account_ids, at=at, site=site, net_days=net_days,
-                                        carried=carried or {}, known=known_invoiced if attempt == 0 else frozenset(),
-                                        result=result)
+                result = self._bill_batch(period, account_ids, at=at, site=site, net_days=net_days,
+                                          carried=carried or {}, known=known_invoiced if attempt == 0 else frozenset(),
+                                          result=result, committed=committed)
             except IntegrityError:
                 # Another run saved the series (or one of these invoices) first: retry; the
                 # invoices it issued are found in the store and skipped.
                 result = RunResult(period, retries=result.retries + 1)
+                continue
+            if recorded is not None and committed:
+                recorded(committed)
+            return result
         raise Conflict(f"billing {period}: the batch kept conflicting with concurrent runs")
 
     def _bill_batch(
         self, period: str, account_ids: Sequence[UUID], *, at: int, site: str, net_days: int,
         carried: Mapping[str, Mapping[str, str]], known: frozenset[str], result: RunResult,
+        committed: list[tuple[int, Any]],
     ) -> RunResult:
         # The batch's aggregates are read in a few bulk queries (ledger/bulk.py), not one by one.
         candidates = {a: invoice_id(a, period) for a in account_ids if str(a) not in known}
@@ -211,8 +224,21 @@ class BillingRun:
                 "subscriber": draft.subscriber, "postings": postings, "usage_versions": draft.usage_versions})
             result.issued.append(number)
         # The series and every invoice in one transaction: a concurrent run conflicts on the series.
-        self.save(series, *events)
+        committed += [(r.notification.id, r.domain_event) for r in self._record_batch(series, events)]
         return result
+
+    def _record_batch(self, series: InvoiceSeries, events: list[Any]) -> list[Recording[UUID]]:
+        """``save(series, *events)``, without ProcessingEvent.collect_events's two runtime-
+        protocol isinstance checks per object (a twentieth of a run with 2 events an invoice):
+        the same recording, snapshots and notification of listeners."""
+        processing_event: ProcessingEvent[UUID] = ProcessingEvent()
+        processing_event.events.extend(series.collect_events())
+        processing_event.aggregates[series.id] = series
+        processing_event.events.extend(events)
+        recordings = self._record(processing_event)
+        self._take_snapshots(processing_event)
+        self._notify(recordings)
+        return recordings
 
     def _series(self, name: str) -> InvoiceSeries:
         found = self._maybe_get(InvoiceSeries, InvoiceSeries.create_id(name))
@@ -313,4 +339,4 @@ class BillingRun:
         return note, True
 
 
-__all__ = ["BillingRun", "RunResult"]
+__all__ = ["BillingRun", "Recorded", "RunResult"]
