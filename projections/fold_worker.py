@@ -11,7 +11,9 @@ connection.
 
 The process is forked when the caller is single-threaded (no start-up cost) and spawned
 otherwise (forking a process whose other threads hold locks is unsafe; PostgreSQL's
-connection pools run threads). A failure in it fails the rebuild before its window commits.
+connection pools run threads). A forked process on a SQLite store reads its rows itself,
+from its own connection (no rows through the pipe). A failure in it fails the rebuild
+before its window commits.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ import gc
 import multiprocessing
 import threading
 import traceback
+from collections.abc import Callable
 from decimal import Context, localcontext
 from multiprocessing.connection import Connection
 from typing import Any
@@ -45,8 +48,15 @@ def fold_rows(fold: Fold, rows: list[FoldRow]) -> None:
             cold[name](position, payload)
 
 
-def _serve(conn: Connection) -> None:
-    """The second process: fold what arrives; answer each ``None`` with the window's writes."""
+def start_method() -> str:
+    """"fork" when this process may fork (Linux, single-threaded), "spawn" otherwise."""
+    methods = multiprocessing.get_all_start_methods()
+    return "fork" if "fork" in methods and threading.active_count() == 1 else "spawn"
+
+
+def _serve(conn: Connection, reading: Callable[[Fold, int, int], None] | None) -> None:
+    """The second process: fold what arrives (rows, or a window it reads itself with
+    ``reading``); answer each ``None`` with the writes since the last one."""
     gc.freeze()  # what it inherited or imported stays out of the collector's sight
     fold = Fold(money=False)
     try:
@@ -58,6 +68,9 @@ def _serve(conn: Connection) -> None:
                     return
                 if message is None:
                     conn.send(("writes", fold.take_session_writes()))
+                elif message.__class__ is tuple:
+                    assert reading is not None
+                    reading(fold, *message)
                 else:
                     fold_rows(fold, message)
     except EOFError:  # the rebuild's process went away
@@ -67,22 +80,33 @@ def _serve(conn: Connection) -> None:
 
 
 class SessionFoldProcess:
-    """The parent's handle on the second process."""
+    """The parent's handle on the second process. With ``reading`` (a forked process only:
+    the callable is inherited, not sent) it reads each window's rows itself, from its own
+    connection: ``fold_window``; without, it is sent them: ``feed``."""
 
-    def __init__(self) -> None:
-        methods = multiprocessing.get_all_start_methods()
-        method = "fork" if "fork" in methods and threading.active_count() == 1 else "spawn"
+    def __init__(self, reading: Callable[[Fold, int, int], None] | None = None) -> None:
+        method = start_method()
+        if reading is not None and method != "fork":
+            raise ValueError("only a forked process can read the log itself")
         context = multiprocessing.get_context(method)
+        self.reads = reading is not None
         self.conn, child = context.Pipe()
-        self.process = context.Process(target=_serve, args=(child,), name="wispgate-rebuild-sessions",
+        self.process = context.Process(target=_serve, args=(child, reading), name="wispgate-rebuild-sessions",
                                        daemon=True)
         self.process.start()
         child.close()
 
     def feed(self, rows: list[FoldRow]) -> None:
         """Send rows to fold (in log order)."""
+        self._send(rows)
+
+    def fold_window(self, after: int, upto: int) -> None:
+        """Have it read and fold the notifications after ``after`` up to ``upto``."""
+        self._send((after, upto))
+
+    def _send(self, message: Any) -> None:
         try:
-            self.conn.send(rows)
+            self.conn.send(message)
         except OSError:
             raise self._died() from None
 

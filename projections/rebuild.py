@@ -28,7 +28,7 @@ from sqlalchemy import Connection, Engine, Table, bindparam, delete, insert, sel
 from . import tables as t
 from .decoding import DECODERS
 from .fold import SESSION_EVENTS, Fold, Row, SessionWrites, balance_values
-from .fold_worker import FoldRow, SessionFoldProcess
+from .fold_worker import FoldRow, SessionFoldProcess, start_method
 from .invoices import _InvoiceBatch
 
 LogRow = tuple[int, Any, int, str, bytes | None]  # id, originator id as stored, version, topic, state
@@ -82,8 +82,13 @@ def handled_topics() -> dict[str, str]:
     return topics
 
 
+# Rows taken from the SQLite cursor at a time.
+READ_CHUNK = 2_000
+
+
 class LogReader:
-    """Reads the ledger's stored events by notification id with one raw query per window."""
+    """Reads the ledger's stored events by notification id with one raw query per window
+    (``read(after, upto)`` gives the window's rows in pieces, in log order)."""
 
     def __init__(self, recorder: Any, topics: Sequence[str]) -> None:
         self.recorder = recorder
@@ -123,7 +128,7 @@ class LogReader:
                 self.ids.clear()
         return text
 
-    def _sqlite_read(self, after: int, upto: int) -> list[LogRow]:
+    def _sqlite_read(self, after: int, upto: int) -> Iterator[list[LogRow]]:
         marks = ",".join("?" * len(self.topics))
         # Every notification of the window (their number is what a rebuild reports), the
         # state only of those a read model handles: one pass over the window, not two.
@@ -134,12 +139,14 @@ class LogReader:
             cursor = getattr(c, "sqlite_cursor", c)
             cursor.row_factory = None  # plain tuples: no sqlite3.Row per event
             cursor.execute(statement, [*self.topics, after, upto])
-            return cursor.fetchall()  # type: ignore[no-any-return]
+            # In pieces: folding (and the second process) starts before the window is read.
+            while rows := cursor.fetchmany(READ_CHUNK):
+                yield rows
 
     def _postgres_table(self) -> str:
         return f'"{self.recorder.datastore.schema}"."{self.recorder.events_table_name}"'
 
-    def _postgres_read(self, after: int, upto: int) -> list[LogRow]:
+    def _postgres_read(self, after: int, upto: int) -> Iterator[list[LogRow]]:
         from psycopg.rows import tuple_row
 
         statement = (f"SELECT notification_id, originator_id, originator_version, topic, "
@@ -148,7 +155,7 @@ class LogReader:
                      f"ORDER BY notification_id")
         with self.recorder.datastore.get_connection() as conn, conn.cursor(row_factory=tuple_row) as cur:
             cur.execute(statement, [self.topics, after, upto])
-            return cur.fetchall()  # type: ignore[no-any-return]
+            yield cur.fetchall()
 
 
 def _hyphenated(originator_id: str) -> str:
@@ -188,6 +195,7 @@ class FastRebuild:
         self.parallel = parallel
         self.fold = Fold()
         self.worker: SessionFoldProcess | None = None
+        self.session_log: Any = None  # the forked second process's own connection to the log
         self.classes: dict[str, tuple[type, int]] = {}
 
     def run(self, *, upto: int | None, window: int, progress: Callable[[int], None] | None,
@@ -200,8 +208,16 @@ class FastRebuild:
         if parallel is None:
             parallel = head >= PARALLEL_MIN_EVENTS and _cores() >= 2
         if parallel:
-            self.worker = SessionFoldProcess()
             self.fold = Fold(sessions=False)
+            if start_method() == "fork" and self._sqlite_file() is not None:
+                # The forked process reads its rows itself; this one reads only its own.
+                fold = self.fold
+                own = {topic for topic, name in self.topics.items()
+                       if name in fold.hot or name in fold.cold or name in INVOICE_EVENTS}
+                self.reader = LogReader(self.recorder, sorted(own))
+                self.worker = SessionFoldProcess(reading=self._fold_sessions_window)
+            else:
+                self.worker = SessionFoldProcess()
         try:
             return self._run(upto=upto, window=window, progress=progress, advanced=advanced)
         finally:
@@ -232,37 +248,42 @@ class FastRebuild:
     def _window(self, after: int, upto: int) -> int | None:
         """Fold and write the notifications after ``after`` up to ``upto``; returns how many
         there were, or None (nothing written) when the stored position is no longer ``after``."""
-        rows = self.reader.read(after, upto)
         topics, hot, cold, worker = self.topics, self.fold.hot, self.fold.cold, self.worker
+        if worker is not None and worker.reads:
+            worker.fold_window(after, upto)
+            worker = None  # nothing to send it
         invoice_events: list[Any] = []
         outgoing: list[FoldRow] = []  # rows for the second process
+        read = 0
         # Exact sums: rated amounts may carry more digits than Decimal's default 28.
         with localcontext(Context(prec=80)):
             ids, hyphenated, loads = self.reader.ids, self.reader._hyphenated, orjson.loads
-            for position, stored_id, version, topic, state in rows:
-                if state is None:  # no read model handles it
-                    continue
-                name = topics[topic]
-                originator_id = ids.get(stored_id) or hyphenated(stored_id)
-                if worker is not None and name in SESSION_EVENTS:
-                    outgoing.append((position, originator_id, version, name, state if name in HOT_SESSION_EVENTS
-                                     else self._event(position, topic, originator_id, version, state)))
-                    if len(outgoing) >= CHUNK:
-                        worker.feed(outgoing)
-                        outgoing = []
-                handler = hot.get(name)
-                if handler is not None:
-                    handler(position, originator_id, version, loads(state))
-                    continue
-                call = cold.get(name)
-                invoice = name in INVOICE_EVENTS
-                if call is None and not invoice:
-                    continue
-                event = self._event(position, topic, originator_id, version, state)
-                if call is not None:
-                    call(position, event)
-                if invoice:
-                    invoice_events.append((position, event))
+            for rows in self.reader.read(after, upto):
+                read += len(rows)
+                for position, stored_id, version, topic, state in rows:
+                    if state is None:  # no read model handles it
+                        continue
+                    name = topics[topic]
+                    originator_id = ids.get(stored_id) or hyphenated(stored_id)
+                    if worker is not None and name in SESSION_EVENTS:
+                        outgoing.append((position, originator_id, version, name, state if name in HOT_SESSION_EVENTS
+                                         else self._event(position, topic, originator_id, version, state)))
+                        if len(outgoing) >= CHUNK:
+                            worker.feed(outgoing)
+                            outgoing = []
+                    handler = hot.get(name)
+                    if handler is not None:
+                        handler(position, originator_id, version, loads(state))
+                        continue
+                    call = cold.get(name)
+                    invoice = name in INVOICE_EVENTS
+                    if call is None and not invoice:
+                        continue
+                    event = self._event(position, topic, originator_id, version, state)
+                    if call is not None:
+                        call(position, event)
+                    if invoice:
+                        invoice_events.append((position, event))
             if worker is not None and outgoing:
                 worker.feed(outgoing)
             with self.engine.begin() as conn:
@@ -282,12 +303,50 @@ class FastRebuild:
                     for position, event in invoice_events:
                         batch.apply(position, event)
                     batch.flush()
-                write_sessions(conn, worker.take() if worker is not None else self.fold.take_session_writes())
+                write_sessions(conn, self.worker.take() if self.worker is not None
+                               else self.fold.take_session_writes())
                 if stored is None:
                     conn.execute(insert(t.positions).values(name=self.name, position=upto))
                 else:
                     conn.execute(update(t.positions).where(t.positions.c.name == self.name).values(position=upto))
-        return len(rows)
+        return read
+
+    def _sqlite_file(self) -> str | None:
+        """The SQLite file the log is in (None: not a SQLite file store)."""
+        if LogReader.kind(self.recorder) != "sqlite":
+            return None
+        pool = getattr(self.recorder.datastore, "pool", None)
+        name = getattr(pool, "db_name", None)
+        if not isinstance(name, str) or getattr(pool, "is_sqlite_memory_mode", True):
+            return None
+        return name
+
+    def _fold_sessions_window(self, fold: Fold, after: int, upto: int) -> None:
+        """In the forked second process: read the sessions part's events of a window from a
+        connection of its own (none of the parent's) and fold them."""
+        import sqlite3
+
+        if self.session_log is None:
+            name = self._sqlite_file()
+            assert name is not None
+            self.session_log = sqlite3.connect(name, check_same_thread=False)
+        names = {topic: name for topic, name in self.topics.items() if name in SESSION_EVENTS}
+        statement = (f"SELECT rowid, originator_id, originator_version, topic, state "
+                     f"FROM {self.recorder.events_table_name} WHERE rowid > ? AND rowid <= ? "
+                     f"AND topic IN ({','.join('?' * len(names))}) ORDER BY rowid")
+        hot, cold, loads = fold.hot, fold.cold, orjson.loads
+        ids, hyphenated = self.reader.ids, self.reader._hyphenated
+        cursor = self.session_log.execute(statement, [after, upto, *names])
+        while rows := cursor.fetchmany(READ_CHUNK):
+            for position, stored_id, version, topic, state in rows:
+                name = names[topic]
+                originator_id = ids.get(stored_id) or hyphenated(stored_id)
+                handler = hot.get(name)
+                if handler is not None:
+                    handler(position, originator_id, version, loads(state))
+                else:
+                    cold[name](position, self._event(position, topic, originator_id, version, state))
+        self.session_log.rollback()  # ends the read transaction: the next window sees the log as it is then
 
     def _event(self, position: int, topic: str, originator_id: str, version: int, state: bytes) -> Any:
         """The decoded event: lean when it can be, by the projector's decoder otherwise."""

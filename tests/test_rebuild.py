@@ -257,22 +257,30 @@ def test_rebuild_with_the_sessions_part_in_a_second_process_equals_live_projecti
     started: list[Any] = []
 
     class Recorded(rebuild.SessionFoldProcess):
-        def __init__(self) -> None:
-            super().__init__()
+        def __init__(self, **options: Any) -> None:
+            super().__init__(**options)
             started.append(self)
 
     monkeypatch.setattr(rebuild, "SessionFoldProcess", Recorded)
     monkeypatch.setattr(rebuild, "PARALLEL_MIN_EVENTS", 0)
     monkeypatch.setattr(rebuild, "_cores", lambda: 2)
     head = runtime.ledger.recorder.max_notification_id()
-    for window, chunk in ((1_000_000, 4_000), (rng.randint(2, 50), rng.randint(1, 30))):
-        monkeypatch.setattr(rebuild, "CHUNK", chunk)
-        runtime.projector.reset()
-        assert runtime.projector.rebuild(runtime.ledger.recorder, window=window) == head
-        assert started and not started[-1].process.is_alive()  # the path under test, and it ended
-        rebuilt = tables(runtime)
-        for name, rows in live.items():
-            assert rebuilt[name] == rows, f"seed {seed}, window {window}, chunk {chunk}: table {name} differs"
+    sqlite_file = rebuild.FastRebuild._sqlite_file
+    # SQLite: the forked process reads its rows itself, or (no file to read) is sent them.
+    for reads in ([True, False] if not runtime.settings.database_url else [False]):
+        monkeypatch.setattr(rebuild.FastRebuild, "_sqlite_file", sqlite_file if reads else lambda self: None)
+        for window, chunk in ((1_000_000, 4_000), (rng.randint(2, 50), rng.randint(1, 30))):
+            monkeypatch.setattr(rebuild, "CHUNK", chunk)
+            monkeypatch.setattr(rebuild, "READ_CHUNK", rng.randint(1, 30))
+            runtime.projector.reset()
+            assert runtime.projector.rebuild(runtime.ledger.recorder, window=window) == head
+            assert started and not started[-1].process.is_alive()  # the path under test, and it ended
+            assert started[-1].reads == reads
+            rebuilt = tables(runtime)
+            for name, rows in live.items():
+                assert rebuilt[name] == rows, \
+                    f"seed {seed}, reads {reads}, window {window}, chunk {chunk}: table {name} differs"
+    monkeypatch.setattr(rebuild.FastRebuild, "_sqlite_file", sqlite_file)
     window = rng.randint(5, head // 3)
     runtime.projector.reset()
 
