@@ -30,9 +30,11 @@ def chain_step(store: LedgerStore, batch: int = 2000) -> Step:
     """Link the next events of the ledger log to the chain (the active site's chainer)."""
 
     def step() -> int:
-        head, prev_hash = store.chain_head()
         with store.engine.connect() as conn:
-            rows = store.events.select(conn, head, None, batch)
+            head, prev_hash = store.chain_head(conn)
+            rows = store.events.chain_rows(conn, head, batch)
+        if not rows:
+            return 0
         try:
             store.append_links(chain(prev_hash, rows))
         except IntegrityError:  # another chainer (a second relay process) linked them first
