@@ -22,7 +22,7 @@ from eventsourcing.persistence import IntegrityError, Tracking
 from sqlalchemy import Engine, select
 
 from domain.enforcement import BLOCK, THROTTLE, Decision, balance_decision, rate_limit_attributes
-from domain.plans import version_in_force
+from domain.plans import PlanTerms, PlanVersion, version_in_force
 from ledger import Ledger
 from ledger.account import Account
 from ledger.bulk import load_aggregates
@@ -30,127 +30,217 @@ from projections import ReadModelProjector
 from projections import tables as t
 from projections.base import chunks
 
+from .enforcement_triggers import WATCHED_TOPICS, BatchTriggers, TriggerReader, Triggers
 from .radius.coa import CoaClient, CoaResult
 
 log = logging.getLogger(__name__)
 
 NAME = "enforcer"
+BATCH = 500  # watched notifications per step
 
 
-@dataclass
-class _Triggers:
-    check: bool = False
-    fair_use: Decision | None = None
-    period_reset: bool = False
-    new_sessions: bool = False
+def balance_matters(payment_model: str, credit_limit: Decimal) -> bool:
+    """Whether domain.enforcement.balance_decision can decide anything for an account on these
+    terms: prepaid (cut off at zero credit) or postpaid with a credit limit. A postpaid account
+    without one is never cut off for its balance (so its balance need not be read)."""
+    return payment_model == "prepaid" or credit_limit > 0
+
+
+@dataclass(frozen=True, slots=True)
+class AccountFacts:
+    """What an enforcement decision reads from an account, as of one version of it."""
+
+    version: int
+    status: str
+    plans: tuple[tuple[int, UUID], ...]  # (effective_from, plan_id), as Account.plans
+    credit_limit: Decimal
+    enforcement: tuple[str, str, str] | None  # (action, reason, rate) in force
+
+    @classmethod
+    def of(cls, account: Account, interned: dict[Any, Any] | None = None) -> AccountFacts:
+        plans = tuple((int(p["effective_from"]), UUID(str(p["plan_id"]))) for p in account.plans)
+        if interned is not None:  # most accounts share one plan history: keep one copy of it
+            plans = interned.setdefault(plans, plans)
+        current = account.enforcement
+        enforcement = None if current is None else (current["action"], current["reason"], current.get("rate", ""))
+        return cls(account.version, account.status, plans, account.credit_limit, enforcement)
+
+    def plan_at(self, at: int) -> UUID:
+        """The plan in force at ``at`` (Account.plan_at's rule)."""
+        chosen = self.plans[0][1]
+        for effective_from, plan_id in self.plans:
+            if effective_from <= at:
+                chosen = plan_id
+        return chosen
 
 
 class Enforcer:
+    """Follows the projected ledger log (see the module's docstring).
+
+    It keeps each account's `AccountFacts` between batches, so an account that cannot be acted
+    on (active, nothing in force, no fair-use cap reached, postpaid without a credit limit) is
+    passed over without reading it or its balance. The cache is kept true by the log itself:
+    the enforcer reads every Account event in log order and forgets an account's facts when an
+    event newer than them goes by; facts are read from the store (current, so never older than
+    the log position), and an account is read again before anything is sent or recorded for
+    it. It is dropped when the tracked position moves under it (a rewind, another enforcer)
+    and when the ledger forgets its cached aggregates (promotion, fencing)."""
+
+    cache_limit = 200_000  # accounts' facts kept; beyond that the cache starts over
+
     def __init__(self, ledger: Ledger, engine: Engine, projector: ReadModelProjector,
                  coa: CoaClient | None = None) -> None:
         self.ledger = ledger
         self.engine = engine
         self.projector = projector
         self.coa = coa or CoaClient()
+        self.reader = TriggerReader(ledger.mapper)
+        self.facts: dict[str, AccountFacts | None] = {}  # by account id hex; None: no such account
+        self.plans: dict[UUID, list[PlanVersion]] = {}
+        self.interned: dict[Any, Any] = {}
+        self.position = -1  # what this enforcer last recorded (-1: nothing yet)
+        self.stale = False
+        # Another thread (a site's fencing, a failed rater batch) may ask: the cache is
+        # dropped at the start of the next step, never under a running one.
+        ledger.forget_listeners.append(self.forget)
+
+    def forget(self) -> None:
+        """Drop everything cached before the next step (the log may no longer hold what it
+        was read from)."""
+        self.stale = True
 
     def step(self) -> int:
         position = self.ledger.tracked_position(NAME)
+        if position != self.position or self.stale:
+            self.stale = False
+            self.facts.clear()
+            self.plans.clear()
+            self.interned.clear()
         projected = self.projector.position()
         if projected <= position:
             return 0
-        notifications = self.ledger.recorder.select_notifications(start=position + 1, limit=500, stop=projected)
-        if not notifications:
-            return 0
-        triggers: dict[UUID, _Triggers] = {}
-        for notification in notifications:
-            self._classify(self.ledger.mapper.to_domain_event(notification), triggers)
+        notifications = self.ledger.recorder.select_notifications(start=position + 1, limit=BATCH, stop=projected,
+                                                                  topics=WATCHED_TOPICS)
+        upto = notifications[-1].id if len(notifications) == BATCH else projected
+        batch = self.reader.read(notifications)
+        self._forget_changed(batch)
         for _ in range(5):  # an admin write to the same account may race us: re-decide
             try:
-                self._enforce(triggers, Tracking(NAME, notifications[-1].id))
+                self._enforce(batch.accounts, Tracking(NAME, upto))
                 break
             except IntegrityError:
+                self.facts.clear()
                 continue
         else:
             raise RuntimeError("could not record enforcement after 5 attempts")
-        return len(notifications)
+        self.position = upto
+        return upto - position
 
-    def _classify(self, event: Any, triggers: dict[UUID, _Triggers]) -> None:
-        name = type(event).__qualname__
-        if name == "BillingPeriod.FairUseCapReached":
-            rate = event.throttle_rate if event.action == THROTTLE else ""
-            triggers.setdefault(event.account_id, _Triggers()).fair_use = Decision(event.action, "fair-use", rate)
-        elif name == "BillingPeriod.Opened":
-            triggers.setdefault(event.account_id, _Triggers()).period_reset = True
-        elif name in ("BillingPeriod.UsageRated", "Payment.Received"):
-            triggers.setdefault(event.account_id, _Triggers()).check = True
-        elif name in ("Account.AddonPurchased", "Account.Suspended", "Account.Resumed", "Account.PlanChanged",
-                      "Account.BillingSettingsChanged", "Account.Terminated"):
-            triggers.setdefault(event.originator_id, _Triggers()).check = True
-        elif name == "Session.RecordApplied" and event.opened and event.account_id is not None:
-            triggers.setdefault(event.account_id, _Triggers()).new_sessions = True
+    def _forget_changed(self, batch: BatchTriggers) -> None:
+        for account, version in batch.changed_accounts:
+            facts = self.facts.get(account, False)
+            if facts is not False and (facts is None or facts.version < version):
+                del self.facts[account]
+        for plan_id in batch.changed_plans:
+            self.plans.pop(plan_id, None)
 
-    def _desired(self, account: Account, trigger: _Triggers, receivables: dict[str, Decimal],
-                 plans: dict[UUID, Any]) -> Decision | None:
-        if account.status in ("suspended", "terminated"):
-            return Decision(BLOCK, account.status)
-        at = int(time.time())
-        plan_id = account.plan_at(at)
-        if plan_id not in plans:
-            plans[plan_id] = self.ledger.get_plan(plan_id).plan_versions()
-        terms = version_in_force(plans[plan_id], at).terms
-        credit = -receivables.get(str(account.id), Decimal(0))
-        by_balance = balance_decision(terms.payment_model, credit, account.credit_limit)
+    def _load_facts(self, accounts: list[str]) -> None:
+        if len(self.facts) + len(accounts) > self.cache_limit:
+            self.facts.clear()
+            self.interned.clear()
+        found = load_aggregates(self.ledger, Account, [UUID(hex=account) for account in accounts])
+        for account in accounts:
+            aggregate = found.get(UUID(hex=account))
+            self.facts[account] = None if aggregate is None else AccountFacts.of(aggregate, self.interned)
+
+    def _terms(self, facts: AccountFacts, at: int) -> PlanTerms:
+        plan_id = facts.plan_at(at)
+        versions = self.plans.get(plan_id)
+        if versions is None:
+            versions = self.plans[plan_id] = self.ledger.get_plan(plan_id).plan_versions()
+        return version_in_force(versions, at).terms
+
+    def _settled(self, facts: AccountFacts, trigger: Triggers, at: int) -> bool:
+        """Nothing in force and nothing that could be decided: _desired would say None."""
+        return (facts.status not in ("suspended", "terminated") and facts.enforcement is None
+                and trigger.fair_use is None
+                and not balance_matters(self._terms(facts, at).payment_model, facts.credit_limit))
+
+    def _desired(self, facts: AccountFacts, trigger: Triggers, credit: Decimal, at: int) -> Decision | None:
+        if facts.status in ("suspended", "terminated"):
+            return Decision(BLOCK, facts.status)
+        terms = self._terms(facts, at)
+        by_balance = balance_decision(terms.payment_model, credit, facts.credit_limit)
         if by_balance is not None:
             return by_balance
         if trigger.fair_use is not None:
             return trigger.fair_use
-        current = account.enforcement
-        if current and current["reason"] == "fair-use" and not trigger.period_reset:
-            return Decision(current["action"], "fair-use", current.get("rate", ""))
+        current = facts.enforcement
+        if current and current[1] == "fair-use" and not trigger.period_reset:
+            return Decision(current[0], "fair-use", current[2])
         return None
 
-    def _enforce(self, triggers: dict[UUID, _Triggers], tracking: Tracking) -> None:
+    @staticmethod
+    def _change(current: tuple[str, str, str] | None, desired: Decision | None, trigger: Triggers) -> str:
+        """What to do: "apply" the desired decision, "lift" the one in force, or ""."""
+        if desired is not None and (current is None or current[0] != desired.action or current[2] != desired.rate):
+            return "apply"
+        if desired is not None and trigger.new_sessions:
+            return "apply"  # a session opened while enforced
+        if desired is None and current is not None:
+            return "lift"
+        return ""
+
+    def _enforce(self, triggers: dict[str, Triggers], tracking: Tracking) -> None:
+        now = int(time.time())
+        missing = [account for account in triggers if account not in self.facts]
+        if missing:
+            self._load_facts(missing)
+        candidates: dict[str, AccountFacts] = {}
+        for account, trigger in triggers.items():
+            facts = self.facts.get(account)
+            if facts is not None and not self._settled(facts, trigger, now):
+                candidates[account] = facts
+        # Decided on the cached facts and the projected balances; an account to act on is read
+        # again and decided on its current state, as what is recorded must follow from it.
+        receivables = self._receivables([str(UUID(hex=account)) for account in candidates]) if candidates else {}
+        to_act = [UUID(hex=account) for account, facts in candidates.items()
+                  if self._change(facts.enforcement, self._desired(facts, triggers[account],
+                                                                   -receivables.get(account, Decimal(0)), now),
+                                  triggers[account])]
         changed: list[Account] = []
-        # The batch's accounts and balances in a few queries, and each plan once: one
-        # repository read and one balance query per account took a fifth of `serve`'s CPU.
-        accounts = load_aggregates(self.ledger, Account, triggers)
-        receivables = self._receivables([str(account_id) for account_id in accounts])
-        plans: dict[UUID, Any] = {}
-        for account_id, trigger in triggers.items():
-            account = accounts.get(account_id)
-            if account is None:
-                continue
-            desired = self._desired(account, trigger, receivables, plans)
-            current = account.enforcement
-            now = int(time.time())
-            if desired is not None and (current is None or current["action"] != desired.action
-                                        or current.get("rate", "") != desired.rate):
+        for account in load_aggregates(self.ledger, Account, to_act).values() if to_act else ():
+            facts = AccountFacts.of(account)
+            trigger = triggers[account.id.hex]
+            desired = self._desired(facts, trigger, -receivables.get(account.id.hex, Decimal(0)), now)
+            change = self._change(facts.enforcement, desired, trigger)
+            if change == "apply":
+                assert desired is not None
                 results = self._apply(account, desired)
                 account.enforcement_applied(at=now, action=desired.action, reason=desired.reason,
                                             rate=desired.rate, results=results)
                 changed.append(account)
-            elif desired is not None and trigger.new_sessions:
-                results = self._apply(account, desired)  # a session opened while enforced
-                account.enforcement_applied(at=now, action=desired.action, reason=desired.reason,
-                                            rate=desired.rate, results=results)
-                changed.append(account)
-            elif desired is None and current is not None:
-                results = self._lift(account, current)
+            elif change == "lift":
+                assert account.enforcement is not None
+                results = self._lift(account, account.enforcement)
                 account.enforcement_lifted(at=now, reason="resolved", results=results)
                 changed.append(account)
         processing_event: ProcessingEvent[UUID] = ProcessingEvent(tracking=tracking)
         processing_event.collect_events(*changed)
         recordings = self.ledger._record(processing_event)
+        for account in changed:
+            self.facts[account.id.hex] = AccountFacts.of(account, self.interned)
         self.ledger._notify(recordings)
 
     def _receivables(self, account_ids: list[str]) -> dict[str, Decimal]:
-        """What each account owes (its receivable balance), for those with a balance row."""
+        """What each account owes (its receivable balance), by account id hex, for those with
+        a balance row."""
         found: dict[str, Decimal] = {}
         with self.engine.connect() as conn:
             for ids in chunks(account_ids):
                 query = select(t.balances.c.account_id, t.balances.c.receivable).where(
                     t.balances.c.account_id.in_(ids))
-                found |= {row.account_id: Decimal(row.receivable) for row in conn.execute(query)}
+                found |= {UUID(row.account_id).hex: Decimal(row.receivable) for row in conn.execute(query)}
         return found
 
     # ---- talking to the NASes ----------------------------------------------------------
@@ -207,8 +297,7 @@ class Enforcer:
         nothing sent: the subscriber reconnects and the AAA server admits them again."""
         if current["action"] != THROTTLE:
             return []
-        at = int(time.time())
-        terms = version_in_force(self.ledger.get_plan(account.plan_at(at)).plan_versions(), at).terms
+        terms = self._terms(AccountFacts.of(account), int(time.time()))
         if not terms.rate_limit:
             return []
         results = []

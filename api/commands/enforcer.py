@@ -51,7 +51,10 @@ def enforce(settings: Settings, _topics: Any) -> int:
         if not leadership.held():
             return 0  # another enforcer acts; this one takes over if it goes away
         with site_lock.shared() as site:
-            return enforcer.step() if site.active else 0
+            if not site.active:
+                enforcer.forget()  # a standby's log may be fenced: what it cached may be set aside
+                return 0
+            return enforcer.step()
 
     stage = Stage("enforcer", step, poll_interval=0.5)
     stopped = threading.Event()

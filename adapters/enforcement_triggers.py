@@ -1,0 +1,202 @@
+"""What in the ledger log makes the enforcer look at an account, read without decoding events
+it does not act on.
+
+The enforcer follows every ledger event, but acts on a few kinds only: rated usage, payments,
+fair-use caps, new billing periods, sessions opening, and account changes; plan changes
+only matter to its cache. They are told apart by the notification's topic (resolved to the
+event class once per topic, so a renamed-and-registered topic still counts), and only those
+are decoded, with orjson and just the fields the enforcer reads. A stored state this reader
+does not know how to read (a cipher or compressor, a transcoding it does not know, an
+upcast class) goes through the application's mapper, so it is never wrong, only slower.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+from uuid import UUID
+
+import orjson
+from eventsourcing.domain import Aggregate
+from eventsourcing.persistence import Mapper, Notification
+from eventsourcing.utils import get_topic, resolve_topic
+
+from domain.enforcement import THROTTLE, Decision
+from ledger.account import Account, Payment
+from ledger.billing_period import BillingPeriod
+from ledger.catalog import Plan
+from ledger.session import Session
+
+# Event class qualified name -> what it means to the enforcer.
+USAGE, PAYMENT, FAIR_USE, PERIOD, SESSION, ACCOUNT_CHECK, ACCOUNT, PLAN = (
+    "usage", "payment", "fair-use", "period", "session", "account-check", "account", "plan")
+KINDS: dict[str, str] = {
+    "BillingPeriod.UsageRated": USAGE,
+    "Payment.Received": PAYMENT,
+    "BillingPeriod.FairUseCapReached": FAIR_USE,
+    "BillingPeriod.Opened": PERIOD,
+    "Session.RecordApplied": SESSION,
+    # Account changes that can change a decision (the others only refresh the cache).
+    **{f"Account.{name}": ACCOUNT_CHECK for name in ("AddonPurchased", "Suspended", "Resumed", "PlanChanged",
+                                                    "BillingSettingsChanged", "Terminated")},
+}
+
+
+def _event_classes(aggregate: type[Aggregate]) -> list[type]:
+    return [value for value in vars(aggregate).values()
+            if isinstance(value, type) and issubclass(value, Aggregate.Event)]
+
+
+# Every topic the enforcer reads: the ones it acts on, and every Account and Plan event (they
+# change what it has cached). Everything else in the log is skipped by the database.
+WATCHED_CLASSES = (
+    [BillingPeriod.UsageRated, Payment.Received, BillingPeriod.FairUseCapReached, BillingPeriod.Opened,
+     Session.RecordApplied] + _event_classes(Account) + _event_classes(Plan))  # type: ignore[attr-defined]
+WATCHED_TOPICS = tuple(sorted({get_topic(cls) for cls in WATCHED_CLASSES}))
+
+
+@dataclass
+class Triggers:
+    """Why the enforcer looks at one account in this batch."""
+
+    check: bool = False
+    fair_use: Decision | None = None
+    period_reset: bool = False
+    new_sessions: bool = False
+
+
+@dataclass
+class BatchTriggers:
+    """A batch of the log read for the enforcer: triggers per account (by id's hex), and the
+    accounts (hex, version) and plans whose state changed in it."""
+
+    accounts: dict[str, Triggers] = field(default_factory=dict)
+    changed_accounts: list[tuple[str, int]] = field(default_factory=list)
+    changed_plans: set[UUID] = field(default_factory=set)
+
+    def of(self, account: str) -> Triggers:
+        found = self.accounts.get(account)
+        if found is None:
+            found = self.accounts[account] = Triggers()
+        return found
+
+
+class _Unreadable(Exception):
+    """A stored state this reader does not read: the mapper decodes it."""
+
+
+def _hex(value: Any) -> str | None:
+    """An id field of a stored state as 32 hex digits (None stays None)."""
+    if value is None:
+        return None
+    if type(value) is dict and value.get("_type_") == "uuid_hex" and type(value.get("_data_")) is str:
+        text: str = value["_data_"]
+        if len(text) == 32:
+            return text.lower()
+    raise _Unreadable(value)
+
+
+class TriggerReader:
+    """Classifies the ledger's notifications for the enforcer (see the module's docstring)."""
+
+    def __init__(self, mapper: Mapper[Any]) -> None:
+        self.mapper = mapper
+        self.plain = mapper.cipher is None and mapper.compressor is None
+        self.kinds: dict[str, str | None] = {}
+
+    def _kind(self, topic: str) -> str | None:
+        kind = self.kinds.get(topic, "")
+        if kind == "":
+            cls = resolve_topic(topic)
+            name = cls.__qualname__
+            kind = KINDS.get(name)
+            if kind is None and name.startswith("Account."):
+                kind = ACCOUNT
+            elif kind is None and name.startswith("Plan."):
+                kind = PLAN
+            if kind not in (None, ACCOUNT, ACCOUNT_CHECK, PLAN) and getattr(cls, "class_version", 1) != 1:
+                kind = "mapper:" + kind  # stored states may need upcasting: decode fully
+            self.kinds[topic] = kind
+        return kind
+
+    def read(self, notifications: Iterable[Notification]) -> BatchTriggers:
+        batch = BatchTriggers()
+        for notification in notifications:
+            kind = self._kind(notification.topic)
+            if kind is None:
+                continue
+            if kind in (ACCOUNT, ACCOUNT_CHECK):
+                account = notification.originator_id.hex
+                batch.changed_accounts.append((account, notification.originator_version))
+                if kind == ACCOUNT_CHECK:
+                    batch.of(account).check = True
+            elif kind == PLAN:
+                batch.changed_plans.add(notification.originator_id)
+            else:
+                try:
+                    if not self.plain or kind.startswith("mapper:"):
+                        raise _Unreadable(kind)
+                    self._read_state(kind, orjson.loads(notification.state), batch)
+                except (_Unreadable, orjson.JSONDecodeError, KeyError, TypeError):
+                    self._read_event(kind.removeprefix("mapper:"), self.mapper.to_domain_event(notification), batch)
+        return batch
+
+    @staticmethod
+    def _read_state(kind: str, state: dict[str, Any], batch: BatchTriggers) -> None:
+        if kind == SESSION:
+            if state["opened"] is True:
+                account = _hex(state["account_id"])
+                if account is not None:
+                    batch.of(account).new_sessions = True
+            elif state["opened"] is not False:
+                raise _Unreadable(state["opened"])
+            return
+        account = _hex(state["account_id"])
+        if account is None:
+            raise _Unreadable(None)
+        if kind in (USAGE, PAYMENT):
+            batch.of(account).check = True
+        elif kind == PERIOD:
+            batch.of(account).period_reset = True
+        elif kind == FAIR_USE:
+            action, rate = state["action"], state["throttle_rate"]
+            if type(action) is not str or type(rate) is not str:
+                raise _Unreadable(action)
+            batch.of(account).fair_use = Decision(action, "fair-use", rate if action == THROTTLE else "")
+
+    @staticmethod
+    def _read_event(kind: str, event: Any, batch: BatchTriggers) -> None:
+        """The reference reading, from a decoded domain event."""
+        if kind == SESSION:
+            if event.opened and event.account_id is not None:
+                batch.of(event.account_id.hex).new_sessions = True
+        elif kind in (USAGE, PAYMENT):
+            batch.of(event.account_id.hex).check = True
+        elif kind == PERIOD:
+            batch.of(event.account_id.hex).period_reset = True
+        elif kind == FAIR_USE:
+            rate = event.throttle_rate if event.action == THROTTLE else ""
+            batch.of(event.account_id.hex).fair_use = Decision(event.action, "fair-use", rate)
+
+
+def read_by_mapper(mapper: Mapper[Any], notifications: Sequence[Notification]) -> BatchTriggers:
+    """The same reading with every watched event decoded by the mapper (the reference the
+    fast reading is tested against)."""
+    reader = TriggerReader(mapper)
+    batch = BatchTriggers()
+    for notification in notifications:
+        kind = reader._kind(notification.topic)
+        if kind is None:
+            continue
+        kind = kind.removeprefix("mapper:")
+        event = mapper.to_domain_event(notification)
+        if kind in (ACCOUNT, ACCOUNT_CHECK):
+            batch.changed_accounts.append((event.originator_id.hex, event.originator_version))
+            if kind == ACCOUNT_CHECK:
+                batch.of(event.originator_id.hex).check = True
+        elif kind == PLAN:
+            batch.changed_plans.add(event.originator_id)
+        else:
+            TriggerReader._read_event(kind, event, batch)
+    return batch
