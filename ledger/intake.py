@@ -34,6 +34,7 @@ class ReceivedRecord(Aggregate):
 
 _ORIGINATOR_TOPIC = get_topic(ReceivedRecord)
 _RECEIVED = ReceivedRecord.Received  # type: ignore[attr-defined]
+_RECEIVED_TOPIC = get_topic(_RECEIVED)
 
 
 class AccountingLog(Application[UUID]):
@@ -93,9 +94,19 @@ class AccountingLog(Application[UUID]):
         return [first[key] == index and key in stored for index, key in enumerate(keys)]
 
     def _stored_event(self, aggregate_id: UUID, key: str, record: AccountingRecord) -> StoredEvent:
-        received = _RECEIVED(originator_id=aggregate_id, originator_version=1, timestamp=_RECEIVED.create_timestamp(),
-                             originator_topic=_ORIGINATOR_TOPIC, key=key, record=record.to_dict())
-        return self.mapper.to_stored_event(received)
+        """What the mapper stores for the ``Received`` event of a new ReceivedRecord, built
+        from its state directly: the frozen event object, its topic lookup and the copy of
+        its attributes were a tenth of the RADIUS process's CPU per record. The state's keys
+        are in the event's field order, as ``vars(event)`` gives them."""
+        mapper = self.mapper
+        state = mapper.transcoder.encode({
+            "timestamp": _RECEIVED.create_timestamp(), "originator_topic": _ORIGINATOR_TOPIC,
+            "key": key, "record": record.to_dict()})
+        if mapper.compressor is not None:
+            state = mapper.compressor.compress(state)
+        if mapper.cipher is not None:
+            state = mapper.cipher.encrypt(state)
+        return StoredEvent(originator_id=aggregate_id, originator_version=1, topic=_RECEIVED_TOPIC, state=state)
 
     def _insert(self, stored_events: list[StoredEvent]) -> None:
         if not stored_events:
