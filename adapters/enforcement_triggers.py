@@ -25,6 +25,7 @@ from eventsourcing.utils import get_topic, resolve_topic
 from domain.enforcement import THROTTLE, Decision
 from ledger.account import Account, Payment
 from ledger.billing_period import BillingPeriod
+from ledger.bulk import as_uuid, is_postgres, pg_table, sqlite_table, store_rows
 from ledger.catalog import Plan
 from ledger.session import Session
 
@@ -82,6 +83,46 @@ class BatchTriggers:
         return found
 
 
+@dataclass(frozen=True, slots=True)
+class WatchedRow:
+    """One watched notification as stored: the originator id as the store gives it (hex text
+    from SQLite, a UUID from PostgreSQL), so no UUID is made for the many that need none."""
+
+    id: int
+    originator_id: Any
+    originator_version: int
+    topic: str
+    state: bytes
+
+    @property
+    def originator_hex(self) -> str:
+        return as_uuid(self.originator_id).hex  # account events are few: no need to be clever
+
+    def notification(self) -> Notification:
+        return Notification(id=self.id, originator_id=as_uuid(self.originator_id),
+                            originator_version=self.originator_version, topic=self.topic, state=self.state)
+
+
+def watched_rows(recorder: Any, start: int, stop: int, limit: int) -> list[WatchedRow]:
+    """The watched notifications with ids in [start, stop], at most ``limit``, ascending: read
+    on the recorder's own connection like eventsourcing's select_notifications(topics=...)
+    does, without making a Notification and a UUID for each."""
+    if is_postgres(recorder):
+        from psycopg.sql import SQL
+
+        query: Any = SQL("SELECT notification_id AS id, originator_id, originator_version, topic, state FROM {} "
+                         "WHERE notification_id >= %s AND notification_id <= %s AND topic = ANY(%s) "
+                         "ORDER BY notification_id LIMIT %s").format(pg_table(recorder))
+        params: list[Any] = [start, stop, list(WATCHED_TOPICS), limit]
+    else:
+        marks = ",".join("?" * len(WATCHED_TOPICS))
+        query = (f"SELECT rowid AS id, originator_id, originator_version, topic, state FROM {sqlite_table(recorder)} "
+                 f"WHERE rowid >= ? AND rowid <= ? AND topic IN ({marks}) ORDER BY rowid LIMIT ?")
+        params = [start, stop, *WATCHED_TOPICS, limit]
+    return [WatchedRow(row["id"], row["originator_id"], row["originator_version"], row["topic"], bytes(row["state"]))
+            for row in store_rows(recorder, query, params)]
+
+
 class _Unreadable(Exception):
     """A stored state this reader does not read: the mapper decodes it."""
 
@@ -120,25 +161,26 @@ class TriggerReader:
             self.kinds[topic] = kind
         return kind
 
-    def read(self, notifications: Iterable[Notification]) -> BatchTriggers:
+    def read(self, rows: Iterable[WatchedRow | Notification]) -> BatchTriggers:
         batch = BatchTriggers()
-        for notification in notifications:
-            kind = self._kind(notification.topic)
+        for row in rows:
+            kind = self._kind(row.topic)
             if kind is None:
                 continue
             if kind in (ACCOUNT, ACCOUNT_CHECK):
-                account = notification.originator_id.hex
-                batch.changed_accounts.append((account, notification.originator_version))
+                account = row.originator_hex if type(row) is WatchedRow else row.originator_id.hex
+                batch.changed_accounts.append((account, row.originator_version))
                 if kind == ACCOUNT_CHECK:
                     batch.of(account).check = True
             elif kind == PLAN:
-                batch.changed_plans.add(notification.originator_id)
+                batch.changed_plans.add(as_uuid(row.originator_id))
             else:
                 try:
                     if not self.plain or kind.startswith("mapper:"):
                         raise _Unreadable(kind)
-                    self._read_state(kind, orjson.loads(notification.state), batch)
+                    self._read_state(kind, orjson.loads(row.state), batch)
                 except (_Unreadable, orjson.JSONDecodeError, KeyError, TypeError):
+                    notification = row.notification() if type(row) is WatchedRow else row
                     self._read_event(kind.removeprefix("mapper:"), self.mapper.to_domain_event(notification), batch)
         return batch
 

@@ -30,7 +30,7 @@ from projections import ReadModelProjector
 from projections import tables as t
 from projections.base import chunks
 
-from .enforcement_triggers import WATCHED_TOPICS, BatchTriggers, TriggerReader, Triggers
+from .enforcement_triggers import BatchTriggers, TriggerReader, Triggers, watched_rows
 from .radius.coa import CoaClient, CoaResult
 
 log = logging.getLogger(__name__)
@@ -119,10 +119,9 @@ class Enforcer:
         projected = self.projector.position()
         if projected <= position:
             return 0
-        notifications = self.ledger.recorder.select_notifications(start=position + 1, limit=BATCH, stop=projected,
-                                                                  topics=WATCHED_TOPICS)
-        upto = notifications[-1].id if len(notifications) == BATCH else projected
-        batch = self.reader.read(notifications)
+        rows = watched_rows(self.ledger.recorder, position + 1, projected, BATCH)
+        upto = rows[-1].id if len(rows) == BATCH else projected
+        batch = self.reader.read(rows)
         self._forget_changed(batch)
         for _ in range(5):  # an admin write to the same account may race us: re-decide
             try:

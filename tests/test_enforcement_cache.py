@@ -17,7 +17,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from adapters.enforcement_triggers import TriggerReader, read_by_mapper
+from adapters.enforcement_triggers import WATCHED_TOPICS, TriggerReader, read_by_mapper, watched_rows
 from adapters.enforcer import AccountFacts, Enforcer, balance_matters
 from adapters.radius.codec import DISCONNECT_REQUEST
 from api.bootstrap import Runtime
@@ -104,7 +104,10 @@ def test_reading_by_topic_equals_decoding_every_event(runtime: Runtime) -> None:
     print(f"seed {seed}")
     _random_ledger(runtime, seed)
     notifications = runtime.ledger.recorder.select_notifications(start=1, limit=1_000_000)
-    fast = TriggerReader(runtime.ledger.mapper).read(notifications)
+    rows = watched_rows(runtime.ledger.recorder, 1, notifications[-1].id, 1_000_000)
+    assert [r.id for r in rows] == [n.id for n in notifications if n.topic in WATCHED_TOPICS]
+    assert watched_rows(runtime.ledger.recorder, rows[2].id, rows[6].id, 3) == rows[2:5]  # bounds and limit
+    fast = TriggerReader(runtime.ledger.mapper).read(rows)
     reference = read_by_mapper(runtime.ledger.mapper, notifications)
     assert fast.accounts and fast.changed_accounts and fast.changed_plans, "the ledger exercises every kind"
     assert any(t.new_sessions for t in fast.accounts.values()) and any(t.fair_use for t in fast.accounts.values())
