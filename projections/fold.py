@@ -19,6 +19,8 @@ from collections.abc import Callable, Iterable
 from decimal import Decimal
 from typing import Any, NamedTuple
 
+import orjson
+
 from rating import UsageDelta, split_by_hour
 
 from . import tables as t
@@ -147,8 +149,12 @@ class Fold:
                 "ApiToken.Revoked": self.token_revoked, "Payment.Received": self.payment_received,
                 "Account.AddonPurchased": self.addon_purchased, "Invoice.Issued": self.invoice_issued,
                 "CreditNote.Issued": self.credit_note_issued}
+        # How a hot event's stored JSON is read (orjson.loads unless named here).
+        self.parsers: dict[str, Callable[[bytes], dict[str, Any]]] = {}
         if sessions and money:
             self.hot["BillingPeriod.UsageRated"] = self.usage_rated
+        elif money:
+            self.parsers["BillingPeriod.UsageRated"] = rated_postings
 
     # Hot events: (position, originator id as text, originator version, stored state).
 
@@ -387,3 +393,29 @@ def _session_values(row: Row) -> Row:
 
 def balance_values(row: Row) -> Row:
     return row | {"receivable": fmt(row["receivable"])}
+
+
+def rated_postings(state: bytes) -> dict[str, Any]:
+    """What the money part needs of a stored ``BillingPeriod.UsageRated`` (its "postings"
+    and "end"), without parsing the rest (lines, meter, ids: two thirds of its bytes).
+
+    Sound because stored JSON escapes every quote inside a string: ``"postings":[`` and
+    ``"end":`` can only be keys, each must occur once, and the first ``]`` after the postings'
+    ``[`` either closes the array or lies inside one of its strings, where the slice does not
+    parse. Anything else (a nested array, a key twice, a value that is not an integer) is
+    parsed whole, so the result always equals ``orjson.loads(state)``'s for these two keys."""
+    start = state.find(b'"postings":[')
+    at = state.find(b'"end":')
+    if start < 0 or at < 0 or state.find(b'"postings":', start + 1) >= 0 or state.find(b'"end":', at + 1) >= 0:
+        return orjson.loads(state)  # type: ignore[no-any-return]
+    stop = state.find(b"]", start)
+    comma, brace = state.find(b",", at), state.find(b"}", at)
+    end_stop = comma if 0 <= comma < brace or brace < 0 else brace
+    try:
+        postings = orjson.loads(state[start + 11:stop + 1])
+        end_text = state[at + 6:end_stop]
+        if not end_text.lstrip(b"-").isdigit():
+            return orjson.loads(state)  # type: ignore[no-any-return]
+        return {"postings": postings, "end": int(end_text)}
+    except orjson.JSONDecodeError:
+        return orjson.loads(state)  # type: ignore[no-any-return]

@@ -248,7 +248,7 @@ class FastRebuild:
     def _window(self, after: int, upto: int) -> int | None:
         """Fold and write the notifications after ``after`` up to ``upto``; returns how many
         there were, or None (nothing written) when the stored position is no longer ``after``."""
-        topics, hot, cold, worker = self.topics, self.fold.hot, self.fold.cold, self.worker
+        topics, hot, cold, parsers, worker = self.topics, self.fold.hot, self.fold.cold, self.fold.parsers, self.worker
         if worker is not None and worker.reads:
             worker.fold_window(after, upto)
             worker = None  # nothing to send it
@@ -273,7 +273,7 @@ class FastRebuild:
                             outgoing = []
                     handler = hot.get(name)
                     if handler is not None:
-                        handler(position, originator_id, version, loads(state))
+                        handler(position, originator_id, version, parsers.get(name, loads)(state))
                         continue
                     call = cold.get(name)
                     invoice = name in INVOICE_EVENTS
@@ -442,9 +442,11 @@ def bulk_insert(conn: Connection, table: Table, rows: Sequence[Row | tuple[Any, 
     raw = conn.connection.driver_connection
     if dialect == "sqlite":
         cursor = raw.cursor()  # type: ignore[union-attr]
+        # Rows already tuples (journal lines, usage buckets) go to the driver as they are.
+        values = rows if all(row.__class__ is tuple for row in rows) else _tuples(table, rows)
         try:
             cursor.executemany(f'INSERT INTO "{table.name}" ({columns}) VALUES ({", ".join("?" * len(names))})',
-                               _tuples(table, rows))
+                               values)
         finally:
             cursor.close()
     elif dialect == "postgresql":

@@ -297,3 +297,44 @@ def test_rebuild_with_the_sessions_part_in_a_second_process_equals_live_projecti
     assert runtime.projector.position() == window
     runtime.projector.rebuild(runtime.ledger.recorder)
     assert tables(runtime) == live, f"seed {seed}: a rebuild resumed after the second process died differs"
+
+
+def test_postings_read_without_parsing_a_rated_usage_equal_the_full_parse() -> None:
+    """``fold.rated_postings`` (what the money part reads of a UsageRated when the sessions
+    part is folded elsewhere) gives the postings and end the full parse gives, on random
+    stored JSON made to trip it: brackets, quotes and the key names inside strings, the keys
+    nested or twice, postings empty, an end that is not an integer."""
+    import orjson
+
+    from projections.fold import rated_postings
+
+    seed = int(time.time_ns() % 1_000_000)
+    print(f"seed {seed}")
+    rng = random.Random(seed)
+    tricky = ['"end":', '"postings":[', "]", "],", "[", ",", "}", '\\"', "\\", "é", "receivable:x", ""]
+
+    def text() -> str:
+        return "".join(rng.choice(tricky) if rng.random() < 0.3 else chr(rng.randint(32, 126))
+                       for _ in range(rng.randint(0, 12)))
+
+    fast = 0
+    for _ in range(20_000):
+        postings = [{"ledger_account": text(), "amount": str(Decimal(rng.randint(-10**9, 10**9)).scaleb(-9)),
+                     "currency": "USD"} for _ in range(rng.choice([0, 1, 2, 2, 3]))]
+        state: dict[str, Any] = {
+            "timestamp": {"_type_": "datetime_iso", "_data_": text()}, "incarnation": text(),
+            "end": rng.choice([rng.randint(-10**10, 10**10), rng.randint(0, 10**10), 1.5, text(), None]),
+            "band": text(), "lines": [{"band": text(), "amount": text()} for _ in range(rng.randint(0, 3))],
+            "postings": postings, "meter": {"packs_used": {text(): rng.randint(0, 9)}}}
+        if rng.random() < 0.1:
+            state["meter"]["end"] = 1  # the key nested as well
+        if rng.random() < 0.1:
+            state["lines"].append({"postings": []})
+        items = list(state.items())
+        rng.shuffle(items)
+        stored = orjson.dumps(dict(items))
+        reference, read = orjson.loads(stored), rated_postings(stored)
+        assert read["postings"] == reference["postings"] and read["end"] == reference["end"], \
+            f"seed {seed}: {stored!r}"
+        fast += len(read) == 2
+    assert fast > 2_000, f"seed {seed}: the short way was taken {fast} times only"
