@@ -102,8 +102,8 @@ class SessionWrites(NamedTuple):
     """What a window's flush writes to the sessions part's tables (picklable: a second
     process may fold the sessions part)."""
 
-    sessions_new: list[Row]
-    sessions_dirty: list[Row]
+    sessions_new: list[tuple[Any, ...]]  # in the table's column order
+    sessions_dirty: list[tuple[Any, ...]]
     keyless_made: list[Row]
     keyless_completed: list[str]
     registered: list[Row]
@@ -349,9 +349,9 @@ class Fold:
         return SessionWrites(sessions_new, sessions_dirty, keyless_made, keyless_completed, registered,
                              usage_new, usage_dirty)
 
-    def take_sessions(self) -> tuple[list[Row], list[Row]]:
-        """Session rows to insert and to update, as the table stores them (amounts formatted,
-        byte totals saturated at BIGINT like sessions._clean)."""
+    def take_sessions(self) -> tuple[list[tuple[Any, ...]], list[tuple[Any, ...]]]:
+        """Session rows to insert and to update, as the table stores them (tuples in its column
+        order, amounts formatted, byte totals saturated at BIGINT like sessions._clean)."""
         new, dirty = self.sessions.take()
         return [_session_values(r) for r in new], [_session_values(r) for r in dirty]
 
@@ -382,13 +382,15 @@ class Fold:
         return new, dirty
 
 
-def _session_values(row: Row) -> Row:
-    values = dict(row)
-    values["amount"] = fmt(row["amount"])
+SESSION_COLUMNS = tuple(c.name for c in t.sessions.columns)
+
+
+def _session_values(row: Row) -> tuple[Any, ...]:
+    values = row | {"amount": fmt(row["amount"])}
     for key in ("upload_bytes", "download_bytes"):
         if values[key] > BIGINT_MAX:
             values[key] = BIGINT_MAX
-    return values
+    return tuple([values[name] for name in SESSION_COLUMNS])
 
 
 def balance_values(row: Row) -> Row:

@@ -406,7 +406,7 @@ def write_sessions(conn: Connection, writes: SessionWrites) -> None:
     """The sessions part's new and changed rows (sessions, their keys, usage buckets)."""
     bulk_insert(conn, t.session_aggregates, writes.registered)
     bulk_insert(conn, t.sessions, writes.sessions_new)
-    _update_by_key(conn, t.sessions, writes.sessions_dirty)
+    update_rows(conn, t.sessions, writes.sessions_dirty)
     bulk_insert(conn, t.sessions_keyless, writes.keyless_made)
     if writes.keyless_completed:
         keyless = t.sessions_keyless
@@ -465,6 +465,18 @@ def _update_by_key(conn: Connection, table: Table, rows: list[Row]) -> None:
     keys = [c.name for c in table.primary_key.columns]
     values = [c.name for c in table.columns if c.name not in keys]
     update_by_key(conn, table, values, keys, [tuple(r[n] for n in values + keys) for r in rows])
+
+
+def update_rows(conn: Connection, table: Table, rows: Sequence[tuple[Any, ...]]) -> None:
+    """Rows (tuples in the table's column order) stored by an earlier window and changed
+    since: one UPDATE executemany."""
+    if not rows:
+        return
+    names = [c.name for c in table.columns]
+    keys = [c.name for c in table.primary_key.columns]
+    order = [names.index(n) for n in names if n not in keys] + [names.index(k) for k in keys]
+    update_by_key(conn, table, [names[i] for i in order[:len(names) - len(keys)]], keys,
+                  [tuple([row[i] for i in order]) for row in rows])
 
 
 def update_by_key(conn: Connection, table: Table, values: Sequence[str], keys: Sequence[str],
