@@ -1,4 +1,8 @@
-"""Read model of money: the journal (every posting), balances, payments."""
+"""Read model of money: the journal (every posting), balances, payments.
+
+Balances are kept in memory between batches (``KeptBalances``, bounded) as the projector last
+committed them, so a batch reads back only the balances it has not seen before.
+"""
 
 from __future__ import annotations
 
@@ -11,12 +15,19 @@ from sqlalchemy import bindparam, insert, select, update
 from ledger.journal import subscriber_of
 
 from . import tables as t
-from .base import ModelBatch, ReadModel, dec, fmt
+from .base import ModelBatch, ReadModel, dec, execute_many, fmt
+
+MAX_KEPT = 500_000  # balances kept between batches
+
+
+class KeptBalances(dict[str, tuple[Decimal, int]]):
+    """Account id -> (receivable, updated_at) as last committed."""
 
 
 class _MoneyBatch(ModelBatch):
-    def __init__(self, conn: Any) -> None:
+    def __init__(self, conn: Any, kept: KeptBalances | None = None) -> None:
         super().__init__(conn)
+        self.kept = KeptBalances() if kept is None else kept
         self.balance_delta: dict[str, tuple[str, Decimal, int, int]] = {}
         self.journal_rows: list[dict[str, Any]] = []
         self.payment_rows: list[dict[str, Any]] = []
@@ -63,38 +74,43 @@ class _MoneyBatch(ModelBatch):
         self.balance_delta[account_id] = (currency, total + amount, max(last_at, at), position)
 
     def flush(self) -> None:
-        if self.payment_rows:
-            self.conn.execute(insert(t.payments), self.payment_rows)
-            self.payment_rows = []
-        if self.journal_rows:
-            self.conn.execute(insert(t.journal), self.journal_rows)
-            self.journal_rows = []
+        execute_many(self.conn, _INSERT_PAYMENT, self.payment_rows)
+        execute_many(self.conn, _INSERT_JOURNAL, self.journal_rows)
+        self.payment_rows, self.journal_rows = [], []
         if not self.balance_delta:
             return
-        accounts = list(self.balance_delta)
-        existing: dict[str, Any] = {}
-        for offset in range(0, len(accounts), 500):
-            existing |= {r.account_id: r for r in self.conn.execute(
-                select(t.balances).where(t.balances.c.account_id.in_(accounts[offset:offset + 500])))}
+        kept = self.kept
+        missing = [account_id for account_id in self.balance_delta if account_id not in kept]
+        for offset in range(0, len(missing), 500):
+            for r in self.conn.execute(select(t.balances.c.account_id, t.balances.c.receivable,
+                                              t.balances.c.updated_at)
+                                       .where(t.balances.c.account_id.in_(missing[offset:offset + 500]))):
+                kept[r.account_id] = (dec(r.receivable), r.updated_at)
         # One executemany each for new and changed balances, not one statement per account.
         new, changed = [], []
         for account_id, (currency, amount, at, position) in self.balance_delta.items():
-            old = existing.get(account_id)
+            old = kept.get(account_id)
             if old is None:
                 new.append({"account_id": account_id, "currency": currency, "receivable": fmt(amount),
                             "updated_at": at, "position": position})
+                kept[account_id] = (amount, at)
             else:
-                changed.append({"key": account_id, "new_receivable": fmt(dec(old.receivable) + amount),
-                                "new_updated_at": max(old.updated_at, at), "new_position": position})
-        if new:
-            self.conn.execute(insert(t.balances), new)
-        if changed:
-            self.conn.execute(update(t.balances).where(t.balances.c.account_id == bindparam("key")).values(
-                receivable=bindparam("new_receivable"), updated_at=bindparam("new_updated_at"),
-                position=bindparam("new_position")), changed)
+                total, updated_at = old[0] + amount, max(old[1], at)
+                changed.append({"key": account_id, "new_receivable": fmt(total),
+                                "new_updated_at": updated_at, "new_position": position})
+                kept[account_id] = (total, updated_at)
+        execute_many(self.conn, _INSERT_BALANCE, new)
+        execute_many(self.conn, _UPDATE_BALANCE, changed)
         self.balance_delta = {}
+        if len(kept) > MAX_KEPT:
+            kept.clear()
 
 
+_INSERT_PAYMENT = insert(t.payments)
+_INSERT_JOURNAL = insert(t.journal)
+_INSERT_BALANCE = insert(t.balances)
+_UPDATE_BALANCE = update(t.balances).where(t.balances.c.account_id == bindparam("key")).values(
+    receivable=bindparam("new_receivable"), updated_at=bindparam("new_updated_at"), position=bindparam("new_position"))
 _subscribers: dict[str, str | None] = {}
 
 
@@ -113,3 +129,12 @@ class MoneyModel(ReadModel):
     name = "money"
     tables = (t.balances, t.journal, t.payments)
     batch_class = _MoneyBatch
+
+    def __init__(self) -> None:
+        self.kept = KeptBalances()
+
+    def batch(self, conn: Any) -> _MoneyBatch:
+        return _MoneyBatch(conn, self.kept)
+
+    def forget(self) -> None:
+        self.kept.clear()

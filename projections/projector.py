@@ -5,6 +5,7 @@ reproduces the live tables (guarantee 4)."""
 
 from __future__ import annotations
 
+import random
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -62,6 +63,12 @@ class ReadModelProjector:
         self._position = -1
         self.listeners: list[Callable[[int], None]] = []
         self._handled_topics: dict[str, bool] = {}
+        # Rows the models keep between batches are valid while the stored position is the one
+        # this instance committed last and the "kept" row holds this instance's token: any
+        # other writer moves the position, and ``reset`` deletes the token (a reset followed by
+        # a rebuild could end at the very same position over a rewritten log).
+        self._kept_name = f"{name}#kept"
+        self._kept: tuple[int, int] | None = None  # (token, position committed last)
 
     def _handled(self, topic: str) -> bool:
         """Whether any read model has a handler for events of ``topic``."""
@@ -119,8 +126,14 @@ class ReadModelProjector:
             for model in reversed(self.models):
                 for table in reversed(model.tables):
                     conn.execute(delete(table))
-            conn.execute(delete(t.positions).where(t.positions.c.name == self.name))
+            conn.execute(delete(t.positions).where(t.positions.c.name.in_([self.name, self._kept_name])))
+        self._forget()
         self._advanced(0)
+
+    def _forget(self) -> None:
+        self._kept = None
+        for model in self.models:
+            model.forget()
 
     def rebuild(self, recorder: Any, *, upto: int | None = None, window: int = 50_000,
                 progress: Callable[[int], None] | None = None, fast: bool = True) -> int:
@@ -209,35 +222,63 @@ class ReadModelProjector:
         below the stored position are skipped (redelivery is harmless)."""
         if not notifications:
             return self.position()
+        try:
+            current = self._process(notifications)
+        except BaseException:
+            self._forget()  # rolled back: what the models kept in memory is not what is stored
+            raise
+        self._advanced(current)
+        return current
+
+    def _process(self, notifications: Sequence[Notification]) -> int:
         # Exact sums: rated amounts may carry more digits than Decimal's default 28.
         with localcontext(Context(prec=80)), self.engine.begin() as conn:
-            stored = conn.execute(
-                select(t.positions.c.position).where(t.positions.c.name == self.name).with_for_update()
-            ).scalar()
+            if conn.dialect.name == "sqlite":
+                # Take SQLite's write lock before reading the position (FOR UPDATE is ignored
+                # there, and a plain SELECT runs before the driver begins the transaction), so
+                # no other projector commits between the check and the write.
+                conn.execute(update(t.positions).where(t.positions.c.name == self.name)
+                             .values(position=t.positions.c.position))
+            found = dict(conn.execute(
+                select(t.positions.c.name, t.positions.c.position)
+                .where(t.positions.c.name.in_([self.name, self._kept_name])).with_for_update()).all())
+            stored = found.get(self.name)
             current = int(stored or 0)
             fresh = [n for n in notifications if n.id > current]
-            if fresh:
-                batches = [model.batch(conn) for model in self.models]
-                # Events no read model handles (a NAS's session registry, ...) are not decoded:
-                # decoding was a third of projecting. The position still moves past them.
-                events = [(notification.id, self.decode(notification)) for notification in fresh
-                          if self._handled(notification.topic)]
-                for batch in batches:
-                    batch.prepare([event for _, event in events])
-                dispatch: dict[type, list[Callable[[int, Any], None]]] = {}
-                for position, event in events:
-                    calls = dispatch.get(type(event))
-                    if calls is None:
-                        calls = dispatch[type(event)] = _handlers(batches, type(event))
-                    for call in calls:
-                        call(position, event)
-                for batch in batches:
-                    batch.flush()
-                current = fresh[-1].id
-                if stored is None:
-                    conn.execute(insert(t.positions).values(name=self.name, position=current))
+            if not fresh:
+                return current
+            if self._kept is None or self._kept != (found.get(self._kept_name), current):
+                self._forget()
+            batches = [model.batch(conn) for model in self.models]
+            # Events no read model handles (a NAS's session registry, ...) are not decoded:
+            # decoding was a third of projecting. The position still moves past them.
+            events = [(notification.id, self.decode(notification)) for notification in fresh
+                      if self._handled(notification.topic)]
+            for batch in batches:
+                batch.prepare([event for _, event in events])
+            dispatch: dict[type, list[Callable[[int, Any], None]]] = {}
+            for position, event in events:
+                calls = dispatch.get(type(event))
+                if calls is None:
+                    calls = dispatch[type(event)] = _handlers(batches, type(event))
+                for call in calls:
+                    call(position, event)
+            for batch in batches:
+                batch.flush()
+            current = fresh[-1].id
+            if stored is None:
+                conn.execute(insert(t.positions).values(name=self.name, position=current))
+            else:
+                conn.execute(update(t.positions).where(t.positions.c.name == self.name)
+                             .values(position=current))
+            token = self._kept[0] if self._kept is not None else None
+            if token is None:
+                # Negative: tools that take the largest position of the table see only positions.
+                token = -random.randrange(1, 2**62)
+                if self._kept_name in found:
+                    conn.execute(update(t.positions).where(t.positions.c.name == self._kept_name)
+                                 .values(position=token))
                 else:
-                    conn.execute(update(t.positions).where(t.positions.c.name == self.name)
-                                 .values(position=current))
-        self._advanced(current)
+                    conn.execute(insert(t.positions).values(name=self._kept_name, position=token))
+        self._kept = (token, current)
         return current

@@ -1,32 +1,72 @@
-"""Read model of sessions (who had which IP when) and usage buckets (hour and day)."""
+"""Read model of sessions (who had which IP when) and usage buckets (hour and day).
+
+Live, the same sessions are touched batch after batch (an interim every few minutes until the
+stop): their rows and keys are kept in memory between batches (``KeptSessions``, bounded), so a
+batch reads only the rows it has not seen; usage buckets are added to by upserts, never read.
+"""
 
 from __future__ import annotations
 
+from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import and_, bindparam, delete, insert, select, update
+from sqlalchemy import BigInteger, ColumnElement, bindparam, case, delete, insert, literal_column, select, update
+from sqlalchemy.dialects import postgresql, sqlite
 
 from rating import UsageDelta, split_by_hour
 
 from . import tables as t
-from .base import ModelBatch, ReadModel, chunks, dec, fmt
+from .base import ModelBatch, ReadModel, chunks, dec, execute_many, fmt
 
 DAY = 86_400
 
 
-class _SessionBatch(ModelBatch):
-    def __init__(self, conn: Any) -> None:
-        super().__init__(conn)
-        self.usage_delta: dict[tuple[str, str, int, str], list[int]] = {}
+MAX_KEPT = 200_000  # session rows (and keys) kept between batches: ~1 KB each
+
+
+class KeptSessions:
+    """Session rows and session keys as the projector last committed them, kept between
+    batches. ``keyless`` lists, by session id, the kept rows still without their session's key."""
+
+    def __init__(self) -> None:
         self.rows: dict[str, dict[str, Any]] = {}
         self.keys: dict[str, tuple[str, str]] = {}
-        self.registered: list[dict[str, str]] = []
-        # Rows made before their session's key was known, by session id (see on_Session_Registered).
         self.keyless: dict[str, list[dict[str, Any]]] = {}
+
+    def clear(self) -> None:
+        self.rows, self.keys, self.keyless = {}, {}, {}
+
+    def bound(self, limit: int | None = None) -> None:
+        """Keep at most ``limit`` (``MAX_KEPT``) rows: closed sessions go first, then everything."""
+        limit = MAX_KEPT if limit is None else limit
+        if len(self.rows) > limit:
+            self.rows = {k: r for k, r in self.rows.items() if r["stopped_at"] is None}
+            if len(self.rows) > limit // 2:
+                self.rows = {}
+            self.keyless = {}
+            for row in self.rows.values():
+                if not row["nas_id"]:
+                    self.keyless.setdefault(row["id"].split(":", 1)[0], []).append(row)
+        if len(self.keys) > limit:
+            self.keys = {}
+
+
+class _SessionBatch(ModelBatch):
+    def __init__(self, conn: Any, kept: KeptSessions | None = None) -> None:
+        super().__init__(conn)
+        self.kept = KeptSessions() if kept is None else kept
+        self.usage_delta: dict[tuple[str, str, int, str], list[int]] = {}
+        self.rows = self.kept.rows
+        self.keys = self.kept.keys
+        # Rows made before their session's key was known, by session id (see on_Session_Registered).
+        self.keyless = self.kept.keyless
+        self.touched: dict[str, dict[str, Any]] = {}  # rows this batch changes: what flush writes
+        self.registered: list[dict[str, str]] = []
         self.prefetched = False
 
     def prepare(self, events: list[Any]) -> None:
-        """Load the session rows and session keys the batch refers to, a chunk per query."""
+        """Load the session rows and session keys the batch refers to and that are not kept
+        from earlier batches, a chunk per query."""
         row_ids, session_ids, registered = set(), set(), set()
         for e in events:
             name = type(e).__qualname__
@@ -44,10 +84,14 @@ class _SessionBatch(ModelBatch):
         for ids in chunks(sorted(registered)):
             row_ids.update(r[0] for r in self.conn.execute(select(keyless.c.row_id).where(
                 keyless.c.session_id.in_(ids))))
-        for ids in chunks(sorted(row_ids)):
+        rows = self.rows
+        for ids in chunks(sorted(i for i in row_ids if i not in rows)):
             for found in self.conn.execute(select(t.sessions).where(t.sessions.c.id.in_(ids))).mappings():
                 self._loaded(dict(found))
-        for ids in chunks(sorted(session_ids)):
+        # A key is needed only to make a row; a session registered in this batch has its key
+        # from the event (a row made before it is completed by on_Session_Registered).
+        unkeyed = {i.split(":", 1)[0] for i in row_ids if i not in rows} - registered
+        for ids in chunks(sorted(i for i in unkeyed if i not in self.keys)):
             query = select(t.session_aggregates).where(t.session_aggregates.c.id.in_(ids))
             for found in self.conn.execute(query).mappings():
                 self.keys[found["id"]] = (found["nas_id"], found["acct_session_id"])
@@ -61,6 +105,7 @@ class _SessionBatch(ModelBatch):
         for row in self.keyless.pop(session_id, ()):
             if not row["nas_id"]:
                 row["nas_id"], row["acct_session_id"] = e.nas_id, e.acct_session_id
+                self.touched[row["id"]] = row
         self.registered.append({"id": session_id, "nas_id": e.nas_id, "acct_session_id": e.acct_session_id})
 
     def _row(self, session_id: str, incarnation: str) -> dict[str, Any] | None:
@@ -70,7 +115,10 @@ class _SessionBatch(ModelBatch):
             if found is None:
                 return None
             self._loaded(dict(found))
-        return self.rows.get(row_id)
+        row = self.rows.get(row_id)
+        if row is not None:
+            self.touched[row_id] = row
+        return row
 
     def _loaded(self, row: dict[str, Any]) -> None:
         self.rows[row["id"]] = row | {"_new": False, "_keyless": not row["nas_id"],
@@ -94,7 +142,7 @@ class _SessionBatch(ModelBatch):
                "updated_at": int(incarnation), "stopped_at": None, "upload_bytes": 0, "download_bytes": 0,
                "amount": "0", "currency": "", "framed_ip": "", "nas_ip": "",
                "calling_station_id": "", "terminate_cause": "", "_new": True, "_keyless": False}
-        self.rows[row["id"]] = row
+        self.rows[row["id"]] = self.touched[row["id"]] = row
         if not nas_id:
             self.keyless.setdefault(session_id, []).append(row)
         return row
@@ -116,7 +164,8 @@ class _SessionBatch(ModelBatch):
     def on_BillingPeriod_UsageRated(self, position: int, e: Any) -> None:
         session_id = str(e.session_id)
         row = self._row(session_id, e.incarnation) or self._new_row(session_id, e.incarnation, e)
-        row["amount"] = fmt(dec(row["amount"]) + e.amount)
+        amount = row["amount"]  # a Decimal in memory once added to; text as stored
+        row["amount"] = (amount if amount.__class__ is Decimal else dec(amount)) + e.amount
         row["currency"] = e.currency
         self._usage(str(e.account_id), e.band, UsageDelta(e.start, e.end, e.upload_bytes, e.download_bytes))
 
@@ -137,86 +186,91 @@ class _SessionBatch(ModelBatch):
                 totals[1] += part.download_bytes
 
     def flush(self) -> None:
-        if self.registered:
-            self.conn.execute(insert(t.session_aggregates), self.registered)
-        new_rows = [_clean(r) for r in self.rows.values() if r["_new"]]
-        if new_rows:
-            self.conn.execute(insert(t.sessions), new_rows)
+        conn = self.conn
+        execute_many(conn, _INSERT_REGISTERED, self.registered)
+        execute_many(conn, _INSERT_SESSION, [_clean(r) for r in self.touched.values() if r["_new"]])
         # Most updates leave the indexed columns as they were: leaving them out of the SET
         # spares SQLite the index maintenance (it updates every index a SET column is in).
         moved, kept = [], []
-        for r in self.rows.values():
+        for r in self.touched.values():
             if not r["_new"]:
                 if (r["account_id"], r["framed_ip"]) != r["_indexed"]:
-                    moved.append(_clean(r, _ALL_BUT_ID) | {"_id": r["id"]})
+                    moved.append(_clean(r))
                 else:
-                    kept.append(_clean(r, _UNINDEXED) | {"_id": r["id"]})
-        for rows, columns in ((moved, _ALL_BUT_ID), (kept, _UNINDEXED)):
-            if rows:
-                statement = (update(t.sessions).where(t.sessions.c.id == bindparam("_id"))
-                             .values({name: bindparam(name) for name in columns}))
-                self.conn.execute(statement, rows)
+                    kept.append(_clean(r, _UNINDEXED))
+        execute_many(conn, _UPDATE_SESSION, moved)
+        execute_many(conn, _UPDATE_UNINDEXED, kept)
         self._flush_keyless()
         self._flush_usage()
+        for r in self.touched.values():  # as stored now, for the next batch
+            r["_new"], r["_keyless"], r["_indexed"] = False, not r["nas_id"], (r["account_id"], r["framed_ip"])
+        self.touched = {}
+        self.kept.bound()
 
     def _flush_keyless(self) -> None:
         """Remember rows still without their session's key; forget those that got it."""
-        keyless = t.sessions_keyless
         made, completed = [], []
-        for row in self.rows.values():
+        for row in self.touched.values():
             if not row["nas_id"] and not row["_keyless"]:
                 made.append({"session_id": row["id"].split(":", 1)[0], "row_id": row["id"]})
             elif row["nas_id"] and row["_keyless"]:
                 completed.append({"k_row": row["id"]})
-        if made:
-            self.conn.execute(insert(keyless), made)
-        if completed:
-            self.conn.execute(delete(keyless).where(keyless.c.row_id == bindparam("k_row")), completed)
+        execute_many(self.conn, _INSERT_KEYLESS, made)
+        execute_many(self.conn, _DELETE_KEYLESS, completed)
 
     def _flush_usage(self) -> None:
+        """Add the batch's usage to its buckets: one upsert per bucket, nothing read."""
         if not self.usage_delta:
             return
-        usage = t.usage
-        existing: dict[tuple[str, str, int, str], tuple[int, int]] = {}
-        low = min(key[2] for key in self.usage_delta)
-        high = max(key[2] for key in self.usage_delta)
-        for accounts in chunks(sorted({key[0] for key in self.usage_delta})):
-            query = select(usage).where(and_(usage.c.account_id.in_(accounts), usage.c.bucket_start >= low,
-                                             usage.c.bucket_start <= high))
-            for row in self.conn.execute(query):
-                existing[(row.account_id, row.granularity, row.bucket_start, row.band)] = (
-                    row.upload_bytes, row.download_bytes)
-        inserts, updates = [], []
-        for key, (up, down) in sorted(self.usage_delta.items()):
-            account_id, granularity, start, band = key
-            old_up, old_down = existing.get(key, (0, 0))
-            values = {"account_id": account_id, "granularity": granularity, "bucket_start": start, "band": band,
-                      "upload_bytes": min(old_up + up, BIGINT_MAX), "download_bytes": min(old_down + down, BIGINT_MAX)}
-            (updates if key in existing else inserts).append(values)
-        if inserts:
-            self.conn.execute(insert(usage), inserts)
-        if updates:
-            statement = (update(usage).where(and_(
-                usage.c.account_id == bindparam("k_account"), usage.c.granularity == bindparam("k_granularity"),
-                usage.c.bucket_start == bindparam("k_start"), usage.c.band == bindparam("k_band")))
-                .values(upload_bytes=bindparam("upload_bytes"), download_bytes=bindparam("download_bytes")))
-            self.conn.execute(statement, [
-                {"k_account": v["account_id"], "k_granularity": v["granularity"], "k_start": v["bucket_start"],
-                 "k_band": v["band"], "upload_bytes": v["upload_bytes"], "download_bytes": v["download_bytes"]}
-                for v in updates])
+        rows = [{"account_id": account_id, "granularity": granularity, "bucket_start": start, "band": band,
+                 "upload_bytes": min(up, BIGINT_MAX), "download_bytes": min(down, BIGINT_MAX)}
+                for (account_id, granularity, start, band), (up, down) in sorted(self.usage_delta.items())]
+        execute_many(self.conn, _usage_upsert(self.conn.dialect.name), rows)
 
 
 BIGINT_MAX = 2**63 - 1
+_USAGE_UPSERTS: dict[str, Any] = {}
+
+
+def _usage_upsert(dialect: str) -> Any:
+    """INSERT ... ON CONFLICT DO UPDATE adding to a bucket's totals, saturating at BIGINT's
+    range like ``_clean`` (without overflowing on the way: deltas are never negative)."""
+    statement = _USAGE_UPSERTS.get(dialect)
+    if statement is None:
+        usage = t.usage
+        insert_ = (sqlite.insert if dialect == "sqlite" else postgresql.insert)(usage)
+
+        def added(column: str) -> ColumnElement[Any]:
+            stored, delta = usage.c[column], insert_.excluded[column]
+            most = literal_column(str(BIGINT_MAX), BigInteger)
+            return case((stored > most - delta, most), else_=stored + delta)
+
+        statement = _USAGE_UPSERTS[dialect] = insert_.on_conflict_do_update(
+            index_elements=[c.name for c in usage.primary_key.columns],
+            set_={"upload_bytes": added("upload_bytes"), "download_bytes": added("download_bytes")})
+    return statement
+
+
 _COLUMNS = tuple(c.name for c in t.sessions.columns)
 _ALL_BUT_ID = tuple(name for name in _COLUMNS if name != "id")
 # Not in the table's key nor its indexes (see tables.py); started_at never changes anyway.
-_UNINDEXED = tuple(name for name in _COLUMNS if name not in {"id", "account_id", "framed_ip", "started_at"})
+_UNINDEXED = ("id", *(name for name in _COLUMNS if name not in {"id", "account_id", "framed_ip", "started_at"}))
+_INSERT_REGISTERED = insert(t.session_aggregates)
+_INSERT_SESSION = insert(t.sessions)
+_UPDATE_SESSION = (update(t.sessions).where(t.sessions.c.id == bindparam("id"))
+                   .values({name: bindparam(name) for name in _ALL_BUT_ID}))
+_UPDATE_UNINDEXED = (update(t.sessions).where(t.sessions.c.id == bindparam("id"))
+                     .values({name: bindparam(name) for name in _UNINDEXED if name != "id"}))
+_INSERT_KEYLESS = insert(t.sessions_keyless)
+_DELETE_KEYLESS = delete(t.sessions_keyless).where(t.sessions_keyless.c.row_id == bindparam("k_row"))
 
 
 def _clean(row: dict[str, Any], columns: tuple[str, ...] = _COLUMNS) -> dict[str, Any]:
     """Row values for the table; byte totals saturate at BIGINT's range (only absurd counters
     from a faulty NAS get there; the ledger keeps the exact figures, the projector keeps going)."""
     values = {name: row[name] for name in columns}
+    if values.get("amount").__class__ is Decimal:
+        values["amount"] = fmt(values["amount"])
     for key in ("upload_bytes", "download_bytes"):
         if values[key] > BIGINT_MAX:
             values[key] = BIGINT_MAX
@@ -227,3 +281,12 @@ class SessionModel(ReadModel):
     name = "sessions"
     tables = (t.session_aggregates, t.sessions, t.sessions_keyless, t.usage)
     batch_class = _SessionBatch
+
+    def __init__(self) -> None:
+        self.kept = KeptSessions()
+
+    def batch(self, conn: Any) -> _SessionBatch:
+        return _SessionBatch(conn, self.kept)
+
+    def forget(self) -> None:
+        self.kept.clear()
