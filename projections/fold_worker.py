@@ -1,19 +1,16 @@
 """The rebuild's sessions part folded in a second process, so a rebuild uses two cores.
 
 The rebuild's own process reads the log, folds the money part (catalog, balances, journal,
-payments, invoices) and writes every table; a second process folds the sessions part
-(sessions and usage buckets, ``fold.SESSION_EVENTS``) from the rows the first one sends it,
-chunk by chunk while it reads, and at the end of each window sends back that window's
-``SessionWrites``, which the first process writes in the same transaction as its own rows and
-the position. Rows are the log's stored JSON for the hot events and decoded events for the
-rare others (``Session.ClosedByNas``), so the second process needs no decoder and no
-connection.
+usage buckets, payments, invoices) and writes every table; a second process, forked from it,
+reads the sessions part's events (``fold.SESSION_EVENTS``) of each window from a connection
+of its own, folds them, and sends back that window's ``SessionWrites``, which the first
+process writes in the same transaction as its own rows and the position. A failure in it
+fails the rebuild before its window commits.
 
-The process is forked when the caller is single-threaded (no start-up cost) and spawned
-otherwise (forking a process whose other threads hold locks is unsafe; PostgreSQL's
-connection pools run threads). A forked process on a SQLite store reads its rows itself,
-from its own connection (no rows through the pipe). A failure in it fails the rebuild
-before its window commits.
+Only a single-threaded process forks (forking one whose other threads hold locks is unsafe):
+where that is not so (PostgreSQL's connection pools run threads), or the log is not in a
+SQLite file, the rebuild folds in one process. Starting a fresh interpreter instead was
+measured and lost: its start-up (~1 s of imports) cost more than the fold it took over.
 """
 
 from __future__ import annotations
@@ -26,38 +23,22 @@ import traceback
 from collections.abc import Callable
 from decimal import Context, localcontext
 from multiprocessing.connection import Connection
-from typing import Any
-
-import orjson
 
 from .fold import Fold, SessionWrites
 
-# (position, originator id as text, originator version, qualified event name, stored JSON
-# for a hot event or the decoded event for a cold one)
-FoldRow = tuple[int, str, int, str, Any]
+# Reads the window (after, upto] of the log and folds its sessions-part events into the fold.
+Reading = Callable[[Fold, int, int], None]
 
 
-def fold_rows(fold: Fold, rows: list[FoldRow]) -> None:
-    """Apply rows to ``fold`` by its hot (stored JSON) or cold (decoded event) rules."""
-    hot, cold, loads = fold.hot, fold.cold, orjson.loads
-    for position, originator_id, version, name, payload in rows:
-        handler = hot.get(name)
-        if handler is not None:
-            handler(position, originator_id, version, loads(payload))
-        else:
-            cold[name](position, payload)
+def can_fork() -> bool:
+    """Whether this process may fork the second process (Linux, single-threaded)."""
+    return "fork" in multiprocessing.get_all_start_methods() and threading.active_count() == 1
 
 
-def start_method() -> str:
-    """"fork" when this process may fork (Linux, single-threaded), "spawn" otherwise."""
-    methods = multiprocessing.get_all_start_methods()
-    return "fork" if "fork" in methods and threading.active_count() == 1 else "spawn"
-
-
-def _serve(conn: Connection, reading: Callable[[Fold, int, int], None] | None) -> None:
-    """The second process: fold what arrives (rows, or a window it reads itself with
-    ``reading``); answer each ``None`` with the writes since the last one."""
-    gc.freeze()  # what it inherited or imported stays out of the collector's sight
+def _serve(conn: Connection, reading: Reading) -> None:
+    """The second process: fold each window it is told of; answer each ``None`` with the
+    writes since the last one."""
+    gc.freeze()  # what it inherited stays out of the collector's sight
     fold = Fold(money=False)
     try:
         # Exact sums: rated amounts may carry more digits than Decimal's default 28.
@@ -68,11 +49,8 @@ def _serve(conn: Connection, reading: Callable[[Fold, int, int], None] | None) -
                     return
                 if message is None:
                     conn.send(("writes", fold.take_session_writes()))
-                elif message.__class__ is tuple:
-                    assert reading is not None
-                    reading(fold, *message)
                 else:
-                    fold_rows(fold, message)
+                    reading(fold, *message)
     except EOFError:  # the rebuild's process went away
         return
     except BaseException:
@@ -80,38 +58,26 @@ def _serve(conn: Connection, reading: Callable[[Fold, int, int], None] | None) -
 
 
 class SessionFoldProcess:
-    """The parent's handle on the second process. With ``reading`` (a forked process only:
-    the callable is inherited, not sent) it reads each window's rows itself, from its own
-    connection: ``fold_window``; without, it is sent them: ``feed``."""
+    """The rebuild's handle on the forked second process; ``reading`` is inherited by the
+    fork, not sent."""
 
-    def __init__(self, reading: Callable[[Fold, int, int], None] | None = None) -> None:
-        method = start_method()
-        if reading is not None and method != "fork":
-            raise ValueError("only a forked process can read the log itself")
-        context = multiprocessing.get_context(method)
-        self.reads = reading is not None
+    def __init__(self, reading: Reading) -> None:
+        context = multiprocessing.get_context("fork")
         self.conn, child = context.Pipe()
         self.process = context.Process(target=_serve, args=(child, reading), name="wispgate-rebuild-sessions",
                                        daemon=True)
         self.process.start()
         child.close()
 
-    def feed(self, rows: list[FoldRow]) -> None:
-        """Send rows to fold (in log order)."""
-        self._send(rows)
-
     def fold_window(self, after: int, upto: int) -> None:
         """Have it read and fold the notifications after ``after`` up to ``upto``."""
-        self._send((after, upto))
-
-    def _send(self, message: Any) -> None:
         try:
-            self.conn.send(message)
+            self.conn.send((after, upto))
         except OSError:
             raise self._died() from None
 
     def take(self) -> SessionWrites:
-        """The writes of everything fed since the last call (waits for the fold to get there)."""
+        """The writes of every window folded since the last call (waits for the fold)."""
         try:
             self.conn.send(None)
             kind, value = self.conn.recv()

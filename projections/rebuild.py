@@ -28,7 +28,7 @@ from sqlalchemy import Connection, Engine, Table, bindparam, delete, insert, sel
 from . import tables as t
 from .decoding import DECODERS
 from .fold import SESSION_EVENTS, Fold, Row, SessionWrites, balance_values
-from .fold_worker import FoldRow, SessionFoldProcess, start_method
+from .fold_worker import SessionFoldProcess, can_fork
 from .invoices import _InvoiceBatch
 
 LogRow = tuple[int, Any, int, str, bytes | None]  # id, originator id as stored, version, topic, state
@@ -42,8 +42,6 @@ def _handler_events(batch_class: type) -> set[str]:
 
 # The invoice model's unit of work is fed these (whatever handlers it has).
 INVOICE_EVENTS = frozenset(_handler_events(_InvoiceBatch))
-# Sessions-part events the second process gets as stored JSON (the others decoded).
-HOT_SESSION_EVENTS = frozenset(name for name in SESSION_EVENTS if name in Fold(money=False).hot)
 
 
 def fold_covers_models() -> bool:
@@ -168,8 +166,6 @@ def _hyphenated(originator_id: str) -> str:
 # Logs at least this long are folded by two processes (``fold_worker.py``) when two cores are
 # there: below it, starting the second process costs more than it saves.
 PARALLEL_MIN_EVENTS = 20_000
-# Rows sent to the second process at a time: it folds one chunk while the next is read.
-CHUNK = 4_000
 
 
 def _cores() -> int:
@@ -184,8 +180,8 @@ class FastRebuild:
 
     def __init__(self, engine: Engine, name: str, recorder: Any, decode: Callable[[Any], Any], *,
                  parallel: bool | None = None) -> None:
-        """``parallel``: fold the sessions part in a second process (None: when the log is
-        long enough and two cores are there)."""
+        """``parallel``: fold the sessions part in a second process where that can be
+        (``fold_worker.py``; None: when the log is long enough and two cores are there)."""
         self.engine = engine
         self.name = name
         self.decode = decode
@@ -207,17 +203,14 @@ class FastRebuild:
         parallel = self.parallel
         if parallel is None:
             parallel = head >= PARALLEL_MIN_EVENTS and _cores() >= 2
-        if parallel:
-            self.fold = Fold(sessions=False)
-            if start_method() == "fork" and self._sqlite_file() is not None:
-                # The forked process reads its rows itself; this one reads only its own.
-                fold = self.fold
-                own = {topic for topic, name in self.topics.items()
-                       if name in fold.hot or name in fold.cold or name in INVOICE_EVENTS}
-                self.reader = LogReader(self.recorder, sorted(own))
-                self.worker = SessionFoldProcess(reading=self._fold_sessions_window)
-            else:
-                self.worker = SessionFoldProcess()
+        if parallel and can_fork() and self._sqlite_file() is not None:
+            # The forked process reads and folds the sessions part; this one reads only the
+            # events of its own part.
+            fold = self.fold = Fold(sessions=False)
+            own = {topic for topic, name in self.topics.items()
+                   if name in fold.hot or name in fold.cold or name in INVOICE_EVENTS}
+            self.reader = LogReader(self.recorder, sorted(own))
+            self.worker = SessionFoldProcess(self._fold_sessions_window)
         try:
             return self._run(upto=upto, window=window, progress=progress, advanced=advanced)
         finally:
@@ -248,12 +241,10 @@ class FastRebuild:
     def _window(self, after: int, upto: int) -> int | None:
         """Fold and write the notifications after ``after`` up to ``upto``; returns how many
         there were, or None (nothing written) when the stored position is no longer ``after``."""
-        topics, hot, cold, parsers, worker = self.topics, self.fold.hot, self.fold.cold, self.fold.parsers, self.worker
-        if worker is not None and worker.reads:
-            worker.fold_window(after, upto)
-            worker = None  # nothing to send it
+        topics, hot, cold, parsers = self.topics, self.fold.hot, self.fold.cold, self.fold.parsers
+        if self.worker is not None:
+            self.worker.fold_window(after, upto)
         invoice_events: list[Any] = []
-        outgoing: list[FoldRow] = []  # rows for the second process
         read = 0
         # Exact sums: rated amounts may carry more digits than Decimal's default 28.
         with localcontext(Context(prec=80)):
@@ -261,16 +252,10 @@ class FastRebuild:
             for rows in self.reader.read(after, upto):
                 read += len(rows)
                 for position, stored_id, version, topic, state in rows:
-                    if state is None:  # no read model handles it
+                    if state is None:  # no read model (or the other process) handles it
                         continue
                     name = topics[topic]
                     originator_id = ids.get(stored_id) or hyphenated(stored_id)
-                    if worker is not None and name in SESSION_EVENTS:
-                        outgoing.append((position, originator_id, version, name, state if name in HOT_SESSION_EVENTS
-                                         else self._event(position, topic, originator_id, version, state)))
-                        if len(outgoing) >= CHUNK:
-                            worker.feed(outgoing)
-                            outgoing = []
                     handler = hot.get(name)
                     if handler is not None:
                         handler(position, originator_id, version, parsers.get(name, loads)(state))
@@ -284,8 +269,6 @@ class FastRebuild:
                         call(position, event)
                     if invoice:
                         invoice_events.append((position, event))
-            if worker is not None and outgoing:
-                worker.feed(outgoing)
             with self.engine.begin() as conn:
                 if conn.dialect.name == "sqlite":
                     # Take SQLite's write lock before reading the position (FOR UPDATE is

@@ -240,10 +240,11 @@ def test_a_model_handler_without_its_fold_rule_sends_rebuilds_the_windowed_way(
 
 def test_rebuild_with_the_sessions_part_in_a_second_process_equals_live_projection(
         monkeypatch: Any, runtime: Runtime) -> None:
-    """The two-process fold (``fold_worker.py``: forked on SQLite, spawned next to
-    PostgreSQL's pool threads) gives the live tables, in any window and chunk size; a second
-    process that dies fails the rebuild before its window commits, and the rebuild resumed
-    afterwards gives the live tables again."""
+    """The two-process fold (``fold_worker.py``: forked, reading the sessions part itself, on
+    a SQLite store) gives the live tables, in any window and read size; next to PostgreSQL's
+    pool threads nothing is forked and the one-process fold gives them. A second process that
+    dies fails the rebuild before its window commits, and the rebuild resumed afterwards gives
+    the live tables again."""
     import os
     import signal
 
@@ -257,30 +258,27 @@ def test_rebuild_with_the_sessions_part_in_a_second_process_equals_live_projecti
     started: list[Any] = []
 
     class Recorded(rebuild.SessionFoldProcess):
-        def __init__(self, **options: Any) -> None:
-            super().__init__(**options)
+        def __init__(self, reading: Any) -> None:
+            super().__init__(reading)
             started.append(self)
 
     monkeypatch.setattr(rebuild, "SessionFoldProcess", Recorded)
     monkeypatch.setattr(rebuild, "PARALLEL_MIN_EVENTS", 0)
     monkeypatch.setattr(rebuild, "_cores", lambda: 2)
+    forks = not runtime.settings.database_url
     head = runtime.ledger.recorder.max_notification_id()
-    sqlite_file = rebuild.FastRebuild._sqlite_file
-    # SQLite: the forked process reads its rows itself, or (no file to read) is sent them.
-    for reads in ([True, False] if not runtime.settings.database_url else [False]):
-        monkeypatch.setattr(rebuild.FastRebuild, "_sqlite_file", sqlite_file if reads else lambda self: None)
-        for window, chunk in ((1_000_000, 4_000), (rng.randint(2, 50), rng.randint(1, 30))):
-            monkeypatch.setattr(rebuild, "CHUNK", chunk)
-            monkeypatch.setattr(rebuild, "READ_CHUNK", rng.randint(1, 30))
-            runtime.projector.reset()
-            assert runtime.projector.rebuild(runtime.ledger.recorder, window=window) == head
-            assert started and not started[-1].process.is_alive()  # the path under test, and it ended
-            assert started[-1].reads == reads
-            rebuilt = tables(runtime)
-            for name, rows in live.items():
-                assert rebuilt[name] == rows, \
-                    f"seed {seed}, reads {reads}, window {window}, chunk {chunk}: table {name} differs"
-    monkeypatch.setattr(rebuild.FastRebuild, "_sqlite_file", sqlite_file)
+    for window in (1_000_000, rng.randint(2, 50)):
+        monkeypatch.setattr(rebuild, "READ_CHUNK", rng.randint(1, 30))
+        runtime.projector.reset()
+        started.clear()
+        assert runtime.projector.rebuild(runtime.ledger.recorder, window=window) == head
+        assert len(started) == forks  # the path under test
+        assert not started or not started[-1].process.is_alive()  # and it ended
+        rebuilt = tables(runtime)
+        for name, rows in live.items():
+            assert rebuilt[name] == rows, f"seed {seed}, window {window}: table {name} differs"
+    if not forks:
+        return
     window = rng.randint(5, head // 3)
     runtime.projector.reset()
 
