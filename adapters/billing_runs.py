@@ -7,6 +7,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING
 from uuid import UUID
 
+from adapters.billing_drafts import drafted_ahead
 from domain.plans import version_in_force
 from ledger.billing import RunResult
 from projections import finance
@@ -30,9 +31,16 @@ def catch_up(runtime: Runtime) -> None:
         projector.rebuild(ledger.recorder, upto=ledger.recorder.max_notification_id() or 0)
 
 
+# From this many accounts a run drafts its batches in a second process (adapters/billing_drafts.py):
+# starting it costs about a second, which a smaller run would not win back.
+DRAFT_PROCESS_FROM = 5000
+
+
 def run_billing(runtime: Runtime, period: str, *, at: int, batch_size: int = 1000,
-                progress: Progress | None = None) -> RunResult:
-    """Bill every account for ``period`` (YYYY-MM) as of ``at``; safe to re-run."""
+                progress: Progress | None = None, draft_process: bool | None = None) -> RunResult:
+    """Bill every account for ``period`` (YYYY-MM) as of ``at``; safe to re-run.
+    ``draft_process``: draft the batches in a second process (None: from
+    ``DRAFT_PROCESS_FROM`` accounts)."""
     settings, ledger, engine = runtime.settings, runtime.ledger, runtime.engine
     catch_up(runtime)
     accounts = finance.account_ids(engine)
@@ -44,13 +52,25 @@ def run_billing(runtime: Runtime, period: str, *, at: int, batch_size: int = 100
     # the projected position (something else was recorded meanwhile) is left to the final
     # catch-up, as is everything when the projector runs elsewhere.
     recorded = None if runtime.stages else runtime.projector.project_recorded
-    for offset in range(0, len(accounts), batch_size):
-        batch = [UUID(a) for a in accounts[offset:offset + batch_size]]
-        result.add(ledger.bill_accounts(period, batch, at=at, site=settings.site,
-                                        net_days=settings.invoice_net_days, carried=carried,
-                                        known_invoiced=known, recorded=recorded))
-        if progress is not None:
-            progress(min(offset + batch_size, len(accounts)), len(accounts))
+    batches = [[UUID(a) for a in accounts[offset:offset + batch_size]]
+               for offset in range(0, len(accounts), batch_size)]
+    if draft_process is None:
+        draft_process = len(accounts) >= DRAFT_PROCESS_FROM
+    if draft_process:
+        billed = 0
+        for drafted in drafted_ahead(settings, period, batches, at=at, carried=carried, known=known):
+            result.add(ledger.issue_drafted(drafted, at=at, site=settings.site, net_days=settings.invoice_net_days,
+                                            carried=carried, recorded=recorded))
+            billed += len(drafted.account_ids)
+            if progress is not None:
+                progress(billed, len(accounts))
+    else:
+        for number, batch in enumerate(batches, 1):
+            result.add(ledger.bill_accounts(period, batch, at=at, site=settings.site,
+                                            net_days=settings.invoice_net_days, carried=carried,
+                                            known_invoiced=known, recorded=recorded))
+            if progress is not None:
+                progress(min(number * batch_size, len(accounts)), len(accounts))
     catch_up(runtime)
     return result
 

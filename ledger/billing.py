@@ -13,7 +13,7 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from decimal import Decimal
 from functools import lru_cache
@@ -22,7 +22,7 @@ from uuid import UUID
 
 from eventsourcing.application import Application, ProcessingEvent
 from eventsourcing.domain import Aggregate
-from eventsourcing.persistence import IntegrityError, Recording
+from eventsourcing.persistence import IntegrityError, Notification, Recording
 
 from domain.calendar import period_for_label
 from domain.money import ROUNDING, minor_unit
@@ -34,7 +34,15 @@ from .billing_period import BillingPeriod
 from .bulk import existing_ids, load_aggregates
 from .catalog import Plan
 from .errors import Conflict, NotFound
-from .invoice import CreditNote, Invoice, InvoiceSeries, document_number, invoice_id, new_invoice_events
+from .invoice import (
+    CreditNote,
+    Invoice,
+    InvoiceSeries,
+    document_number,
+    invoice_id,
+    new_invoice_events,
+    stored_invoice_event,
+)
 from .journal import TAX_PAYABLE, Posting, balanced, subscriber_account
 from .late_usage import LateUsage, late_usage, recorded_versions
 from .period_usage import PeriodUsage, period_usage
@@ -73,6 +81,17 @@ class _Draft:
     lines: tuple[InvoiceLine, ...]
     subscriber: str
     usage_versions: dict[str, int]
+
+
+@dataclass
+class DraftedBatch:
+    """One batch of accounts drafted for a period, nothing recorded yet: the counts so far
+    and the drafts to number and issue (plain, picklable data: another process may draft)."""
+
+    period: str
+    account_ids: list[UUID]
+    result: RunResult
+    drafts: list[_Draft]
 
 
 @dataclass(frozen=True)
@@ -131,7 +150,8 @@ class BillingRun:
         repository: Any
 
         def save(self, *objs: Any, **kwargs: Any) -> Any: ...
-        def _record(self, processing_event: ProcessingEvent[UUID]) -> list[Recording[UUID]]: ...
+        mapper: Any
+        recorder: Any
         def _take_snapshots(self, processing_event: ProcessingEvent[UUID]) -> None: ...
         def _notify(self, recordings: list[Recording[UUID]]) -> None: ...
         def _get(self, cls: type[A], aggregate_id: UUID, what: str) -> A: ...
@@ -153,11 +173,11 @@ class BillingRun:
         notification ids once they are committed (to project them without reading them back)."""
         result = RunResult(period)
         for attempt in range(attempts):
-            committed: list[tuple[int, Any]] = []
+            drafted = self.draft_batch(period, account_ids, at=at, carried=carried or {},
+                                       known_invoiced=known_invoiced if attempt == 0 else frozenset())
+            drafted.result.retries = result.retries
             try:
-                result = self._bill_batch(period, account_ids, at=at, site=site, net_days=net_days,
-                                          carried=carried or {}, known=known_invoiced if attempt == 0 else frozenset(),
-                                          result=result, committed=committed)
+                result, committed = self._issue(drafted, at=at, site=site, net_days=net_days)
             except IntegrityError:
                 # Another run saved the series (or one of these invoices) first: retry; the
                 # invoices it issued are found in the store and skipped.
@@ -168,13 +188,32 @@ class BillingRun:
             return result
         raise Conflict(f"billing {period}: the batch kept conflicting with concurrent runs")
 
-    def _bill_batch(
-        self, period: str, account_ids: Sequence[UUID], *, at: int, site: str, net_days: int,
-        carried: Mapping[str, Mapping[str, str]], known: frozenset[str], result: RunResult,
-        committed: list[tuple[int, Any]],
+    def issue_drafted(
+        self, drafted: DraftedBatch, *, at: int, site: str, net_days: int = 14,
+        carried: Mapping[str, Mapping[str, str]] | None = None, recorded: Recorded | None = None,
     ) -> RunResult:
-        # The batch's aggregates are read in a few bulk queries (ledger/bulk.py), not one by one.
-        candidates = {a: invoice_id(a, period) for a in account_ids if str(a) not in known}
+        """Issue a batch ``draft_batch`` drafted (here or in another process, with the same
+        ``at`` and ``carried``), as ``bill_accounts`` would have; when the save conflicts with
+        a concurrent run, the batch is billed again by ``bill_accounts``."""
+        try:
+            result, committed = self._issue(drafted, at=at, site=site, net_days=net_days)
+        except IntegrityError:
+            result = self.bill_accounts(drafted.period, drafted.account_ids, at=at, site=site, net_days=net_days,
+                                        carried=carried, recorded=recorded)
+            result.retries += 1
+            return result
+        if recorded is not None and committed:
+            recorded(committed)
+        return result
+
+    def draft_batch(
+        self, period: str, account_ids: Sequence[UUID], *, at: int,
+        carried: Mapping[str, Mapping[str, str]], known_invoiced: frozenset[str] = frozenset(),
+    ) -> DraftedBatch:
+        """Draft the invoices of ``period`` for one batch of accounts, recording nothing: the
+        batch's aggregates are read in a few bulk queries (ledger/bulk.py), not one by one."""
+        result = RunResult(period)
+        candidates = {a: invoice_id(a, period) for a in account_ids if str(a) not in known_invoiced}
         result.existing += len(account_ids) - len(candidates)
         store = cast("Application[UUID]", self)  # this mixin is part of the Ledger application
         invoiced = existing_ids(store, candidates.values())
@@ -209,12 +248,20 @@ class BillingRun:
                 result.skipped += 1
             else:
                 drafts.append(drafted)
+        return DraftedBatch(period, list(account_ids), result, drafts)
+
+    def _issue(self, drafted: DraftedBatch, *, at: int, site: str, net_days: int,
+               ) -> tuple[RunResult, list[tuple[int, Any]]]:
+        """Number and record a drafted batch with its series, in one transaction; returns
+        the run's counts and the recorded (notification id, event) pairs."""
+        result, drafts = drafted.result, drafted.drafts
         if not drafts:
-            return result
+            return result, []
         series_name = f"INV-{site}-{datetime.fromtimestamp(at, UTC).year}"
         series = self._series(series_name)
         first = series.reserve(len(drafts))
         events: list[Any] = []
+        issued: list[str] = []
         for offset, draft in enumerate(drafts):
             postings = balanced([Posting(a, amount, c) for a, amount, c in
                                  issue_postings(draft.lines, draft.subscriber, draft.drafted["currency"])])
@@ -222,20 +269,30 @@ class BillingRun:
             events += new_invoice_events(draft.drafted, {
                 "number": number, "series": series_name, "issued_at": at, "due_at": at + net_days * DAY,
                 "subscriber": draft.subscriber, "postings": postings, "usage_versions": draft.usage_versions})
-            result.issued.append(number)
+            issued.append(number)
         # The series and every invoice in one transaction: a concurrent run conflicts on the series.
-        committed += [(r.notification.id, r.domain_event) for r in self._record_batch(series, events)]
-        return result
+        committed = [(r.notification.id, r.domain_event) for r in self._record_batch(series, events)]
+        done = replace(result, issued=result.issued + issued)
+        return done, committed
 
     def _record_batch(self, series: InvoiceSeries, events: list[Any]) -> list[Recording[UUID]]:
         """``save(series, *events)``, without ProcessingEvent.collect_events's two runtime-
         protocol isinstance checks per object (a twentieth of a run with 2 events an invoice):
         the same recording, snapshots and notification of listeners."""
+        series_events = series.collect_events()
         processing_event: ProcessingEvent[UUID] = ProcessingEvent()
-        processing_event.events.extend(series.collect_events())
+        processing_event.events += [*series_events, *events]
         processing_event.aggregates[series.id] = series
-        processing_event.events.extend(events)
-        recordings = self._record(processing_event)
+        # What Application._record does (EventStore.put), the invoices' events encoded the
+        # quick way (ledger/invoice.py: the same bytes).
+        mapper: Any = self.mapper
+        stored = [mapper.to_stored_event(e) for e in series_events] + [stored_invoice_event(mapper, e) for e in events]
+        ids = self.recorder.insert_events(stored) or []
+        recordings = [Recording(e, Notification(id=n, originator_id=s.originator_id,
+                                                originator_version=s.originator_version, topic=s.topic, state=s.state))
+                      for e, s, n in zip(processing_event.events, stored, ids, strict=True)]
+        if self.repository.cache and not self.repository.fastforward:
+            self.repository.cache.put(series.id, series)
         self._take_snapshots(processing_event)
         self._notify(recordings)
         return recordings
@@ -339,4 +396,4 @@ class BillingRun:
         return note, True
 
 
-__all__ = ["BillingRun", "Recorded", "RunResult"]
+__all__ = ["BillingRun", "DraftedBatch", "Recorded", "RunResult"]

@@ -15,6 +15,9 @@ from decimal import Decimal
 from typing import Any
 from uuid import UUID
 
+import pytest
+
+from adapters.billing_drafts import drafted_ahead
 from adapters.billing_runs import run_billing
 from api.bootstrap import Runtime
 from domain.calendar import period_for_label
@@ -69,7 +72,7 @@ def _credit(runtime: Runtime, rng: random.Random, history: _ProjectedHistory, la
                                      key=f"c{rng.random()}")
 
 
-def _history_billed(runtime: Runtime, seed: int, interleave: bool) -> list[bool]:
+def _history_billed(runtime: Runtime, seed: int, interleave: bool, draft_process: bool = False) -> list[bool]:
     """Bill a random history month by month; after each run, the read models must equal the
     ``process`` path's. Returns what each ``project_recorded`` call answered. ``interleave``:
     a payment is recorded between batches (so the next batch does not follow the projected
@@ -94,7 +97,7 @@ def _history_billed(runtime: Runtime, seed: int, interleave: bool) -> list[bool]
         at = max(period_for_label(label, a.anchor_day)[1] for a in history.accounts.values()) + 86_400
         for _ in range(rng.randrange(0, 4)):  # credit waiting before the invoice, or paying older ones
             _pay(runtime, rng, history, at - 3_600)
-        result = run_billing(runtime, label, at=at, batch_size=rng.randrange(2, 7))
+        result = run_billing(runtime, label, at=at, batch_size=rng.randrange(2, 7), draft_process=draft_process)
         assert result.issued, f"seed {seed}: nothing billed for {label}"
         live = projector.table_rows()
         assert live == _processed_rows(runtime), f"seed {seed}, {label}: projected from memory != process"
@@ -105,10 +108,11 @@ def _history_billed(runtime: Runtime, seed: int, interleave: bool) -> list[bool]
     return answers
 
 
-def test_a_run_projects_its_invoices_as_process_does(runtime: Runtime) -> None:
+@pytest.mark.parametrize("draft_process", [False, True], ids=["drafted here", "drafted by a second process"])
+def test_a_run_projects_its_invoices_as_process_does(runtime: Runtime, draft_process: bool) -> None:
     seed = int(os.environ.get("WISPGATE_TEST_SEED") or random.randrange(2**32))
     print(f"seed {seed}")
-    answers = _history_billed(runtime, seed, interleave=False)
+    answers = _history_billed(runtime, seed, interleave=False, draft_process=draft_process)
     assert answers and all(answers), f"seed {seed}: a batch was not projected from memory: {answers}"
 
 
@@ -125,3 +129,33 @@ def test_project_recorded_refuses_events_that_do_not_follow_the_position(runtime
     assert projector.project_recorded([(before + 2, object())]) is False  # a gap after the position
     assert projector.project_recorded([(before + 1, object()), (before + 3, object())]) is False
     assert projector.position() == before
+
+
+def test_a_second_process_drafts_what_this_one_drafts(runtime: Runtime) -> None:
+    """The drafting process's batches (adapters/billing_drafts.py) equal ``draft_batch`` here:
+    the same accounts counted the same way and the same drafts (lines, totals, late usage,
+    recorded versions), with some accounts already invoiced and some known to be."""
+    seed = int(os.environ.get("WISPGATE_TEST_SEED") or random.randrange(2**32))
+    print(f"seed {seed}")
+    rng = random.Random(seed)
+    history = _ProjectedHistory(runtime, rng, accounts=12)
+    ids = list(history.accounts)
+    for account_id in ids:
+        for label in rng.sample(MONTHS[:4], rng.randrange(0, 4)):
+            history.use(account_id, label)
+    label = MONTHS[2]
+    at = max(period_for_label(label, a.anchor_day)[1] for a in history.accounts.values()) + 86_400
+    runtime.ledger.bill_accounts(label, rng.sample(ids, 4), at=at - 86_400 * rng.randrange(0, 2), site="t")
+    for account_id in rng.sample(ids, 3):
+        history.use(account_id, MONTHS[1])
+    label = MONTHS[3]
+    at = max(period_for_label(label, a.anchor_day)[1] for a in history.accounts.values()) + 86_400
+    runtime.ledger.bill_accounts(label, rng.sample(ids, 3), at=at, site="t")
+    carried = {str(a): {"previous_balance": str(rng.randrange(100)), "payments": "1.5"} for a in ids[::2]}
+    known = frozenset(str(a) for a in rng.sample(ids, 2))
+    batches = [ids[n:n + 5] for n in range(0, len(ids), 5)]
+    here = [runtime.ledger.draft_batch(label, batch, at=at, carried=carried, known_invoiced=frozenset(
+        str(a) for a in batch) & known) for batch in batches]
+    there = list(drafted_ahead(runtime.settings, label, batches, at=at, carried=carried, known=known))
+    assert there == here, f"seed {seed}"
+    assert sum(len(b.drafts) for b in here) > 0, f"seed {seed}: nothing drafted"

@@ -1,0 +1,81 @@
+"""Drafting a billing run's batches in a second process, while this one issues and projects.
+
+Drafting a batch (reading its accounts, billing periods and earlier invoices, pricing the
+invoices) is about half of a run's CPU, and it only reads the store; numbering, recording and
+projecting the invoices is the other half. With a drafting process one batch ahead, a run
+uses two cores: the drafts come back as plain data (``ledger.billing.DraftedBatch``), and
+this process numbers and records them in order, exactly as it would have drafted them itself
+(``tests/test_billing_projection.py`` compares both). Batches hold disjoint accounts, so
+drafting the next one while this one is recorded reads nothing this run is writing.
+
+The drafting process is ``python -m adapters.billing_drafts`` on a socket pair, started like
+serve's children (``adapters/child_process.py``: it dies with its parent).
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Iterator, Mapping, Sequence
+from multiprocessing.connection import Connection
+from uuid import UUID
+
+from adapters.child_process import child_main, spawn
+from api.settings import Settings
+from ledger.billing import DraftedBatch
+
+
+def drafted_ahead(settings: Settings, period: str, batches: Sequence[list[UUID]], *, at: int,
+                  carried: Mapping[str, Mapping[str, str]], known: frozenset[str],
+                  ahead: int = 2) -> Iterator[DraftedBatch]:
+    """The batches drafted, in order, by a second process that keeps ``ahead`` batches in
+    flight. Each batch is only given the ``known`` accounts that are in it. A failure in
+    the drafting process is raised here."""
+    process, ours, conn = spawn("adapters.billing_drafts")
+    try:
+        conn.send((settings, dict(carried)))
+        sent = 0
+        for received in range(len(batches)):
+            while sent < len(batches) and sent - received < ahead:
+                batch = batches[sent]
+                conn.send((period, batch, at, frozenset(str(a) for a in batch) & known))
+                sent += 1
+            answer = conn.recv()
+            if isinstance(answer, BaseException):
+                raise answer
+            yield answer
+    finally:
+        conn.close()
+        ours.close()  # the child reads EOF and exits
+        process.wait(timeout=30)
+
+
+def _serve(conn: Connection) -> int:
+    """In the drafting process: a Ledger on the run's store, then one DraftedBatch (or the
+    exception drafting raised) per batch asked for, until the parent closes the connection."""
+    from adapters.persistence import eventstore_env
+    from ledger.application import Ledger
+
+    settings, carried = conn.recv()
+    ledger = Ledger(env=eventstore_env("ledger", data_dir=settings.data_dir, database_url=settings.database_url))
+    try:
+        while True:
+            try:
+                period, batch, at, known = conn.recv()
+            except EOFError:
+                return 0
+            try:
+                conn.send(ledger.draft_batch(period, batch, at=at, carried=carried, known_invoiced=known))
+            except Exception as error:  # noqa: BLE001 - the parent raises it
+                conn.send(error)
+    finally:
+        ledger.close()
+
+
+def main(argv: list[str] | None = None) -> int:
+    return child_main(sys.argv[1:] if argv is None else argv, _serve)
+
+
+__all__ = ["drafted_ahead"]
+
+if __name__ == "__main__":
+    sys.exit(main())
