@@ -87,6 +87,7 @@ class Enforcer:
     and when the ledger forgets its cached aggregates (promotion, fencing)."""
 
     cache_limit = 200_000  # accounts' facts kept; beyond that the cache starts over
+    record_interval = 1.0  # seconds
 
     def __init__(self, ledger: Ledger, engine: Engine, projector: ReadModelProjector,
                  coa: CoaClient | None = None) -> None:
@@ -98,7 +99,12 @@ class Enforcer:
         self.facts: dict[str, AccountFacts | None] = {}  # by account id hex; None: no such account
         self.plans: dict[UUID, list[PlanVersion]] = {}
         self.interned: dict[Any, Any] = {}
-        self.position = -1  # what this enforcer last recorded (-1: nothing yet)
+        # Where it has read to, and what it last recorded (-1: nothing yet). A batch that decides
+        # nothing does not have to record its position at once: after a crash, re-deciding it
+        # changes nothing (at most a repeated CoA to a session opened while enforced), so the
+        # position alone is recorded at most every `record_interval` seconds, not each batch.
+        self.position = self.recorded = -1
+        self.recorded_at = time.monotonic()
         self.stale = False
         # Another thread (a site's fencing, a failed rater batch) may ask: the cache is
         # dropped at the start of the next step, never under a running one.
@@ -110,12 +116,16 @@ class Enforcer:
         self.stale = True
 
     def step(self) -> int:
-        position = self.ledger.tracked_position(NAME)
-        if position != self.position or self.stale:
+        recorded = self.ledger.tracked_position(NAME)
+        if recorded != self.recorded or self.stale:
+            # Moved under us (a rewind, another enforcer), or asked to: start over from the
+            # recorded position with nothing cached.
             self.stale = False
             self.facts.clear()
             self.plans.clear()
             self.interned.clear()
+            self.recorded = self.position = recorded
+        position = self.position
         projected = self.projector.position()
         if projected <= position:
             return 0
@@ -125,7 +135,8 @@ class Enforcer:
         self._forget_changed(batch)
         for _ in range(5):  # an admin write to the same account may race us: re-decide
             try:
-                self._enforce(batch.accounts, Tracking(NAME, upto))
+                if self._enforce(batch.accounts, Tracking(NAME, upto)):
+                    self.recorded, self.recorded_at = upto, time.monotonic()
                 break
             except IntegrityError:
                 self.facts.clear()
@@ -190,7 +201,9 @@ class Enforcer:
             return "lift"
         return ""
 
-    def _enforce(self, triggers: dict[str, Triggers], tracking: Tracking) -> None:
+    def _enforce(self, triggers: dict[str, Triggers], tracking: Tracking) -> bool:
+        """Decide and act for the batch; True when its position was recorded (always with a
+        decision; alone, when `record_interval` has passed)."""
         now = int(time.time())
         missing = [account for account in triggers if account not in self.facts]
         if missing:
@@ -224,12 +237,15 @@ class Enforcer:
                 results = self._lift(account, account.enforcement)
                 account.enforcement_lifted(at=now, reason="resolved", results=results)
                 changed.append(account)
+        if not changed and time.monotonic() - self.recorded_at < self.record_interval:
+            return False
         processing_event: ProcessingEvent[UUID] = ProcessingEvent(tracking=tracking)
         processing_event.collect_events(*changed)
         recordings = self.ledger._record(processing_event)
         for account in changed:
             self.facts[account.id.hex] = AccountFacts.of(account, self.interned)
         self.ledger._notify(recordings)
+        return True
 
     def _receivables(self, account_ids: list[str]) -> dict[str, Decimal]:
         """What each account owes (its receivable balance), by account id hex, for those with

@@ -208,11 +208,11 @@ def test_what_the_enforcer_keeps_is_dropped_when_the_ledger_forgets_or_another_e
     ledger = runtime.ledger
     enforcer = Enforcer(ledger, runtime.engine, runtime.projector)
     _use(runtime, enforcer, nas_id, 0, "start")
-    assert account_id.hex in enforcer.facts
+    kept = enforcer.facts[account_id.hex]
     ledger.forget_live_sessions()  # e.g. a fenced site set its divergent tail aside
-    assert account_id.hex in enforcer.facts  # never under a running step: at the next one
-    _enforce(runtime, enforcer)
-    assert account_id.hex not in enforcer.facts
+    assert enforcer.facts[account_id.hex] is kept  # never under a running step: at the next one
+    _enforce(runtime, enforcer)  # starts over from the recorded position, reading the account again
+    assert enforcer.facts[account_id.hex] is not kept and enforcer.facts[account_id.hex] == kept
     _use(runtime, enforcer, nas_id, 1 * GB)
     assert account_id.hex in enforcer.facts
     other = Enforcer(ledger, runtime.engine, runtime.projector)  # took over, then went away
@@ -221,3 +221,29 @@ def test_what_the_enforcer_keeps_is_dropped_when_the_ledger_forgets_or_another_e
     settle(runtime)
     enforcer.step()
     assert _enforcement(runtime, account_id)["reason"] == "suspended"
+
+
+def test_a_decision_is_recorded_with_its_position_and_a_restart_re_decides_the_rest(
+        runtime: Runtime, nas: NasStandIn) -> None:
+    nas_id, account_id, _ = _setup(runtime, nas)
+    ledger = runtime.ledger
+    enforcer = Enforcer(ledger, runtime.engine, runtime.projector)
+    enforcer.record_interval = 3600  # a batch that decides nothing leaves its position unrecorded
+    _use(runtime, enforcer, nas_id, 0, "start")
+    _use(runtime, enforcer, nas_id, 1 * GB)
+    assert ledger.tracked_position("enforcer") == 0 < enforcer.position
+    ledger.set_account_status(account_id, status="suspended", at=0)
+    _enforce(runtime, enforcer)
+    assert ledger.tracked_position("enforcer") == enforcer.position  # recorded with the decision
+    sent = len(nas.received)
+    assert sent == 1 and _enforcement(runtime, account_id)["reason"] == "suspended"
+    _use(runtime, enforcer, nas_id, 2 * GB)  # still suspended: nothing new to decide or record
+    assert ledger.tracked_position("enforcer") < enforcer.position
+    restarted = Enforcer(ledger, runtime.engine, runtime.projector)  # after a crash
+    _enforce(runtime, restarted)
+    assert restarted.position == enforcer.position and len(nas.received) == sent
+    # A session opened while suspended is cut off, by whichever enforcer runs.
+    now = int(time.time())
+    runtime.intake.append([record("start", "S2", at=now, user="alice", nas=nas_id)])
+    _enforce(runtime, restarted)
+    assert len(nas.received) == sent + 2  # both open sessions (S1 and S2) disconnected again
