@@ -40,7 +40,7 @@ def run_billing(runtime: Runtime, period: str, *, at: int, batch_size: int = 100
                 progress: Progress | None = None, draft_process: bool | None = None) -> RunResult:
     """Bill every account for ``period`` (YYYY-MM) as of ``at``; safe to re-run.
     ``draft_process``: draft the batches in a second process (None: from
-    ``DRAFT_PROCESS_FROM`` accounts)."""
+    ``DRAFT_PROCESS_FROM`` accounts not known to be invoiced yet)."""
     settings, ledger, engine = runtime.settings, runtime.ledger, runtime.engine
     catch_up(runtime)
     accounts = finance.account_ids(engine)
@@ -54,8 +54,8 @@ def run_billing(runtime: Runtime, period: str, *, at: int, batch_size: int = 100
     recorded = None if runtime.stages else runtime.projector.project_recorded
     batches = [[UUID(a) for a in accounts[offset:offset + batch_size]]
                for offset in range(0, len(accounts), batch_size)]
-    if draft_process is None:
-        draft_process = len(accounts) >= DRAFT_PROCESS_FROM
+    if draft_process is None:  # a re-run finds most accounts invoiced: nothing to draft
+        draft_process = sum(1 for a in accounts if a not in known) >= DRAFT_PROCESS_FROM
     if draft_process:
         billed = 0
         for drafted in drafted_ahead(settings, period, batches, at=at, carried=carried, known=known):
