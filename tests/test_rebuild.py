@@ -264,7 +264,7 @@ def test_rebuild_with_the_sessions_part_in_a_second_process_equals_live_projecti
 
     monkeypatch.setattr(rebuild, "SessionFoldProcess", Recorded)
     monkeypatch.setattr(rebuild, "PARALLEL_MIN_EVENTS", 0)
-    monkeypatch.setattr(rebuild, "_cores", lambda: 2)
+    monkeypatch.setattr(rebuild, "_second_core_free", lambda: True)
     forks = not runtime.settings.database_url
     head = runtime.ledger.recorder.max_notification_id()
     for window in (1_000_000, rng.randint(2, 50)):
