@@ -63,10 +63,14 @@ _WIDE_INTEGER = b"0" * 19
 _TYPED = b'"_type_"'
 
 
-def _state(data: bytes) -> dict[str, Any]:
+def _state(data: bytes, typed_keys: list[str] | None = None) -> dict[str, Any]:
     """The stored JSON object with its typed values decoded (``_Unknown`` when a type is not
     known here): by orjson when every typed value is a top-level attribute and no integer
-    is too wide for it, by the json module with an object hook otherwise."""
+    is too wide for it, by the json module with an object hook otherwise.
+
+    ``typed_keys``, kept per topic by the caller, names the attributes that were typed last
+    time: they are converted first, and the other attributes are looked at only when the
+    count of typed values says some are left (events of a topic have the same shape)."""
     if _WIDE_INTEGER not in data.translate(_DIGITS_AS_ZERO):
         try:
             values: dict[str, Any] = orjson.loads(data)
@@ -74,11 +78,21 @@ def _state(data: bytes) -> dict[str, Any]:
             values = None  # type: ignore[assignment]  # NaN, lone surrogates...: json's way
         if values.__class__ is dict:
             typed = data.count(_TYPED)
-            if typed:
-                for key, value in values.items():
+            if typed and typed_keys:
+                for key in typed_keys:
+                    value = values.get(key)
                     if value.__class__ is dict and len(value) == 2 and "_type_" in value and "_data_" in value:
                         values[key] = _object_hook(value)
                         typed -= 1
+            if typed:
+                converted = []
+                for key, value in values.items():
+                    if value.__class__ is dict and len(value) == 2 and "_type_" in value and "_data_" in value:
+                        values[key] = _object_hook(value)
+                        converted.append(key)
+                        typed -= 1
+                if typed_keys is not None:
+                    typed_keys.extend(converted)
             if not typed:
                 return values
     return _decoder.decode(data.decode("utf8"))  # type: ignore[no-any-return]
@@ -90,16 +104,16 @@ def event_decoder(mapper: Mapper[Any]) -> Callable[[Notification], Any]:
     attributes are the stored state, upcast like the mapper does."""
     if mapper.cipher is not None or mapper.compressor is not None:
         return mapper.to_domain_event
-    classes: dict[str, tuple[type, int]] = {}
+    classes: dict[str, tuple[type, int, list[str]]] = {}
 
     def decode(notification: Notification) -> Any:
         found = classes.get(notification.topic)
         if found is None:
             cls = resolve_topic(notification.topic)
-            found = classes[notification.topic] = (cls, getattr(cls, "class_version", 1))
-        cls, class_version = found
+            found = classes[notification.topic] = (cls, getattr(cls, "class_version", 1), [])
+        cls, class_version, typed_keys = found
         try:
-            state = _state(notification.state)
+            state = _state(notification.state, typed_keys)
         except _Unknown:
             return mapper.to_domain_event(notification)
         state["originator_id"] = notification.originator_id
