@@ -3,13 +3,14 @@ subscribers (provisioning, Start / k Interim-Updates / Stop each, a billing run 
 month and a payment for every other account), and check every read-model table equals the
 live-projected one row by row.
 
-    python -m bench.replay --sessions 4000 --runs 3 [--mode rebuild|windows|process] [--one-process]
-        [--database-url postgresql://...]
+    python -m bench.replay --sessions 4000 --runs 3 [--mode rebuild|windows|process]
+        [--one-process | --two-processes] [--database-url postgresql://...]
 
 ``--mode process`` replays the way the projector follows the log live (``process`` per
 batch of 1000 notifications); ``--mode rebuild`` uses ``ReadModelProjector.rebuild`` (from
 position 0: the in-memory fold of ``projections/rebuild.py``, whose sessions part a second
-process folds for logs of 20,000+ events; ``--one-process`` keeps it in one); ``--mode
+process folds for logs of 20,000+ events when a second core is idle; ``--one-process`` keeps
+it in one, ``--two-processes`` forks even on a busy machine); ``--mode
 windows`` its windowed ``process`` path (50k-event windows: what a rebuild did before the fold). The
 store is built once and kept (SQLite: under bench/out/, keyed by the code that shapes the
 events; PostgreSQL: a database of that name), so runs compare like with like.
@@ -150,12 +151,18 @@ def main() -> None:
                         help="sessions and usage only (no billing run, no payments), like the ingest benchmarks")
     parser.add_argument("--one-process", action="store_true",
                         help="rebuild mode: fold in this process only (no second process for the sessions part)")
+    parser.add_argument("--two-processes", action="store_true",
+                        help="rebuild mode: fork the second process even if no core looks idle (a loaded machine)")
     parser.add_argument("--pyinstrument", action="store_true", help="print a call tree of the first run")
     args = parser.parse_args()
     if args.one_process:
         from projections import rebuild
 
         rebuild.PARALLEL_MIN_EVENTS = 2**62  # a log is never that long
+    if args.two_processes:
+        from projections import rebuild
+
+        rebuild._second_core_free = lambda: True
     runtime = open_store(args)
     try:
         live = snapshot(runtime)
