@@ -82,7 +82,10 @@ def _state(data: bytes, typed_keys: list[str] | None = None) -> dict[str, Any]:
                 for key in typed_keys:
                     value = values.get(key)
                     if value.__class__ is dict and len(value) == 2 and "_type_" in value and "_data_" in value:
-                        values[key] = _object_hook(value)
+                        decoder = DECODERS.get(value["_type_"])  # _object_hook's work, without its call
+                        if decoder is None:
+                            raise _Unknown(value["_type_"])
+                        values[key] = decoder(value["_data_"])
                         typed -= 1
             if typed:
                 converted = []
