@@ -169,11 +169,17 @@ def _hyphenated(originator_id: str) -> str:
 PARALLEL_MIN_EVENTS = 20_000
 
 
+def _running_tasks() -> int:
+    """Tasks running or runnable now, this one included (Linux's /proc/loadavg)."""
+    with open("/proc/loadavg") as loadavg:
+        return int(loadavg.read().split()[3].split("/")[0])
+
+
 def _second_core_free() -> bool:
     """Whether a second core is there and idle now: two processes on a machine whose cores
     are all busy rebuild slower than one (measured: bench store 10,700 against 14,600 events/s
-    at load 18 on 2 cores). Linux's count of running tasks (/proc/loadavg, ourselves included),
-    the least of a few looks; elsewhere, the number of cores."""
+    at load 18 on 2 cores). The least running-task count of three looks 2 ms apart; where
+    that cannot be read, whether there are two cores."""
     try:
         cores = len(os.sched_getaffinity(0))
     except AttributeError:  # not Linux
@@ -185,8 +191,7 @@ def _second_core_free() -> bool:
         for look in range(3):
             if look:
                 time.sleep(0.002)
-            with open("/proc/loadavg") as loadavg:
-                running.append(int(loadavg.read().split()[3].split("/")[0]))
+            running.append(_running_tasks())
     except (OSError, ValueError, IndexError):
         return True
     return min(running) - 1 < cores - 1

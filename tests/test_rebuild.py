@@ -336,3 +336,26 @@ def test_postings_read_without_parsing_a_rated_usage_equal_the_full_parse() -> N
             f"seed {seed}: {stored!r}"
         fast += len(read) == 2
     assert fast > 2_000, f"seed {seed}: the short way was taken {fast} times only"
+
+
+def test_the_second_process_only_where_a_second_core_is_idle(monkeypatch: Any) -> None:
+    """The rebuild forks only when another core is idle: not on one core, not while every
+    core has a running task besides the rebuild (at the least of three looks), and yes as soon
+    as one look finds a core free."""
+    import os
+
+    from projections import rebuild
+
+    looks: list[int] = []
+    monkeypatch.setattr(rebuild, "_running_tasks", lambda: looks.pop(0))
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0})
+    looks[:] = [1, 1, 1]
+    assert not rebuild._second_core_free()  # one core
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1})
+    looks[:] = [2, 3, 2]
+    assert not rebuild._second_core_free()  # the rebuild and another task on the two cores
+    looks[:] = [3, 1, 4]
+    assert rebuild._second_core_free()  # one look found only the rebuild running
+    assert not looks  # every look was taken
+    monkeypatch.undo()
+    assert isinstance(rebuild._running_tasks(), int) and rebuild._running_tasks() >= 1  # the real count
