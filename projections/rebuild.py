@@ -303,7 +303,7 @@ class FastRebuild:
                     return None
                 self._write(conn)  # the money part first: the second process folds meanwhile
                 if invoice_events:
-                    batch = _BulkInvoiceBatch(conn)
+                    batch = _InvoiceBatch(conn)  # its new rows go through bulk_insert
                     batch.prepare([event for _, event in invoice_events])
                     for position, event in invoice_events:
                         batch.apply(position, event)
@@ -421,13 +421,6 @@ def write_sessions(conn: Connection, writes: SessionWrites) -> None:
     update_by_key(conn, t.usage, ("upload_bytes", "download_bytes"),
                   ("account_id", "granularity", "bucket_start", "band"),
                   [(up, down, a, g, start, b) for a, g, start, b, up, down in writes.usage_dirty])
-
-
-class _BulkInvoiceBatch(_InvoiceBatch):
-    """The invoice read model's unit of work, its new rows written in bulk."""
-
-    def insert_rows(self, table: Table, rows: list[dict[str, Any]]) -> None:
-        bulk_insert(self.conn, table, rows)
 
 
 def _tuples(table: Table, rows: Sequence[Row | tuple[Any, ...]]) -> Iterator[tuple[Any, ...]]:
