@@ -46,9 +46,9 @@ def one_run(ledger: Ledger, work: Path, batch: int, database_url: str, profile: 
     shutil.rmtree(work, ignore_errors=True)
     engine = read_model_engine(data_dir=work, database_url=database_url)
     projector = ReadModelProjector(engine, ledger.mapper)
-    if database_url:
-        projector.reset()
     projector.create_tables()
+    if database_url:  # a database kept between runs: emptied
+        projector.reset()
     first = first_accounting_position(ledger)
     projector.process(ledger.recorder.select_notifications(start=1, limit=first - 1))
     events = records = 0
