@@ -75,10 +75,11 @@ class RunResult:
 
 @dataclass(frozen=True, slots=True)
 class _Draft:
-    """One account's invoice, drafted: the Invoice's arguments and the lines it issues."""
+    """One account's invoice, drafted: the Invoice's arguments and the journal postings of
+    issuing it (balanced already: computed where it is drafted, which may be another process)."""
 
     drafted: dict[str, Any]
-    lines: tuple[InvoiceLine, ...]
+    postings: list[dict[str, str]]
     subscriber: str
     usage_versions: dict[str, int]
 
@@ -263,12 +264,10 @@ class BillingRun:
         events: list[Any] = []
         issued: list[str] = []
         for offset, draft in enumerate(drafts):
-            postings = balanced([Posting(a, amount, c) for a, amount, c in
-                                 issue_postings(draft.lines, draft.subscriber, draft.drafted["currency"])])
             number = document_number(series_name, first + offset)
             events += new_invoice_events(draft.drafted, {
                 "number": number, "series": series_name, "issued_at": at, "due_at": at + net_days * DAY,
-                "subscriber": draft.subscriber, "postings": postings, "usage_versions": draft.usage_versions})
+                "subscriber": draft.subscriber, "postings": draft.postings, "usage_versions": draft.usage_versions})
             issued.append(number)
         # The series and every invoice in one transaction: a concurrent run conflicts on the series.
         committed = [(r.notification.id, r.domain_event) for r in self._record_batch(series, events)]
@@ -346,7 +345,9 @@ class BillingRun:
             "usage_billed": {period: dict(usage_totals)} | dict(late.usage),
         }
         own_version = usage_period.version if usage_period is not None else 0
-        return _Draft(drafted, draft.lines, subscriber, recorded_versions(period, own_version, late))
+        postings = balanced([Posting(a, amount, c) for a, amount, c in
+                             issue_postings(draft.lines, subscriber, account.currency)])
+        return _Draft(drafted, postings, subscriber, recorded_versions(period, own_version, late))
 
     def get_invoice(self, invoice: UUID) -> Invoice:
         return self._get(Invoice, invoice, "invoice")
