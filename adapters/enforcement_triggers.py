@@ -51,9 +51,11 @@ def _event_classes(aggregate: type[Aggregate]) -> list[type]:
 
 # Every topic the enforcer reads: the ones it acts on, and every Account and Plan event (they
 # change what it has cached). Everything else in the log is skipped by the database.
-WATCHED_CLASSES = (
-    [BillingPeriod.UsageRated, Payment.Received, BillingPeriod.FairUseCapReached, BillingPeriod.Opened,
-     Session.RecordApplied] + _event_classes(Account) + _event_classes(Plan))  # type: ignore[attr-defined]
+WATCHED_CLASSES: list[type] = [
+    BillingPeriod.UsageRated, Payment.Received,  # type: ignore[attr-defined]
+    BillingPeriod.FairUseCapReached, BillingPeriod.Opened,  # type: ignore[attr-defined]
+    Session.RecordApplied,  # type: ignore[attr-defined]
+    *_event_classes(Account), *_event_classes(Plan)]
 WATCHED_TOPICS = tuple(sorted({get_topic(cls) for cls in WATCHED_CLASSES}))
 
 
@@ -93,10 +95,6 @@ class WatchedRow:
     originator_version: int
     topic: str
     state: bytes
-
-    @property
-    def originator_hex(self) -> str:
-        return as_uuid(self.originator_id).hex  # account events are few: no need to be clever
 
     def notification(self) -> Notification:
         return Notification(id=self.id, originator_id=as_uuid(self.originator_id),
@@ -168,7 +166,7 @@ class TriggerReader:
             if kind is None:
                 continue
             if kind in (ACCOUNT, ACCOUNT_CHECK):
-                account = row.originator_hex if type(row) is WatchedRow else row.originator_id.hex
+                account = as_uuid(row.originator_id).hex
                 batch.changed_accounts.append((account, row.originator_version))
                 if kind == ACCOUNT_CHECK:
                     batch.of(account).check = True
@@ -180,7 +178,7 @@ class TriggerReader:
                         raise _Unreadable(kind)
                     self._read_state(kind, orjson.loads(row.state), batch)
                 except (_Unreadable, orjson.JSONDecodeError, KeyError, TypeError):
-                    notification = row.notification() if type(row) is WatchedRow else row
+                    notification = row.notification() if isinstance(row, WatchedRow) else row
                     self._read_event(kind.removeprefix("mapper:"), self.mapper.to_domain_event(notification), batch)
         return batch
 

@@ -148,9 +148,10 @@ class Enforcer:
 
     def _forget_changed(self, batch: BatchTriggers) -> None:
         for account, version in batch.changed_accounts:
-            facts = self.facts.get(account, False)
-            if facts is not False and (facts is None or facts.version < version):
-                del self.facts[account]
+            if account in self.facts:
+                facts = self.facts[account]
+                if facts is None or facts.version < version:
+                    del self.facts[account]
         for plan_id in batch.changed_plans:
             self.plans.pop(plan_id, None)
 
@@ -221,29 +222,29 @@ class Enforcer:
                                                                    -receivables.get(account, Decimal(0)), now),
                                   triggers[account])]
         changed: list[Account] = []
-        for account in load_aggregates(self.ledger, Account, to_act).values() if to_act else ():
-            facts = AccountFacts.of(account)
-            trigger = triggers[account.id.hex]
-            desired = self._desired(facts, trigger, -receivables.get(account.id.hex, Decimal(0)), now)
+        for aggregate in load_aggregates(self.ledger, Account, to_act).values() if to_act else ():
+            facts = AccountFacts.of(aggregate)
+            trigger = triggers[aggregate.id.hex]
+            desired = self._desired(facts, trigger, -receivables.get(aggregate.id.hex, Decimal(0)), now)
             change = self._change(facts.enforcement, desired, trigger)
             if change == "apply":
                 assert desired is not None
-                results = self._apply(account, desired)
-                account.enforcement_applied(at=now, action=desired.action, reason=desired.reason,
-                                            rate=desired.rate, results=results)
-                changed.append(account)
+                results = self._apply(aggregate, desired)
+                aggregate.enforcement_applied(at=now, action=desired.action, reason=desired.reason,
+                                              rate=desired.rate, results=results)
+                changed.append(aggregate)
             elif change == "lift":
-                assert account.enforcement is not None
-                results = self._lift(account, account.enforcement)
-                account.enforcement_lifted(at=now, reason="resolved", results=results)
-                changed.append(account)
+                assert aggregate.enforcement is not None
+                results = self._lift(aggregate, aggregate.enforcement)
+                aggregate.enforcement_lifted(at=now, reason="resolved", results=results)
+                changed.append(aggregate)
         if not changed and time.monotonic() - self.recorded_at < self.record_interval:
             return False
         processing_event: ProcessingEvent[UUID] = ProcessingEvent(tracking=tracking)
         processing_event.collect_events(*changed)
         recordings = self.ledger._record(processing_event)
-        for account in changed:
-            self.facts[account.id.hex] = AccountFacts.of(account, self.interned)
+        for aggregate in changed:
+            self.facts[aggregate.id.hex] = AccountFacts.of(aggregate, self.interned)
         self.ledger._notify(recordings)
         return True
 
