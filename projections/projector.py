@@ -190,7 +190,20 @@ class ReadModelProjector:
         first, last = recorded[0][0], recorded[-1][0]
         if last - first + 1 != len(recorded):
             return False  # not contiguous: other notifications lie between them
+        # Rows kept from this instance's last ``process`` may be stale by now (another
+        # projector may have committed since): this rare path reads what it needs.
+        self._forget()
+        try:
+            return self._project_recorded(recorded, first, last)
+        except BaseException:
+            self._forget()
+            raise
+
+    def _project_recorded(self, recorded: Sequence[tuple[int, Any]], first: int, last: int) -> bool:
         with localcontext(Context(prec=80)), self.engine.begin() as conn:
+            if conn.dialect.name == "sqlite":  # the write lock first, as in ``_process``
+                conn.execute(update(t.positions).where(t.positions.c.name == self.name)
+                             .values(position=t.positions.c.position))
             stored = conn.execute(
                 select(t.positions.c.position).where(t.positions.c.name == self.name).with_for_update()
             ).scalar()
