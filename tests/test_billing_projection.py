@@ -159,3 +159,23 @@ def test_a_second_process_drafts_what_this_one_drafts(runtime: Runtime) -> None:
     there = list(drafted_ahead(runtime.settings, label, batches, at=at, carried=carried, known=known))
     assert there == here, f"seed {seed}"
     assert sum(len(b.drafts) for b in here) > 0, f"seed {seed}: nothing drafted"
+
+
+def test_a_drafted_batch_another_run_issued_meanwhile_is_not_issued_twice(runtime: Runtime) -> None:
+    """A batch drafted (by the drafting process) before a concurrent run issued some of its
+    invoices: issuing it conflicts, it is billed again the usual way, and every account ends
+    with one invoice, numbered without gaps."""
+    rng = random.Random(7)
+    history = _ProjectedHistory(runtime, rng, accounts=6)
+    ids = list(history.accounts)
+    for account_id in ids:
+        history.use(account_id, MONTHS[2])
+    label = MONTHS[2]
+    at = max(period_for_label(label, a.anchor_day)[1] for a in history.accounts.values()) + 86_400
+    drafted = runtime.ledger.draft_batch(label, ids, at=at, carried={})
+    concurrent = runtime.ledger.bill_accounts(label, ids[:2], at=at, site="t")
+    result = runtime.ledger.issue_drafted(drafted, at=at, site="t")
+    assert result.retries == 1 and result.existing == 2
+    numbers = sorted(concurrent.issued + result.issued)
+    assert numbers == [f"INV-t-{numbers[0][6:10]}-{n:06d}" for n in range(1, len(ids) + 1)]
+    assert all(runtime.ledger._maybe_get(Invoice, invoice_id(a, label)) is not None for a in ids)
