@@ -82,9 +82,7 @@ class _MoneyBatch(ModelBatch):
         kept = self.kept
         missing = [account_id for account_id in self.balance_delta if account_id not in kept]
         for offset in range(0, len(missing), 500):
-            for r in self.conn.execute(select(t.balances.c.account_id, t.balances.c.receivable,
-                                              t.balances.c.updated_at)
-                                       .where(t.balances.c.account_id.in_(missing[offset:offset + 500]))):
+            for r in self.conn.execute(_BALANCES, {"ids": missing[offset:offset + 500]}):
                 kept[r.account_id] = (dec(r.receivable), r.updated_at)
         # One executemany each for new and changed balances, not one statement per account.
         new, changed = [], []
@@ -106,6 +104,8 @@ class _MoneyBatch(ModelBatch):
             kept.clear()
 
 
+_BALANCES = select(t.balances.c.account_id, t.balances.c.receivable, t.balances.c.updated_at).where(
+    t.balances.c.account_id.in_(bindparam("ids", expanding=True)))
 _INSERT_PAYMENT = insert(t.payments)
 _INSERT_JOURNAL = insert(t.journal)
 _INSERT_BALANCE = insert(t.balances)

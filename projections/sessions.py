@@ -11,7 +11,6 @@ from decimal import Decimal
 from typing import Any
 
 from sqlalchemy import BigInteger, ColumnElement, bindparam, case, delete, insert, literal_column, select, update
-from sqlalchemy.dialects import postgresql, sqlite
 
 from rating import UsageDelta, split_by_hour
 
@@ -80,20 +79,17 @@ class _SessionBatch(ModelBatch):
                 session_ids.add(str(e.session_id))
         # Rows an earlier batch made before their session's Registered event (a UsageRated
         # logged first): completed by on_Session_Registered.
-        keyless = t.sessions_keyless
         for ids in chunks(sorted(registered)):
-            row_ids.update(r[0] for r in self.conn.execute(select(keyless.c.row_id).where(
-                keyless.c.session_id.in_(ids))))
+            row_ids.update(r[0] for r in self.conn.execute(_KEYLESS_ROWS, {"ids": ids}))
         rows = self.rows
         for ids in chunks(sorted(i for i in row_ids if i not in rows)):
-            for found in self.conn.execute(select(t.sessions).where(t.sessions.c.id.in_(ids))).mappings():
+            for found in self.conn.execute(_SESSION_ROWS, {"ids": ids}).mappings():
                 self._loaded(dict(found))
         # A key is needed only to make a row; a session registered in this batch has its key
         # from the event (a row made before it is completed by on_Session_Registered).
         unkeyed = {i.split(":", 1)[0] for i in row_ids if i not in rows} - registered
         for ids in chunks(sorted(i for i in unkeyed if i not in self.keys)):
-            query = select(t.session_aggregates).where(t.session_aggregates.c.id.in_(ids))
-            for found in self.conn.execute(query).mappings():
+            for found in self.conn.execute(_SESSION_KEYS, {"ids": ids}).mappings():
                 self.keys[found["id"]] = (found["nas_id"], found["acct_session_id"])
         self.prefetched = True
 
@@ -237,6 +233,9 @@ def _usage_upsert(dialect: str) -> Any:
     range like ``_clean`` (without overflowing on the way: deltas are never negative)."""
     statement = _USAGE_UPSERTS.get(dialect)
     if statement is None:
+        # Imported here: the PostgreSQL dialects package takes ~0.3 s to import.
+        from sqlalchemy.dialects import postgresql, sqlite
+
         usage = t.usage
         insert_ = (sqlite.insert if dialect == "sqlite" else postgresql.insert)(usage)
 
@@ -255,6 +254,10 @@ _COLUMNS = tuple(c.name for c in t.sessions.columns)
 _ALL_BUT_ID = tuple(name for name in _COLUMNS if name != "id")
 # Not in the table's key nor its indexes (see tables.py); started_at never changes anyway.
 _UNINDEXED = ("id", *(name for name in _COLUMNS if name not in {"id", "account_id", "framed_ip", "started_at"}))
+_KEYLESS_ROWS = select(t.sessions_keyless.c.row_id).where(
+    t.sessions_keyless.c.session_id.in_(bindparam("ids", expanding=True)))
+_SESSION_ROWS = select(t.sessions).where(t.sessions.c.id.in_(bindparam("ids", expanding=True)))
+_SESSION_KEYS = select(t.session_aggregates).where(t.session_aggregates.c.id.in_(bindparam("ids", expanding=True)))
 _INSERT_REGISTERED = insert(t.session_aggregates)
 _INSERT_SESSION = insert(t.sessions)
 _UPDATE_SESSION = (update(t.sessions).where(t.sessions.c.id == bindparam("id"))
