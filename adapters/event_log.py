@@ -283,8 +283,9 @@ class LedgerStore:
         if conn is None:
             with self.engine.connect() as own:
                 return self.chain_head(own)
-        row = conn.execute(select(log_chain.c.position, log_chain.c.hash)
-                           .order_by(log_chain.c.position.desc()).limit(1)).first()
+        # Plain SQL: the chainer asks before every batch, and building the statement cost
+        # more than running it.
+        row = conn.exec_driver_sql("SELECT position, hash FROM log_chain ORDER BY position DESC LIMIT 1").first()
         return (0, GENESIS) if row is None else (int(row[0]), str(row[1]))
 
     def hash_at(self, position: int) -> str | None:

@@ -9,16 +9,18 @@ import hashlib
 import json
 from uuid import UUID
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from adapters.audit import chain_step
+from adapters.audit import chain_step, verify_store
 from adapters.event_log import LedgerStore, _uuid_text
 from adapters.followers import drain
 from api.bootstrap import Runtime
 from ledger.chain import GENESIS, chain, header, link
 
-from .test_audit import populate, store  # noqa: F401  (the store fixture)
+from .support import ingest, record
+from .test_audit import T0, populate, store  # noqa: F401  (the store fixture)
 
 
 def reference_link(prev_hash: str, position: int, originator_id: UUID | str, version: int, topic: str,
@@ -83,3 +85,19 @@ def reference_chain_head(rows: list[tuple[int, UUID, int, str, bytes]]) -> str:
     for position, oid, version, topic, state in rows:
         prev = reference_link(prev, position, oid, version, topic, state)
     return prev
+
+
+def test_a_paced_chainer_gathers_events_then_links_them_all(runtime: Runtime, store: LedgerStore,  # noqa: F811
+                                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    clock = [1000.0]
+    monkeypatch.setattr("adapters.audit.time.monotonic", lambda: clock[0])
+    populate(runtime, store)
+    paced = chain_step(store, min_interval=0.25)
+    ingest(runtime, record("start", "p1", at=T0 + 5000))
+    assert paced() > 0  # the first step links at once
+    ingest(runtime, record("start", "p2", at=T0 + 5100))
+    assert paced() == 0 and verify_store(store).unchained > 0  # gathering
+    clock[0] += 0.3
+    assert paced() > 0
+    result = verify_store(store)
+    assert result.verdict.ok and result.unchained == 0 and result.verdict.checked == store.head_position()
