@@ -186,7 +186,8 @@ class SiteController(threading.Thread):
         self.seen_active_peer = False
         self.last_peer_check = 0.0
         self.status: dict[str, Any] = {}
-        self.chainer = Stage("chainer", runtime.gate.writer(chain_step(self.store)), poll_interval=0.2,
+        self.chainer = Stage("chainer", runtime.gate.writer(chain_step(self.store, min_interval=0.25)),
+                             poll_interval=0.2,
                              nice=runtime.settings.stage_nice)
         runtime.ledger.listeners.append(self.chainer.wakeup.set)
         self._start_role()
