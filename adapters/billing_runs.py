@@ -9,6 +9,7 @@ from uuid import UUID
 
 from adapters.billing_drafts import drafted_ahead
 from domain.plans import version_in_force
+from ledger import cores
 from ledger.billing import RunResult
 from projections import finance
 
@@ -40,7 +41,7 @@ def run_billing(runtime: Runtime, period: str, *, at: int, batch_size: int = 100
                 progress: Progress | None = None, draft_process: bool | None = None) -> RunResult:
     """Bill every account for ``period`` (YYYY-MM) as of ``at``; safe to re-run.
     ``draft_process``: draft the batches in a second process (None: from
-    ``DRAFT_PROCESS_FROM`` accounts not known to be invoiced yet)."""
+    ``DRAFT_PROCESS_FROM`` accounts not known to be invoiced yet, when a second core is free)."""
     settings, ledger, engine = runtime.settings, runtime.ledger, runtime.engine
     catch_up(runtime)
     accounts = finance.account_ids(engine)
@@ -55,7 +56,8 @@ def run_billing(runtime: Runtime, period: str, *, at: int, batch_size: int = 100
     batches = [[UUID(a) for a in accounts[offset:offset + batch_size]]
                for offset in range(0, len(accounts), batch_size)]
     if draft_process is None:  # a re-run finds most accounts invoiced: nothing to draft
-        draft_process = sum(1 for a in accounts if a not in known) >= DRAFT_PROCESS_FROM
+        draft_process = (sum(1 for a in accounts if a not in known) >= DRAFT_PROCESS_FROM
+                         and cores.second_core_free())
     if draft_process:
         billed = 0
         for drafted in drafted_ahead(settings, period, batches, at=at, carried=carried, known=known):

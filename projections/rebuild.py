@@ -15,9 +15,7 @@ path otherwise; both give the rows live projection gives (``tests/test_rebuild.p
 
 from __future__ import annotations
 
-import os
 import sys
-import time
 from collections.abc import Callable, Iterator, Sequence
 from decimal import Context, localcontext
 from typing import Any
@@ -25,6 +23,8 @@ from typing import Any
 import orjson
 from eventsourcing.utils import get_topic, resolve_topic
 from sqlalchemy import Connection, Engine, Table, bindparam, delete, insert, select, update
+
+from ledger import cores
 
 from . import tables as t
 from .decoding import DECODERS
@@ -169,34 +169,6 @@ def _hyphenated(originator_id: str) -> str:
 PARALLEL_MIN_EVENTS = 20_000
 
 
-def _running_tasks() -> int:
-    """Tasks running or runnable now, this one included (Linux's /proc/loadavg)."""
-    with open("/proc/loadavg") as loadavg:
-        return int(loadavg.read().split()[3].split("/")[0])
-
-
-def _second_core_free() -> bool:
-    """Whether a second core is there and idle now: two processes on a machine whose cores
-    are all busy rebuild slower than one (measured: bench store 10,700 against 14,600 events/s
-    at load 18 on 2 cores). The least running-task count of three looks 2 ms apart; where
-    that cannot be read, whether there are two cores."""
-    try:
-        cores = len(os.sched_getaffinity(0))
-    except AttributeError:  # not Linux
-        return (os.cpu_count() or 1) >= 2
-    if cores < 2:
-        return False
-    running = []
-    try:
-        for look in range(3):
-            if look:
-                time.sleep(0.002)
-            running.append(_running_tasks())
-    except (OSError, ValueError, IndexError):
-        return True
-    return min(running) - 1 < cores - 1
-
-
 class FastRebuild:
     """One rebuild from position 0: ``run`` folds the log window by window."""
 
@@ -224,7 +196,7 @@ class FastRebuild:
         head = upto if upto is not None else (self.recorder.max_notification_id() or 0)
         parallel = self.parallel
         if parallel is None:
-            parallel = head >= PARALLEL_MIN_EVENTS and _second_core_free()
+            parallel = head >= PARALLEL_MIN_EVENTS and cores.second_core_free()
         if parallel and can_fork() and self._sqlite_file() is not None:
             # The forked process reads and folds the sessions part; this one reads only the
             # events of its own part.

@@ -20,6 +20,7 @@ from adapters.followers import drain, rate_step
 from api.bootstrap import Runtime
 from api.cli import main
 from domain.plans import PlanTerms
+from ledger import cores
 from projections import finance
 from projections.base import fmt
 from projections.decoding import event_decoder
@@ -264,7 +265,7 @@ def test_rebuild_with_the_sessions_part_in_a_second_process_equals_live_projecti
 
     monkeypatch.setattr(rebuild, "SessionFoldProcess", Recorded)
     monkeypatch.setattr(rebuild, "PARALLEL_MIN_EVENTS", 0)
-    monkeypatch.setattr(rebuild, "_second_core_free", lambda: True)
+    monkeypatch.setattr(cores, "second_core_free", lambda: True)
     forks = not runtime.settings.database_url
     head = runtime.ledger.recorder.max_notification_id()
     for window in (1_000_000, rng.randint(2, 50)):
@@ -344,18 +345,16 @@ def test_the_second_process_only_where_a_second_core_is_idle(monkeypatch: Any) -
     as one look finds a core free."""
     import os
 
-    from projections import rebuild
-
     looks: list[int] = []
-    monkeypatch.setattr(rebuild, "_running_tasks", lambda: looks.pop(0))
+    monkeypatch.setattr(cores, "running_tasks", lambda: looks.pop(0))
     monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0})
     looks[:] = [1, 1, 1]
-    assert not rebuild._second_core_free()  # one core
+    assert not cores.second_core_free()  # one core
     monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1})
     looks[:] = [2, 3, 2]
-    assert not rebuild._second_core_free()  # the rebuild and another task on the two cores
+    assert not cores.second_core_free()  # the rebuild and another task on the two cores
     looks[:] = [3, 1, 4]
-    assert rebuild._second_core_free()  # one look found only the rebuild running
+    assert cores.second_core_free()  # one look found only the rebuild running
     assert not looks  # every look was taken
     monkeypatch.undo()
-    assert isinstance(rebuild._running_tasks(), int) and rebuild._running_tasks() >= 1  # the real count
+    assert isinstance(cores.running_tasks(), int) and cores.running_tasks() >= 1  # the real count
