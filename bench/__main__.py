@@ -7,6 +7,7 @@ seconds (tests/test_bench_smoke.py runs it in `make test` so the harness cannot 
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
 import time
 import traceback
@@ -97,6 +98,9 @@ def parse_config(argv: list[str]) -> tuple[BenchConfig, list[str], Path]:
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
+    # Stopped with SIGTERM (kill, a CI timeout): unwind like Ctrl-C, so each target's finally
+    # blocks stop the servers they started (they were left running, holding ports and stores).
+    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
     config, names, results_path = parse_config(argv)
     config.out.mkdir(parents=True, exist_ok=True)
     machine_before = collect_machine()
