@@ -17,7 +17,12 @@ from .bootstrap import Runtime
 bearer = HTTPBearer(auto_error=False)
 
 
-def get_runtime(request: Request) -> Runtime:
+# The dependencies are coroutines: FastAPI runs a plain function dependency in its thread
+# pool, a hand-off to another thread and back per dependency per request (with the
+# interpreter lock passed each way); they do no more than an indexed read of the read models.
+
+
+async def get_runtime(request: Request) -> Runtime:
     runtime: Runtime = request.app.state.runtime
     return runtime
 
@@ -36,7 +41,7 @@ class Principal:
         return self.role in ("admin", "finance", "auditor")
 
 
-def get_principal(
+async def get_principal(
     runtime: RuntimeDep,
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],
 ) -> Principal:
@@ -62,7 +67,7 @@ PrincipalDep = Annotated[Principal, Depends(get_principal)]
 
 
 def require(*roles: str):  # type: ignore[no-untyped-def]
-    def check(principal: PrincipalDep) -> Principal:
+    async def check(principal: PrincipalDep) -> Principal:
         if principal.role not in roles:
             raise HTTPException(403, f"this needs one of the roles: {', '.join(roles)}")
         return principal
@@ -70,7 +75,7 @@ def require(*roles: str):  # type: ignore[no-untyped-def]
     return Depends(check)
 
 
-def account_reader(account_id: UUID, principal: PrincipalDep) -> str:
+async def account_reader(account_id: UUID, principal: PrincipalDep) -> str:
     """The account path parameter, if the caller may read it (portal tokens: only their own)."""
     key = str(account_id)
     if not principal.may_read_account(key):
