@@ -14,7 +14,7 @@ from typing import Any
 
 from eventsourcing.persistence import Mapper, Notification
 from eventsourcing.utils import get_topic, resolve_topic
-from sqlalchemy import Engine, bindparam, delete, insert, select, update
+from sqlalchemy import Connection, Engine, bindparam, delete, insert, select, update
 
 from . import tables as t
 from .base import ModelBatch, ReadModel
@@ -217,26 +217,30 @@ class ReadModelProjector:
             ).scalar()
             if int(stored or 0) != first - 1:
                 return False
-            batches = [model.batch(conn) for model in self.models]
-            events = [(position, event) for position, event in recorded
-                      if self._handled(get_topic(type(event)))]
-            for batch in batches:
-                batch.prepare([event for _, event in events])
-            dispatch: dict[type, list[Callable[[int, Any], None]]] = {}
-            for position, event in events:
-                calls = dispatch.get(type(event))
-                if calls is None:
-                    calls = dispatch[type(event)] = _handlers(batches, type(event))
-                for call in calls:
-                    call(position, event)
-            for batch in batches:
-                batch.flush()
+            self._apply(conn, [(position, event) for position, event in recorded
+                               if self._handled(get_topic(type(event)))])
             if stored is None:
                 conn.execute(insert(t.positions).values(name=self.name, position=last))
             else:
                 conn.execute(update(t.positions).where(t.positions.c.name == self.name).values(position=last))
         self._advanced(last)
         return True
+
+    def _apply(self, conn: Connection, events: list[tuple[int, Any]]) -> None:
+        """Apply decoded events (position, event) to every read model's batch on ``conn``
+        and flush them (the caller moves the position in the same transaction)."""
+        batches = [model.batch(conn) for model in self.models]
+        for batch in batches:
+            batch.prepare([event for _, event in events])
+        dispatch: dict[type, list[Callable[[int, Any], None]]] = {}
+        for position, event in events:
+            calls = dispatch.get(type(event))
+            if calls is None:
+                calls = dispatch[type(event)] = _handlers(batches, type(event))
+            for call in calls:
+                call(position, event)
+        for batch in batches:
+            batch.flush()
 
     def process(self, notifications: Sequence[Notification]) -> int:
         """Apply a batch (ids ascending); returns the new position. Notifications at or
@@ -267,22 +271,10 @@ class ReadModelProjector:
                 return current
             if self._kept is None or self._kept != (found.get(self._kept_name), current):
                 self._forget()
-            batches = [model.batch(conn) for model in self.models]
             # Events no read model handles (a NAS's session registry, ...) are not decoded:
             # decoding was a third of projecting. The position still moves past them.
-            events = [(notification.id, self.decode(notification)) for notification in fresh
-                      if self._handled(notification.topic)]
-            for batch in batches:
-                batch.prepare([event for _, event in events])
-            dispatch: dict[type, list[Callable[[int, Any], None]]] = {}
-            for position, event in events:
-                calls = dispatch.get(type(event))
-                if calls is None:
-                    calls = dispatch[type(event)] = _handlers(batches, type(event))
-                for call in calls:
-                    call(position, event)
-            for batch in batches:
-                batch.flush()
+            self._apply(conn, [(notification.id, self.decode(notification)) for notification in fresh
+                               if self._handled(notification.topic)])
             current = fresh[-1].id
             if stored is None:
                 conn.execute(insert(t.positions).values(name=self.name, position=current))
