@@ -100,8 +100,13 @@ class _History:
         fragment = Fragment(when, when + 3600, self.rng.randrange(GB), self.rng.randrange(3 * GB),
                             self.rng.choice(["standard", "night"]))
         period.rate(terms=self.terms, plan_id=self.plan.id, fragment=fragment, packs=(), session_id=uuid.uuid4(),
-                    incarnation="i", record_key=f"r{self.serial}", subscriber=receivable(account_id))
+                    incarnation=self.incarnation(when), record_key=f"r{self.serial}",
+                    subscriber=receivable(account_id))
         self.ledger.save(period)
+
+    def incarnation(self, when: int) -> str:
+        """The session incarnation the usage is rated under (any label will do here)."""
+        return "i"
 
     def legacy_invoice(self, account_id: UUID, label: str) -> None:
         """An invoice issued before usage versions were recorded (none on its Issued event)."""

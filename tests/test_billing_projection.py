@@ -10,10 +10,8 @@ from __future__ import annotations
 
 import os
 import random
-import uuid
 from decimal import Decimal
 from typing import Any
-from uuid import UUID
 
 import pytest
 
@@ -21,30 +19,17 @@ from adapters.billing_drafts import drafted_ahead
 from adapters.billing_runs import run_billing
 from api.bootstrap import Runtime
 from domain.calendar import period_for_label
-from ledger.billing_period import BillingPeriod
 from ledger.invoice import Invoice, invoice_id
-from ledger.journal import receivable
-from rating import Fragment
 
-from .test_billing_bulk import GB, MONTHS, _History
+from .test_billing_bulk import MONTHS, _History
 
 
 class _ProjectedHistory(_History):
     """``_History`` whose usage the read models can project: a session's incarnation is its
     start time, as the rater names it (the projections read it as one)."""
 
-    def use(self, account_id: UUID, label: str) -> None:
-        period_id = self.period_id(account_id, label)
-        found = self.ledger._maybe_get(BillingPeriod, period_id)
-        start, end = period_for_label(label, self.accounts[account_id].anchor_day)
-        period = found or BillingPeriod(account_id=account_id, start=start, end=end, currency="USD")
-        when = self.rng.randrange(start, end - 3600)
-        self.serial += 1
-        fragment = Fragment(when, when + 3600, self.rng.randrange(GB), self.rng.randrange(3 * GB),
-                            self.rng.choice(["standard", "night"]))
-        period.rate(terms=self.terms, plan_id=self.plan.id, fragment=fragment, packs=(), session_id=uuid.uuid4(),
-                    incarnation=str(when), record_key=f"r{self.serial}", subscriber=receivable(account_id))
-        self.ledger.save(period)
+    def incarnation(self, when: int) -> str:
+        return str(when)
 
 
 def _processed_rows(runtime: Runtime) -> dict[str, list[tuple[Any, ...]]]:
