@@ -10,9 +10,12 @@ from fastapi import APIRouter, FastAPI
 
 from . import problems, routers
 from .bootstrap import Runtime
+from .portal_reads import PortalReads
 
 
-def create_app(runtime: Runtime) -> FastAPI:
+def create_app(runtime: Runtime, *, portal_fast_path: bool = True) -> FastAPI:
+    """The API of ``runtime``. ``portal_fast_path=False`` leaves every request to FastAPI's
+    routes (the reference the fast path is tested against)."""
     app = FastAPI(
         title="WISPGate Ledger",
         version="0.1.0",
@@ -25,4 +28,6 @@ def create_app(runtime: Runtime) -> FastAPI:
         router = getattr(module, "router", None)
         if isinstance(router, APIRouter):
             app.include_router(router)
+    if portal_fast_path:
+        app.add_middleware(PortalReads, engine=runtime.engine)
     return app

@@ -30,15 +30,22 @@ def plain(amount: Decimal) -> str:
     return format(amount.copy_abs() if amount.is_zero() else amount, "f")
 
 
+def balance_fields(receivable: str | Decimal, currency: str) -> tuple[str, str]:
+    """The customer's credit (the negated receivable, as stored in the balances model) rounded
+    to the currency's minor unit, and exact; `api.portal_reads` answers with the same."""
+    credit = Money(Decimal(receivable).copy_negate(), currency)
+    return plain(credit.rounded().amount), plain(credit.amount.normalize(_WIDE)) if credit.amount else "0"
+
+
 @router.get("/balance", response_model=BalanceOut)
 def balance(account_id: ReadableAccount, runtime: RuntimeDep) -> BalanceOut:
+    """The subscriber's balance. (`api.portal_reads` answers the common case before this route.)"""
     found = queries.balance(runtime.engine, account_id)
     if found is None:
         raise HTTPException(404, f"no account {account_id}")
-    credit = Money(found["receivable"].copy_negate(), found["currency"])
-    return BalanceOut(account_id=account_id, balance=plain(credit.rounded().amount),
-                      balance_exact=plain(credit.amount.normalize(_WIDE)) if credit.amount else "0",
-                      currency=credit.currency, as_of=_time(found["updated_at"]))
+    rounded, exact = balance_fields(found["receivable"], found["currency"])
+    return BalanceOut(account_id=account_id, balance=rounded, balance_exact=exact,
+                      currency=found["currency"], as_of=_time(found["updated_at"]))
 
 
 @router.get("/usage", response_model=UsageOut)
