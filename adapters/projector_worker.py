@@ -217,6 +217,7 @@ def _child_main(conn: Connection) -> int:
         paused.close()
         stage.stop()
         stage.join(10)
+        projector.close()
         ledger.close()
         engine.dispose()
     return 0

@@ -17,14 +17,15 @@ from eventsourcing.utils import get_topic, resolve_topic
 from sqlalchemy import Connection, Engine, bindparam, delete, insert, select, update
 
 from . import tables as t
-from .base import ModelBatch, ReadModel
+from .base import ModelBatch, ReadModel, fetch_raw
 from .decoding import event_decoder
+from .live_log import LiveLog
 
 # Built once: building a statement per batch was a few % of projecting a small batch.
 _LOCK_POSITION = (update(t.positions).where(t.positions.c.name == bindparam("p_name"))
                   .values(position=t.positions.c.position))
 _POSITIONS = (select(t.positions.c.name, t.positions.c.position)
-              .where(t.positions.c.name.in_(bindparam("p_names", expanding=True))).with_for_update())
+              .where(t.positions.c.name.in_([bindparam("p_name"), bindparam("p_kept")])).with_for_update())
 _SET_POSITION = (update(t.positions).where(t.positions.c.name == bindparam("p_name"))
                  .values(position=bindparam("p_position")))
 
@@ -77,6 +78,10 @@ class ReadModelProjector:
         # a rebuild could end at the very same position over a rewritten log).
         self._kept_name = f"{name}#kept"
         self._kept: tuple[int, int] | None = None  # (token, position committed last)
+        # The connection live batches run on, held between them: checking one out of the pool
+        # and back, and SQLAlchemy's Connection around it, were a tenth of a small batch.
+        self._held: Connection | None = None
+        self._live_log: LiveLog | None = None
 
     def _handled(self, topic: str) -> bool:
         """Whether any read model has a handler for events of ``topic``."""
@@ -142,6 +147,41 @@ class ReadModelProjector:
         self._kept = None
         for model in self.models:
             model.forget()
+
+    def _drop_connection(self) -> None:
+        """Give the held connection back (a batch failed: it may be broken)."""
+        held, self._held = self._held, None
+        if held is not None:
+            try:
+                held.invalidate()  # never reused: the failure may have been the connection's
+            finally:
+                held.close()
+
+    def close(self) -> None:
+        """Release the connection live batches hold (the engine stays usable)."""
+        held, self._held = self._held, None
+        if held is not None:
+            held.close()
+
+    def follow(self, recorder: Any, limit: int) -> int:
+        """One live step: process the notifications of ``recorder`` (the ledger's) after this
+        projector's position, ``limit`` at most; returns how many were read.
+
+        The position read after is the one this instance committed last while it has one (a
+        query fewer per batch); ``process`` applies nothing when the stored position turns out
+        to be behind it (another writer reset the read models), and the next step reads the
+        stored one. The log is read raw (``live_log.LiveLog``) when events are decoded the
+        fast way."""
+        after = self._kept[1] if self._kept is not None else self.position()
+        if self._mapper is None:  # a custom decoder may need eventsourcing's Notification
+            notifications: Sequence[Any] = recorder.select_notifications(start=after + 1, limit=limit)
+        else:
+            if self._live_log is None or self._live_log.recorder is not recorder:
+                self._live_log = LiveLog(recorder)
+            notifications = self._live_log.read(after, limit)
+        if notifications:
+            self.process(notifications, after=after)
+        return len(notifications)
 
     def rebuild(self, recorder: Any, *, upto: int | None = None, window: int = 50_000,
                 progress: Callable[[int], None] | None = None, fast: bool = True) -> int:
@@ -242,30 +282,42 @@ class ReadModelProjector:
         for batch in batches:
             batch.flush()
 
-    def process(self, notifications: Sequence[Notification]) -> int:
+    def process(self, notifications: Sequence[Notification], *, after: int | None = None) -> int:
         """Apply a batch (ids ascending); returns the new position. Notifications at or
-        below the stored position are skipped (redelivery is harmless)."""
+        below the stored position are skipped (redelivery is harmless). ``after``: the
+        position the batch was read after; when the stored position is behind it, the
+        notifications between them are not in the batch, so nothing is applied."""
         if not notifications:
             return self.position()
         try:
-            current = self._process(notifications)
+            current = self._process(notifications, after)
         except BaseException:
             self._forget()  # rolled back: what the models kept in memory is not what is stored
+            self._drop_connection()
             raise
         self._advanced(current)
         return current
 
-    def _process(self, notifications: Sequence[Notification]) -> int:
+    def _process(self, notifications: Sequence[Notification], after: int | None) -> int:
+        held = self._held
+        if held is None:
+            held = self._held = self.engine.connect()
         # Exact sums: rated amounts may carry more digits than Decimal's default 28.
-        with localcontext(Context(prec=80)), self.engine.begin() as conn:
+        with localcontext(Context(prec=80)), held.begin():
+            conn = held
             if conn.dialect.name == "sqlite":
                 # Take SQLite's write lock before reading the position (FOR UPDATE is ignored
                 # there, and a plain SELECT runs before the driver begins the transaction), so
                 # no other projector commits between the check and the write.
-                conn.execute(_LOCK_POSITION, {"p_name": self.name})
-            found = dict(conn.execute(_POSITIONS, {"p_names": [self.name, self._kept_name]}).all())
+                fetch_raw(conn, _LOCK_POSITION, {"p_name": self.name})
+            found = dict(fetch_raw(conn, _POSITIONS, {"p_name": self.name, "p_kept": self._kept_name}))
             stored = found.get(self.name)
             current = int(stored or 0)
+            if after is not None and current != after:
+                # Another writer moved the position: the next step reads after the stored one.
+                self._forget()
+                if current < after:  # moved back (a reset): the batch misses what lies between
+                    return current
             fresh = [n for n in notifications if n.id > current]
             if not fresh:
                 return current
@@ -279,7 +331,7 @@ class ReadModelProjector:
             if stored is None:
                 conn.execute(insert(t.positions).values(name=self.name, position=current))
             else:
-                conn.execute(_SET_POSITION, {"p_name": self.name, "p_position": current})
+                fetch_raw(conn, _SET_POSITION, {"p_name": self.name, "p_position": current})
             token = self._kept[0] if self._kept is not None else None
             if token is None:
                 # Negative: tools that take the largest position of the table see only positions.
