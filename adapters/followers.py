@@ -134,11 +134,7 @@ def project_step(ledger: Ledger, projector: ReadModelProjector) -> Callable[[], 
     """Apply the next batch of the ledger's notification log to the read models."""
 
     def step() -> int:
-        position = projector.position()
-        notifications = ledger.recorder.select_notifications(start=position + 1, limit=BATCH)
-        if notifications:
-            projector.process(notifications)
-        return len(notifications)
+        return projector.follow(ledger.recorder, BATCH)
 
     return step
 
