@@ -74,6 +74,7 @@ class Runtime:
 
     def close(self) -> None:
         self.stop_stages()
+        self.projector.close()  # the connection its live batches hold
         self.ledger.close()
         self.intake.close()
         self.engine.dispose()
