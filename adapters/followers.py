@@ -5,8 +5,11 @@ exactly. Stages wake each other up, and poll as well (another process may write 
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
 import logging
 import os
+import sys
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -27,11 +30,19 @@ BATCH = 1000
 class Stage(threading.Thread):
     """Runs ``step`` (returns how many items it handled) until stopped."""
 
-    def __init__(self, name: str, step: Callable[[], int], poll_interval: float = 0.5, nice: int = 0) -> None:
+    def __init__(self, name: str, step: Callable[[], int], poll_interval: float = 0.5, nice: int = 0,
+                 gather: float = 0.0, full: int = BATCH) -> None:
         super().__init__(name=name, daemon=True)
         self.step = step
         self.poll_interval = poll_interval
         self.nice = nice
+        # After a step that found less than a full batch (``full`` items), the next one starts
+        # no sooner than ``gather`` seconds after it: woken by every upstream commit, a stage
+        # would otherwise handle a few items per transaction, and a batch's fixed cost (its
+        # queries and commit) would dominate under a steady load. It costs each item at most
+        # that much delay; a backlog (full batches) is worked off without pause.
+        self.gather = gather
+        self.full = full
         self.wakeup = threading.Event()
         self.stopping = threading.Event()
         self.failures = 0
@@ -39,6 +50,7 @@ class Stage(threading.Thread):
         self.on_fatal: Callable[[Stage], None] | None = None
 
     def run(self) -> None:
+        name_os_thread(f"wg-{self.name}")
         if self.nice:
             # Linux schedules threads: PRIO_PROCESS with the thread's id lowers this thread
             # only (never the API's or the process's other threads). Raising niceness needs
@@ -49,6 +61,7 @@ class Stage(threading.Thread):
             except OSError as refused:
                 log.warning("stage %s keeps its priority: %s", self.name, refused)
         while not self.stopping.is_set():
+            started = time.monotonic()
             try:
                 handled = self.step()
                 self.failures = 0
@@ -71,10 +84,21 @@ class Stage(threading.Thread):
             if handled == 0:
                 self.wakeup.wait(self.poll_interval)
                 self.wakeup.clear()
+            elif self.gather and handled < self.full:
+                self.stopping.wait(self.gather - (time.monotonic() - started))
 
     def stop(self) -> None:
         self.stopping.set()
         self.wakeup.set()
+
+
+def name_os_thread(name: str) -> None:
+    """Give the calling thread ``name`` (15 bytes at most) in the kernel too, so `top -H`,
+    `ps -L` and /proc/<pid>/task/<tid>/comm tell serve's stages apart (CPU per stage)."""
+    if sys.platform.startswith("linux"):
+        with contextlib.suppress(OSError, AttributeError):
+            libc = ctypes.CDLL(None, use_errno=True)
+            libc.prctl(15, name.encode()[:15], 0, 0, 0)  # PR_SET_NAME
 
 
 def rate_step(intake: AccountingLog, ledger: Ledger, upstream: str = "AccountingLog") -> Callable[[], int]:

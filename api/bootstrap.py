@@ -42,10 +42,10 @@ class Runtime:
         already) the live projector is that child process instead of a thread: it is woken
         like the thread, paused by the gate like the thread, and reports its positions to
         this process's projector (waiters and listeners)."""
-        nice = self.settings.stage_nice
-        rater = Stage("rater", self.gate.writer(rate_step(self.intake, self.ledger)), nice=nice)
+        nice, gather = self.settings.stage_nice, self.settings.stage_gather_ms / 1000
+        rater = Stage("rater", self.gate.writer(rate_step(self.intake, self.ledger)), nice=nice, gather=gather)
         enforcer = Stage("enforcer", self.gate.writer(Enforcer(self.ledger, self.engine, self.projector).step),
-                         nice=nice)
+                         nice=nice, gather=gather)
         # Superseded snapshots are most of the bytes at rest of long sessions (ledger/snapshots.py).
         housekeeping = Stage("housekeeping", self.gate.follower(lambda: 1 if prune_snapshots(self.ledger) else 0),
                              poll_interval=3600, nice=nice)

@@ -15,9 +15,9 @@ import math
 import time
 from collections import deque
 from decimal import Decimal
+from urllib.parse import urlsplit
 
-import httpx
-
+from .http_client import KeepAliveClient
 from .loadgen import LoadResult, run_load
 from .product import Provisioned, charge
 from .target import BenchConfig
@@ -45,19 +45,14 @@ async def measure_freshness(url: str, radius_port: int, config: BenchConfig, pro
     tracked = {username(i): provisioned.accounts[username(i)]
                for i in range(min(config.freshness_accounts, subscribers))}
     headers = {"Authorization": f"Bearer {provisioned.token}"}
-    limits = httpx.Limits(max_connections=32, max_keepalive_connections=32)
-    async with httpx.AsyncClient(base_url=url, headers=headers, timeout=30, limits=limits) as client:
+    where = urlsplit(url)
+    # The prober shares the machine with what it measures: a lean client (bench/http_client.py).
+    async with KeepAliveClient(where.hostname or "127.0.0.1", where.port or 80, headers,
+                               connections=POLL_BATCH) as client:
 
         async def read(account: str) -> Decimal:
-            for attempt in range(5):  # the server may close an idle keep-alive connection as we reuse it
-                try:
-                    answer = await client.get(f"/v1/accounts/{account}/balance")
-                    break
-                except httpx.TransportError:
-                    if attempt == 4:
-                        raise
-            answer.raise_for_status()
-            return Decimal(answer.json()["balance_exact"])
+            answer = await client.get_json(f"/v1/accounts/{account}/balance")
+            return Decimal(answer["balance_exact"])
 
         base = dict(zip(tracked.values(), await asyncio.gather(*(read(a) for a in tracked.values())), strict=True))
         pending: dict[str, deque[tuple[Decimal, float]]] = {a: deque() for a in tracked.values()}

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import threading
+import time
 
 from adapters.followers import Stage
 from ledger.journal import Posting, UnbalancedTransaction, balanced
@@ -70,3 +71,35 @@ def test_a_nice_stage_yields_the_cores_to_the_acks_but_only_its_own_thread() -> 
         stage.stop()
         stage.join(5)
     assert seen[0] == (min(before + 7, 19), before)
+
+
+
+def _count_steps(step_size: int, *, gather: float, full: int, seconds: float = 0.6) -> int:
+    """Steps a stage takes in ``seconds`` while woken every millisecond (an upstream that
+    commits that often), each step handling ``step_size`` items."""
+    steps: list[int] = []
+
+    def step() -> int:
+        steps.append(step_size)
+        return step_size
+
+    stage = Stage("rater", step, poll_interval=0.01, gather=gather, full=full)
+    stage.start()
+    deadline = time.monotonic() + seconds
+    try:
+        while time.monotonic() < deadline and len(steps) < 10_000:
+            stage.wakeup.set()
+            time.sleep(0.001)
+    finally:
+        stage.stop()
+        stage.join(5)
+    return len(steps)
+
+
+def test_a_gathering_stage_takes_small_batches_at_most_once_per_interval() -> None:
+    """Woken by every upstream commit, a stage with ``gather`` waits that long after a small
+    batch before the next (one commit shares its fixed cost with more records), but works off
+    full batches back to back."""
+    assert 1 <= _count_steps(5, gather=0.2, full=100) <= 4  # 0.6 s / 0.2 s; load only lengthens sleeps
+    assert _count_steps(100, gather=0.2, full=100) > 20  # a backlog (full batches): no pause
+    assert _count_steps(5, gather=0.0, full=100) > 20  # without gathering every wake is a step
