@@ -15,6 +15,7 @@ path otherwise; both give the rows live projection gives (``tests/test_rebuild.p
 
 from __future__ import annotations
 
+import itertools
 import sys
 from collections.abc import Callable, Iterator, Sequence
 from decimal import Context, localcontext
@@ -87,7 +88,8 @@ READ_CHUNK = 2_000
 
 class LogReader:
     """Reads the ledger's stored events by notification id with one raw query per window
-    (``read(after, upto)`` gives the window's rows in pieces, in log order)."""
+    (``read(after, upto)`` gives the number of notifications in the window, then the window's
+    rows in pieces, in log order: on SQLite only the rows of handled events)."""
 
     def __init__(self, recorder: Any, topics: Sequence[str]) -> None:
         self.recorder = recorder
@@ -127,17 +129,21 @@ class LogReader:
                 self.ids.clear()
         return text
 
-    def _sqlite_read(self, after: int, upto: int) -> Iterator[list[LogRow]]:
+    def _sqlite_read(self, after: int, upto: int) -> Iterator[Any]:  # int, then lists of LogRow
         marks = ",".join("?" * len(self.topics))
-        # Every notification of the window (their number is what a rebuild reports), the
-        # state only of those a read model handles: one pass over the window, not two.
-        statement = (f"SELECT rowid, originator_id, originator_version, topic, "
-                     f"CASE WHEN topic IN ({marks}) THEN state END "
-                     f"FROM {self.recorder.events_table_name} WHERE rowid > ? AND rowid <= ? ORDER BY rowid")
+        table = self.recorder.events_table_name
+        # The events a read model handles (or this process's part of them when a second
+        # process folds the rest) and, first, the number of every notification of the window
+        # (what a rebuild reports): counting is a walk of the rowid range in SQLite's C, where
+        # a row per event to Python costs more (~2 us each).
         with self.recorder.datastore.transaction(commit=False) as c:
             cursor = getattr(c, "sqlite_cursor", c)
             cursor.row_factory = None  # plain tuples: no sqlite3.Row per event
-            cursor.execute(statement, [*self.topics, after, upto])
+            cursor.execute(f"SELECT count(*) FROM {table} WHERE rowid > ? AND rowid <= ?", [after, upto])
+            yield cursor.fetchone()[0]
+            cursor.execute(f"SELECT rowid, originator_id, originator_version, topic, state FROM {table} "
+                           f"WHERE rowid > ? AND rowid <= ? AND topic IN ({marks}) ORDER BY rowid",
+                           [after, upto, *self.topics])
             # In pieces: folding (and the second process) starts before the window is read.
             while rows := cursor.fetchmany(READ_CHUNK):
                 yield rows
@@ -145,7 +151,7 @@ class LogReader:
     def _postgres_table(self) -> str:
         return f'"{self.recorder.datastore.schema}"."{self.recorder.events_table_name}"'
 
-    def _postgres_read(self, after: int, upto: int) -> Iterator[list[LogRow]]:
+    def _postgres_read(self, after: int, upto: int) -> Iterator[Any]:  # int, then lists of LogRow
         from psycopg.rows import tuple_row
 
         statement = (f"SELECT notification_id, originator_id, originator_version, topic, "
@@ -154,7 +160,9 @@ class LogReader:
                      f"ORDER BY notification_id")
         with self.recorder.datastore.get_connection() as conn, conn.cursor(row_factory=tuple_row) as cur:
             cur.execute(statement, [self.topics, after, upto])
-            yield cur.fetchall()
+            rows = cur.fetchall()
+            yield len(rows)
+            yield rows
 
 
 def _hyphenated(originator_id: str) -> str:
@@ -239,12 +247,12 @@ class FastRebuild:
         if self.worker is not None:
             self.worker.fold_window(after, upto)
         invoice_events: list[Any] = []
-        read = 0
         # Exact sums: rated amounts may carry more digits than Decimal's default 28.
         with localcontext(Context(prec=80)):
             ids, hyphenated, loads = self.reader.ids, self.reader._hyphenated, orjson.loads
-            for rows in self.reader.read(after, upto):
-                read += len(rows)
+            pieces = self.reader.read(after, upto)
+            read: int = next(pieces)
+            for rows in pieces:
                 for position, stored_id, version, topic, state in rows:
                     if state is None:  # no read model (or the other process) handles it
                         continue
@@ -411,14 +419,9 @@ def bulk_insert(conn: Connection, table: Table, rows: Sequence[Row | tuple[Any, 
     dialect = conn.dialect.name
     raw = conn.connection.driver_connection
     if dialect == "sqlite":
-        cursor = raw.cursor()  # type: ignore[union-attr]
         # Rows already tuples (journal lines, usage buckets) go to the driver as they are.
-        values = rows if all(row.__class__ is tuple for row in rows) else _tuples(table, rows)
-        try:
-            cursor.executemany(f'INSERT INTO "{table.name}" ({columns}) VALUES ({", ".join("?" * len(names))})',
-                               values)
-        finally:
-            cursor.close()
+        values = rows if all(row.__class__ is tuple for row in rows) else list(_tuples(table, rows))
+        _sqlite_insert(raw, f'INSERT INTO "{table.name}" ({columns}) VALUES ', len(names), values)
     elif dialect == "postgresql":
         with raw.cursor() as cursor, cursor.copy(  # type: ignore[union-attr]
                 f'COPY "{table.name}" ({columns}) FROM STDIN') as copy:
@@ -426,6 +429,32 @@ def bulk_insert(conn: Connection, table: Table, rows: Sequence[Row | tuple[Any, 
                 copy.write_row(values)
     else:
         conn.execute(insert(table), [dict(zip(names, values, strict=True)) for values in _tuples(table, rows)])
+
+
+# Parameters per multi-row INSERT on SQLite (its limit is 32,766 since 3.32): ~6,000 make
+# statements of a few hundred rows, where the per-row cost of the driver's executemany (a
+# reset and a rebind per row) is gone and the statement is still cached and cheap to parse.
+SQLITE_PARAMETERS = 6_000
+
+
+def _sqlite_insert(raw: Any, insert: str, width: int, rows: Sequence[tuple[Any, ...]]) -> None:
+    """``insert`` (``INSERT INTO t (columns) VALUES ``) of every row, ``width`` values each:
+    as multi-row statements of equal size (measured: 32,000 journal rows 0.146 -> 0.080 s of
+    CPU against one executemany), the rest with executemany."""
+    one = f"({', '.join('?' * width)})"
+    per = max(1, SQLITE_PARAMETERS // width)
+    full = len(rows) - len(rows) % per
+    cursor = raw.cursor()
+    try:
+        if full:
+            statement = insert + ", ".join([one] * per)
+            chain = itertools.chain.from_iterable
+            for start in range(0, full, per):
+                cursor.execute(statement, list(chain(rows[start:start + per])))
+        if full < len(rows):
+            cursor.executemany(insert + one, rows[full:])
+    finally:
+        cursor.close()
 
 
 def _update_by_key(conn: Connection, table: Table, rows: list[Row]) -> None:

@@ -275,6 +275,7 @@ def test_rebuild_with_the_sessions_part_in_a_second_process_equals_live_projecti
     head = runtime.ledger.recorder.max_notification_id()
     for window in (1_000_000, rng.randint(2, 50)):
         monkeypatch.setattr(rebuild, "READ_CHUNK", rng.randint(1, 30))
+        monkeypatch.setattr(rebuild, "SQLITE_PARAMETERS", rng.randint(1, 80))  # multi-row inserts of any size
         runtime.projector.reset()
         started.clear()
         assert runtime.projector.rebuild(runtime.ledger.recorder, window=window) == head
@@ -363,3 +364,32 @@ def test_the_second_process_only_where_a_second_core_is_idle(monkeypatch: Any) -
     assert not looks  # every look was taken
     monkeypatch.undo()
     assert isinstance(cores.running_tasks(), int) and cores.running_tasks() >= 1  # the real count
+
+
+def test_bulk_inserts_on_sqlite_write_every_row_once_in_multi_row_statements(monkeypatch: Any, tmp_path: Any) -> None:
+    """``rebuild.bulk_insert`` on SQLite (statements of many rows, the rest one by one) stores
+    exactly the rows given, whatever the statement size and the number of rows."""
+    from sqlalchemy import create_engine, select
+
+    from projections import rebuild
+    from projections import tables as t
+
+    seed = int(time.time_ns() % 1_000_000)
+    print(f"seed {seed}")
+    rng = random.Random(seed)
+    engine = create_engine(f"sqlite:///{tmp_path / 'models.db'}")
+    t.journal.create(engine)
+    position = 0
+    for _ in range(30):
+        monkeypatch.setattr(rebuild, "SQLITE_PARAMETERS", rng.choice([1, 6, 7, 8, rng.randint(1, 200), 6_000]))
+        rows = []
+        for _ in range(rng.choice([0, 1, 2, rng.randint(1, 300)])):
+            position += 1
+            rows.append((position, rng.randint(0, 3), f"usage:{rng.random()}", rng.randint(0, 2**40),
+                         rng.choice(["revenue:usage", "receivable:x"]), str(rng.randint(-999, 999)), "USD"))
+        with engine.begin() as conn:
+            rebuild.bulk_insert(conn, t.journal, rows)
+            stored = [tuple(row) for row in conn.execute(select(t.journal).where(t.journal.c.position > position
+                                                                                   - len(rows)))]
+        assert sorted(stored) == rows, f"seed {seed}: {len(rows)} rows given, {len(stored)} stored"
+    engine.dispose()
