@@ -160,9 +160,9 @@ def main() -> None:
 
         rebuild.PARALLEL_MIN_EVENTS = 2**62  # a log is never that long
     if args.two_processes:
-        from projections import rebuild
+        from ledger import cores
 
-        rebuild._second_core_free = lambda: True
+        cores.second_core_free = lambda: True
     runtime = open_store(args)
     try:
         live = snapshot(runtime)
