@@ -22,7 +22,8 @@ from uuid import UUID
 
 from eventsourcing.application import Application, ProcessingEvent
 from eventsourcing.domain import Aggregate
-from eventsourcing.persistence import IntegrityError, Notification, Recording
+from eventsourcing.persistence import IntegrityError, Notification, Recording, StoredEvent
+from eventsourcing.utils import get_topic
 
 from domain.calendar import period_for_label
 from domain.money import ROUNDING, minor_unit
@@ -39,6 +40,8 @@ from .invoice import (
     Invoice,
     InvoiceSeries,
     document_number,
+    drafted_state,
+    drafted_state_tail,
     invoice_id,
     new_invoice_events,
     stored_invoice_event,
@@ -51,6 +54,7 @@ A = TypeVar("A", bound=Aggregate)
 # Called with a committed batch's (notification id, event) pairs, in notification order.
 Recorded = Callable[[list[tuple[int, Any]]], object]
 DAY = 86_400
+_DRAFTED_TOPIC = get_topic(Invoice.Drafted)  # type: ignore[attr-defined]
 CREDIT_NOTES = "credit_notes"  # contra-revenue: what credit notes gave back
 
 
@@ -82,6 +86,9 @@ class _Draft:
     postings: list[dict[str, str]]
     subscriber: str
     usage_versions: dict[str, int]
+    # The Drafted event's stored state but its timestamp (``invoice.drafted_state_tail``):
+    # encoded where it is drafted, so that the process recording the run does not.
+    drafted_tail: bytes | None = None
 
 
 @dataclass
@@ -262,22 +269,29 @@ class BillingRun:
         series = self._series(series_name)
         first = series.reserve(len(drafts))
         events: list[Any] = []
+        states: list[bytes | None] = []  # each event's stored state when encoded already
         issued: list[str] = []
+        mapper: Any = self.mapper
         for offset, draft in enumerate(drafts):
             number = document_number(series_name, first + offset)
-            events += new_invoice_events(draft.drafted, {
+            new = new_invoice_events(draft.drafted, {
                 "number": number, "series": series_name, "issued_at": at, "due_at": at + net_days * DAY,
                 "subscriber": draft.subscriber, "postings": draft.postings, "usage_versions": draft.usage_versions})
+            events += new
+            states += [None if draft.drafted_tail is None else drafted_state(mapper, new[0].timestamp,
+                                                                             draft.drafted_tail), None]
             issued.append(number)
         # The series and every invoice in one transaction: a concurrent run conflicts on the series.
-        committed = [(r.notification.id, r.domain_event) for r in self._record_batch(series, events)]
+        committed = [(r.notification.id, r.domain_event) for r in self._record_batch(series, events, states)]
         done = replace(result, issued=result.issued + issued)
         return done, committed
 
-    def _record_batch(self, series: InvoiceSeries, events: list[Any]) -> list[Recording[UUID]]:
+    def _record_batch(self, series: InvoiceSeries, events: list[Any], states: list[bytes | None],
+                      ) -> list[Recording[UUID]]:
         """``save(series, *events)``, without ProcessingEvent.collect_events's two runtime-
         protocol isinstance checks per object (a twentieth of a run with 2 events an invoice):
-        the same recording, snapshots and notification of listeners."""
+        the same recording, snapshots and notification of listeners. ``states``: per event,
+        its stored state when it was encoded already (None: encoded here)."""
         series_events = series.collect_events()
         processing_event: ProcessingEvent[UUID] = ProcessingEvent()
         processing_event.events += [*series_events, *events]
@@ -285,7 +299,11 @@ class BillingRun:
         # What Application._record does (EventStore.put), the invoices' events encoded the
         # quick way (ledger/invoice.py: the same bytes).
         mapper: Any = self.mapper
-        stored = [mapper.to_stored_event(e) for e in series_events] + [stored_invoice_event(mapper, e) for e in events]
+        stored = [mapper.to_stored_event(e) for e in series_events] + [
+            stored_invoice_event(mapper, e) if state is None else
+            StoredEvent(originator_id=e.originator_id, originator_version=e.originator_version, topic=_DRAFTED_TOPIC,
+                        state=state)
+            for e, state in zip(events, states, strict=True)]
         ids = self.recorder.insert_events(stored) or []
         recordings = [Recording(e, Notification(id=n, originator_id=s.originator_id,
                                                 originator_version=s.originator_version, topic=s.topic, state=s.state))
@@ -347,7 +365,8 @@ class BillingRun:
         own_version = usage_period.version if usage_period is not None else 0
         postings = balanced([Posting(a, amount, c) for a, amount, c in
                              issue_postings(draft.lines, subscriber, account.currency)])
-        return _Draft(drafted, postings, subscriber, recorded_versions(period, own_version, late))
+        return _Draft(drafted, postings, subscriber, recorded_versions(period, own_version, late),
+                      drafted_state_tail(self.mapper, drafted))
 
     def get_invoice(self, invoice: UUID) -> Invoice:
         return self._get(Invoice, invoice, "invoice")

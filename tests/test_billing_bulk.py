@@ -21,7 +21,14 @@ from domain.plans import PlanTerms
 from ledger.account import Account
 from ledger.billing_period import BillingPeriod
 from ledger.bulk import existing_ids
-from ledger.invoice import Invoice, invoice_id, new_invoice_events, stored_invoice_event
+from ledger.invoice import (
+    Invoice,
+    drafted_state,
+    drafted_state_tail,
+    invoice_id,
+    new_invoice_events,
+    stored_invoice_event,
+)
 from ledger.journal import receivable
 from ledger.late_usage import late_usage, late_usage_exact
 from rating import Fragment
@@ -196,3 +203,8 @@ def test_invoice_events_encoded_the_quick_way_are_the_mappers_bytes(runtime: Run
             built = stored_invoice_event(mapper, new_event)
             assert (built.originator_id, built.originator_version, built.topic, built.state) == (
                 expected.originator_id, expected.originator_version, expected.topic, expected.state), f"seed {seed}"
+        # Encoded where it is drafted (another process), the timestamp put in front when it is made.
+        tail = drafted_state_tail(mapper, drafted)
+        made = new_invoice_events(drafted, issued)[0]
+        assert tail is not None and drafted_state(mapper, made.timestamp, tail) == \
+            mapper.to_stored_event(made).state, f"seed {seed}"
