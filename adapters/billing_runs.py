@@ -3,14 +3,18 @@ accounts and the display figures, the ledger decides and records everything else
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import TYPE_CHECKING
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import TYPE_CHECKING, Any
 from uuid import UUID
+
+from sqlalchemy import Engine, event
 
 from adapters.billing_drafts import drafted_ahead
 from domain.plans import version_in_force
 from ledger import cores
 from ledger.billing import RunResult
+from ledger.bulk import SQLITE_MMAP
 from projections import finance
 
 if TYPE_CHECKING:
@@ -37,11 +41,36 @@ def catch_up(runtime: Runtime) -> None:
 DRAFT_PROCESS_FROM = 5000
 
 
+@contextmanager
+def _read_models_mapped(engine: Engine) -> Iterator[None]:
+    """While a run projects its invoices: SQLite read-model connections read through a memory
+    map (``ledger.bulk.SQLITE_MMAP``), set as each is checked out."""
+    if engine.dialect.name != "sqlite":
+        yield
+        return
+
+    def mapped(dbapi_connection: Any, _record: Any, _proxy: Any) -> None:
+        dbapi_connection.execute(SQLITE_MMAP)
+
+    event.listen(engine, "checkout", mapped)
+    try:
+        yield
+    finally:
+        event.remove(engine, "checkout", mapped)
+
+
 def run_billing(runtime: Runtime, period: str, *, at: int, batch_size: int = 1000,
                 progress: Progress | None = None, draft_process: bool | None = None) -> RunResult:
     """Bill every account for ``period`` (YYYY-MM) as of ``at``; safe to re-run.
     ``draft_process``: draft the batches in a second process (None: from
     ``DRAFT_PROCESS_FROM`` accounts not known to be invoiced yet, when a second core is free)."""
+    with _read_models_mapped(runtime.engine):
+        return _run_billing(runtime, period, at=at, batch_size=batch_size, progress=progress,
+                            draft_process=draft_process)
+
+
+def _run_billing(runtime: Runtime, period: str, *, at: int, batch_size: int, progress: Progress | None,
+                 draft_process: bool | None) -> RunResult:
     settings, ledger, engine = runtime.settings, runtime.ledger, runtime.engine
     catch_up(runtime)
     accounts = finance.account_ids(engine)

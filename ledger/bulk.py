@@ -122,9 +122,17 @@ def pg_table(recorder: Any) -> Any:
     return Identifier(recorder.datastore.schema, recorder.events_table_name)
 
 
+# SQLite reads a store this large (~1 GB of events at 100,000 accounts) through a memory map
+# rather than copying each page into the connection's small cache: about a tenth of the CPU
+# of drafting a billing run's batch. Reading only: writes still go through SQLite's pager.
+SQLITE_MMAP = "PRAGMA mmap_size=4294967296"
+
+
 def store_rows(recorder: Any, query: Any, params: list[Any]) -> list[Any]:
     """The rows of a read-only ``query`` on the recorder's own connection (no commit)."""
     with recorder.datastore.transaction(commit=False) as cursor:
+        if not is_postgres(recorder):  # a setting of the connection, which the pool hands out again
+            cursor.execute(SQLITE_MMAP)
         cursor.execute(query, params)
         return list(cursor.fetchall())
 
@@ -151,5 +159,5 @@ def _stored(row: Any, lookup: dict[str, UUID] | None = None) -> StoredEvent:
                        topic=row["topic"], state=bytes(row["state"]))
 
 
-__all__ = ["CHUNK", "as_uuid", "events_after", "existing_ids", "is_postgres", "latest_snapshots", "load_aggregates",
-           "pg_table", "sqlite_table", "store_rows"]
+__all__ = ["CHUNK", "SQLITE_MMAP", "as_uuid", "events_after", "existing_ids", "is_postgres", "latest_snapshots",
+           "load_aggregates", "pg_table", "sqlite_table", "store_rows"]
