@@ -15,7 +15,8 @@ serve's children (``adapters/child_process.py``: it dies with its parent).
 from __future__ import annotations
 
 import sys
-from collections.abc import Iterator, Mapping, Sequence
+from collections import deque
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from multiprocessing.connection import Connection
 from uuid import UUID
 
@@ -23,23 +24,34 @@ from adapters.child_process import child_main, spawn
 from api.settings import Settings
 from ledger.billing import DraftedBatch
 
+DraftHere = Callable[[list[UUID], frozenset[str]], DraftedBatch]
+
 
 def drafted_ahead(settings: Settings, period: str, batches: Sequence[list[UUID]], *, at: int,
                   carried: Mapping[str, Mapping[str, str]], known: frozenset[str],
-                  ahead: int = 2) -> Iterator[DraftedBatch]:
-    """The batches drafted, in order, by a second process that keeps ``ahead`` batches in
-    flight. Each batch is only given the ``known`` accounts that are in it. A failure in
-    the drafting process is raised here."""
+                  ahead: int = 2, draft_here: DraftHere | None = None) -> Iterator[DraftedBatch]:
+    """The batches drafted by a second process that keeps ``ahead`` batches in flight, in
+    order; with ``draft_here`` (drafting a batch in this process, given its known accounts),
+    a batch whose draft is not back yet when asked for is not waited for: this process
+    drafts the last batch not sent yet itself (so it comes out of order), and neither
+    process idles while the other has work. Each batch is only given the ``known`` accounts
+    that are in it. A failure in the drafting process is raised here."""
     process, ours, conn = spawn("adapters.billing_drafts")
     try:
         conn.send((settings, dict(carried)))
-        sent = 0
-        for received in range(len(batches)):
-            while sent < len(batches) and sent - received < ahead:
-                batch = batches[sent]
+        waiting = deque(batches)  # not sent yet; the drafting process takes from the front
+        in_flight = 0
+        while waiting or in_flight:
+            while waiting and in_flight < ahead:
+                batch = waiting.popleft()
                 conn.send((period, batch, at, frozenset(str(a) for a in batch) & known))
-                sent += 1
+                in_flight += 1
+            if draft_here is not None and waiting and not conn.poll():
+                batch = waiting.pop()
+                yield draft_here(batch, frozenset(str(a) for a in batch) & known)
+                continue
             answer = conn.recv()
+            in_flight -= 1
             if isinstance(answer, BaseException):
                 raise answer
             yield answer

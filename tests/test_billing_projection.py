@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import random
+import uuid
 from decimal import Decimal
 from typing import Any
 
@@ -73,11 +74,18 @@ def _history_billed(runtime: Runtime, seed: int, interleave: bool, draft_process
 
     def spy(recorded: list[tuple[int, Any]]) -> bool:
         answers.append(project(recorded))
-        if interleave:
-            _pay(runtime, rng, history, at)
         return answers[-1]
 
     projector.project_recorded = spy  # type: ignore[method-assign]
+    if interleave:  # a payment recorded as each batch is committed, before the next one is
+        bill = runtime.ledger.bill_accounts
+
+        def paying(*args: Any, **kwargs: Any) -> Any:
+            billed = bill(*args, **kwargs)
+            _pay(runtime, rng, history, at)
+            return billed
+
+        runtime.ledger.bill_accounts = paying  # type: ignore[method-assign]
     for label in MONTHS[2:5]:
         at = max(period_for_label(label, a.anchor_day)[1] for a in history.accounts.values()) + 86_400
         for _ in range(rng.randrange(0, 4)):  # credit waiting before the invoice, or paying older ones
@@ -144,6 +152,34 @@ def test_a_second_process_drafts_what_this_one_drafts(runtime: Runtime) -> None:
     there = list(drafted_ahead(runtime.settings, label, batches, at=at, carried=carried, known=known))
     assert there == here, f"seed {seed}"
     assert sum(len(b.drafts) for b in here) > 0, f"seed {seed}: nothing drafted"
+
+
+def test_batches_drafted_here_while_the_drafting_process_is_busy_are_the_same_drafts(runtime: Runtime) -> None:
+    """With ``draft_here``, a batch whose draft is not back yet is drafted in this process
+    (out of order): every batch still comes out exactly once, as ``draft_batch`` drafts it."""
+    seed = int(os.environ.get("WISPGATE_TEST_SEED") or random.randrange(2**32))
+    print(f"seed {seed}")
+    rng = random.Random(seed)
+    history = _ProjectedHistory(runtime, rng, accounts=12)
+    ids = list(history.accounts)
+    for account_id in ids:
+        history.use(account_id, rng.choice(MONTHS[2:4]))
+    label = MONTHS[3]
+    at = max(period_for_label(label, a.anchor_day)[1] for a in history.accounts.values()) + 86_400
+    known = frozenset(str(a) for a in rng.sample(ids, 2))
+    batches = [ids[n:n + 2] for n in range(0, len(ids), 2)]
+    here: list[list[uuid.UUID]] = []
+
+    def draft_here(batch: list[uuid.UUID], known_here: frozenset[str]) -> Any:
+        here.append(batch)
+        return runtime.ledger.draft_batch(label, batch, at=at, carried={}, known_invoiced=known_here)
+
+    came = list(drafted_ahead(runtime.settings, label, batches, at=at, carried={}, known=known, draft_here=draft_here))
+    assert here, f"seed {seed}: nothing drafted here (the drafting process starts in far more than a poll)"
+    expected = {tuple(b): runtime.ledger.draft_batch(label, b, at=at, carried={}, known_invoiced=frozenset(
+        str(a) for a in b) & known) for b in batches}
+    assert sorted(map(tuple, (c.account_ids for c in came))) == sorted(expected), f"seed {seed}"
+    assert all(c == expected[tuple(c.account_ids)] for c in came), f"seed {seed}"
 
 
 def test_a_drafted_batch_another_run_issued_meanwhile_is_not_issued_twice(runtime: Runtime) -> None:
