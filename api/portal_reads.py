@@ -1,23 +1,25 @@
-"""The portal's balance read, answered before FastAPI's routing when it can be.
+"""The portal's reads (balance, usage, sessions of one account), answered before FastAPI's
+routing when they can be.
 
 `GET /v1/accounts/{id}/balance` is the read a customer portal (and the freshness prober of
-`bench/`) makes most. Through FastAPI it cost ~3-5 ms of the serving process's CPU: route
+`bench/`) makes most. Through FastAPI it cost ~3-6 ms of the serving process's CPU: route
 matching over every route, dependency solving, a thread-pool hand-off for the endpoint,
-two SQLAlchemy Core statements built and compiled per request, response validation. In
-`serve` that process also rates, and its threads share one interpreter lock.
+SQLAlchemy Core statements built and compiled per request, response validation. In `serve`
+that process also rates, and its threads share one interpreter lock.
 
-Here the common case (a known, unrevoked bearer token that may read the account, and a
-projected balance) is one indexed join over the read models through a pooled DB-API
-connection, and the same JSON bytes. Everything else (no or unknown token, a token issued a
-moment ago and not projected yet, revoked, another subscriber's account, no balance, any
-query string, any error) falls through to the FastAPI route, so the answers there, the
-problem+json errors and the OpenAPI document stay those of `api/routers/portal.py`.
+Here the common case (a known, unrevoked bearer token that may read the account, which
+exists or has a projected balance) is one indexed join of the token and the account over the
+read models through a pooled DB-API connection, the view's own query for usage and sessions,
+and the same JSON bytes. Everything else (no or unknown token, a token issued a moment ago
+and not projected yet, revoked, another subscriber's account, no such account, a query
+parameter in any but its plain form, any error) falls through to the FastAPI route, so the
+answers there, the problem+json errors and the OpenAPI document stay those of
+`api/routers/portal.py`.
 """
 
 from __future__ import annotations
 
 import re
-from datetime import UTC, datetime
 from typing import Any
 
 import orjson
@@ -27,21 +29,19 @@ from sqlalchemy import Engine, bindparam, select
 from ledger.access import token_hash
 from projections import tables as t
 
+from . import portal_views as reading
 from .deps import Principal
 from .routers.portal import balance_fields
 
 # Only the canonical form of a UUID (what str(UUID) gives): other spellings FastAPI accepts
 # go the long way, where the path parameter is parsed.
-_BALANCE_PATH = re.compile(r"/v1/accounts/([0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12})/balance")
+_PATH = re.compile(r"/v1/accounts/([0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12})"
+                   r"/(balance|usage|sessions)")
 _HEADERS = [(b"content-type", b"application/json")]
 
 
-def _balance_query(engine: Engine) -> tuple[str, list[str]]:
-    """The token-and-balance join as the engine's driver takes it, and its parameters' order."""
-    query = (select(t.api_tokens.c.role, t.api_tokens.c.account_id, t.api_tokens.c.revoked,
-                    t.balances.c.receivable, t.balances.c.currency, t.balances.c.updated_at)
-             .select_from(t.api_tokens.outerjoin(t.balances, t.balances.c.account_id == _param("account")))
-             .where(t.api_tokens.c.hashed == _param("hashed")))
+def _compiled(engine: Engine, query: Any) -> tuple[str, list[str]]:
+    """``query`` as the engine's driver takes it, and its parameters' order (positional drivers)."""
     compiled = query.compile(dialect=engine.dialect)
     return compiled.string, list(compiled.positiontup or [])
 
@@ -50,19 +50,30 @@ def _param(name: str) -> Any:
     return bindparam(name, type_=t.api_tokens.c.hashed.type)
 
 
+_TOKEN = (t.api_tokens.c.role, t.api_tokens.c.account_id, t.api_tokens.c.revoked)
+
+
 class PortalReads:
-    """ASGI middleware answering the portal's balance read directly (see the module's docstring)."""
+    """ASGI middleware answering the portal's reads directly (see the module's docstring)."""
 
     def __init__(self, app: Any, engine: Engine) -> None:
         self.app = app
         self.engine = engine
-        self.sql, self.order = _balance_query(engine)
+        tokens = t.api_tokens
+        self.balance_query = _compiled(engine, select(*_TOKEN, t.balances.c.receivable, t.balances.c.currency,
+                                                      t.balances.c.updated_at)
+                                       .select_from(tokens.outerjoin(t.balances,
+                                                                     t.balances.c.account_id == _param("account")))
+                                       .where(tokens.c.hashed == _param("hashed")))
+        self.account_query = _compiled(engine, select(*_TOKEN, t.accounts.c.id)
+                                       .select_from(tokens.outerjoin(t.accounts, t.accounts.c.id == _param("account")))
+                                       .where(tokens.c.hashed == _param("hashed")))
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
-        if scope["type"] == "http" and scope["method"] == "GET" and not scope.get("query_string"):
-            match = _BALANCE_PATH.fullmatch(scope["path"])
+        if scope["type"] == "http" and scope["method"] == "GET":
+            match = _PATH.fullmatch(scope["path"])
             if match is not None:
-                body = self.balance(match[1], scope["headers"])
+                body = self.answer(match[1], match[2], scope.get("query_string", b""), scope["headers"])
                 if body is not None:
                     await send({"type": "http.response.start", "status": 200,
                                 "headers": [(b"content-length", str(len(body)).encode()), *_HEADERS]})
@@ -70,35 +81,54 @@ class PortalReads:
                     return
         await self.app(scope, receive, send)
 
-    def balance(self, account_id: str, headers: list[tuple[bytes, bytes]]) -> bytes | None:
-        """The balance JSON of ``account_id`` for the bearer of ``headers``, or None when the
-        request needs FastAPI's route (any refusal, any doubt)."""
+    def answer(self, account_id: str, resource: str, query: bytes, headers: list[tuple[bytes, bytes]]) -> bytes | None:
+        """The JSON of ``resource`` (balance, usage, sessions) of ``account_id`` for the bearer
+        of ``headers``, or None when the request needs FastAPI's route (any refusal, any doubt)."""
         token = _bearer(headers)
         if token is None:
             return None
         try:
-            row = self._read(account_id, token_hash(token))
-            if row is None:
-                return None
-            role, token_account, revoked, receivable, currency, updated_at = row
-            if revoked or receivable is None or not Principal(role, token_account).may_read_account(account_id):
-                return None
-            balance, exact = balance_fields(receivable, currency)
-            as_of = None if updated_at is None else datetime.fromtimestamp(updated_at, UTC).isoformat()
+            if resource == "balance":
+                return None if query else self._balance(account_id, token_hash(token))
+            if resource == "usage":
+                usage = reading.usage_params(query)
+                return None if usage is None else self._readable(account_id, token, reading.usage, *usage)
+            found = reading.session_params(query)
+            return None if found is None else self._readable(account_id, token, reading.sessions, *found)
         except Exception:  # the route meets the same fault and answers it as it does
             return None
+
+    def _balance(self, account_id: str, hashed: str) -> bytes | None:
+        row = self._read(self.balance_query, account_id, hashed)
+        if row is None:
+            return None
+        role, token_account, revoked, receivable, currency, updated_at = row
+        if revoked or receivable is None or not Principal(role, token_account).may_read_account(account_id):
+            return None
+        balance, exact = balance_fields(receivable, currency)
         # As FastAPI writes BalanceOut: compact, and a UTC time with "Z" (pydantic's form).
         return orjson.dumps({"account_id": account_id, "balance": balance, "balance_exact": exact,
-                             "currency": currency, "as_of": as_of and as_of.replace("+00:00", "Z")})
+                             "currency": currency, "as_of": reading.iso(updated_at)})
 
-    def _read(self, account_id: str, hashed: str) -> tuple[Any, ...] | None:
+    def _readable(self, account_id: str, token: str, view: Any, *args: Any) -> bytes | None:
+        """``view(engine, account_id, *args)`` if the bearer may read the account and it exists."""
+        row = self._read(self.account_query, account_id, token_hash(token))
+        if row is None:
+            return None
+        role, token_account, revoked, existing = row
+        if revoked or existing is None or not Principal(role, token_account).may_read_account(account_id):
+            return None
+        return orjson.dumps(view(self.engine, account_id, *args))
+
+    def _read(self, query: tuple[str, list[str]], account_id: str, hashed: str) -> tuple[Any, ...] | None:
+        sql, order = query
         values = {"account": account_id, "hashed": hashed}
-        params: Any = [values[name] for name in self.order] if self.order else values
+        params: Any = [values[name] for name in order] if order else values
         connection = self.engine.raw_connection()
         try:
             cursor = connection.cursor()
             try:
-                cursor.execute(self.sql, params)
+                cursor.execute(sql, params)
                 row = cursor.fetchone()
             finally:
                 cursor.close()

@@ -29,7 +29,7 @@ import httpx
 
 from .loadgen import run_load
 from .product import WISPGATE, Process, wait_drained, wait_healthy
-from .stage_cpu import cpu_seconds
+from .stage_cpu import TICKS, cpu_seconds
 from .target import BenchConfig, free_port
 from .wispgate_embedded import WispgateEmbedded
 from .workload import build_sessions
@@ -46,12 +46,13 @@ def portal_token(env: dict[str, str], account: str) -> str:
 
 
 async def cost_per_read(url: str, pid: int, token: str, paths: list[str], reads: int,
-                        idle: float = 0.0) -> float:
-    """CPU microseconds of process ``pid`` per GET of ``paths`` (cycled), ``reads`` GETs, less
-    what the process spends idle (``idle`` CPU seconds per second: its stages' polling)."""
+                        idle: float = 0.0) -> tuple[float, float]:
+    """CPU microseconds per GET of ``paths`` (cycled), ``reads`` GETs: of process ``pid`` less
+    what it spends idle (``idle`` CPU seconds per second: its stages' polling), and of its main
+    thread alone (uvicorn's event loop; the stages are other threads)."""
     async with httpx.AsyncClient(base_url=url, headers={"Authorization": f"Bearer {token}"}) as client:
         await asyncio.gather(*(client.get(p) for p in paths[:IN_FLIGHT]))  # connections open
-        before = cpu_seconds(pid)
+        before, loop_before = cpu_seconds(pid), thread_cpu_seconds(pid, pid)
         started = time.monotonic()
         done = 0
         while done < reads:
@@ -61,7 +62,14 @@ async def cost_per_read(url: str, pid: int, token: str, paths: list[str], reads:
             if bad:
                 raise RuntimeError(f"{bad[0].request.url}: {bad[0].status_code} {bad[0].text}")
             done += IN_FLIGHT
-        return (cpu_seconds(pid) - before - idle * (time.monotonic() - started)) / done * 1e6
+        process = cpu_seconds(pid) - before - idle * (time.monotonic() - started)
+        return process / done * 1e6, (thread_cpu_seconds(pid, pid) - loop_before) / done * 1e6
+
+
+def thread_cpu_seconds(pid: int, tid: int) -> float:
+    """User + system CPU of one thread of process ``pid`` so far."""
+    fields = Path(f"/proc/{pid}/task/{tid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / TICKS
 
 
 def idle_rate(pid: int, seconds: float = 3.0) -> float:
@@ -79,6 +87,7 @@ def main() -> None:
     parser.add_argument("--reads", type=int, default=320)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--out", type=Path, default=Path(__file__).parent / "out")
+    parser.add_argument("--only", default="", help="read only the cases whose name contains this")
     parser.add_argument("--py-spy", type=Path, default=None, metavar="FILE",
                         help="also record a py-spy profile (raw, collapsed stacks) of the serve parent")
     args = parser.parse_args()
@@ -116,24 +125,30 @@ def main() -> None:
             "sessions (admin)": (admin, [f"/v1/accounts/{a}/sessions" for a in accounts]),
             "health (5 position reads)": (admin, ["/health"]),
         }
+        cases = {name: case for name, case in cases.items() if args.only in name}
         figures: dict[str, list[float]] = {name: [] for name in cases}
+        loop: dict[str, list[float]] = {name: [] for name in cases}
         idle: list[float] = []
         for round_ in range(args.rounds):
             idle.append(idle_rate(server.pid))
             for name, (token, paths) in cases.items():  # interleaved, so each sees the same neighbours
-                figures[name].append(asyncio.run(cost_per_read(url, server.pid, token, paths, args.reads, idle[-1])))
+                process, main_thread = asyncio.run(cost_per_read(url, server.pid, token, paths, args.reads, idle[-1]))
+                figures[name].append(process)
+                loop[name].append(main_thread)
             print(f"round {round_}: idle {idle[-1] * 1e3:.0f} ms/s; "
-                  + ", ".join(f"{k} {v[-1]:,.0f}" for k, v in figures.items()), flush=True)
+                  + ", ".join(f"{k} {v[-1]:,.0f} ({loop[k][-1]:,.0f})" for k, v in figures.items()), flush=True)
     finally:
         if profiler is not None:
             profiler.send_signal(signal.SIGINT)
             profiler.wait(60)
         server.stop()
-    print(f"\nserve parent CPU us per GET (less its idle CPU, median {statistics.median(idle) * 1e3:.0f} ms/s), "
-          f"median of {args.rounds} rounds of {args.reads} reads ({IN_FLIGHT} in flight):")
+    print(f"\nserve parent CPU us per GET, median of {args.rounds} rounds of {args.reads} reads ({IN_FLIGHT} in "
+          f"flight): the process less its idle CPU (median {statistics.median(idle) * 1e3:.0f} ms/s), and its "
+          "main thread (the event loop) alone")
+    print(f"  {'':<30} {'process':>8} {'loop':>8}   rounds (process)")
     for name, values in figures.items():
-        print(f"  {name:<30} {statistics.median(values):>7,.0f}   (rounds {', '.join(f'{v:,.0f}' for v in values)})")
-
+        print(f"  {name:<30} {statistics.median(values):>8,.0f} {statistics.median(loop[name]):>8,.0f}   "
+              f"{', '.join(f'{v:,.0f}' for v in values)}")
 
 if __name__ == "__main__":
     main()

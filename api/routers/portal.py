@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 from decimal import Context, Decimal
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, HTTPException, Query
 
@@ -83,5 +83,9 @@ def sessions(
         upload_bytes=r["upload_bytes"], download_bytes=r["download_bytes"], charge=r["amount"],
         currency=r["currency"], framed_ip=r["framed_ip"], terminate_cause=r["terminate_cause"],
     ) for r in rows]
-    next_cursor = f"{rows[-1]['started_at']}:{rows[-1]['id']}" if len(rows) == limit else None
-    return SessionPage(items=items, next_cursor=next_cursor)
+    return SessionPage(items=items, next_cursor=next_cursor(rows, limit))
+
+
+def next_cursor(rows: list[dict[str, Any]], limit: int) -> str | None:
+    """The cursor of the page after ``rows`` (started_at:id of its last row), if it was full."""
+    return f"{rows[-1]['started_at']}:{rows[-1]['id']}" if len(rows) == limit else None
