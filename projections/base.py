@@ -97,6 +97,34 @@ def fetch_raw(conn: Connection, statement: Executable, values: dict[str, Any]) -
         cursor.close()
 
 
+_IN_QUERIES: dict[tuple[str, str, tuple[str, ...], str, int], str] = {}
+
+
+def fetch_in(conn: Connection, table: Table, columns: tuple[str, ...], key: str,
+             values: list[Any]) -> list[tuple[Any, ...]]:
+    """``SELECT columns FROM table WHERE key IN values`` by the driver, in the connection's
+    transaction (SQLAlchemy's expanding ``IN`` was rendered anew on every execution): the
+    rows as tuples of ``columns``. ``values`` as ``chunks`` bounds them."""
+    if not values:
+        return []
+    dialect = conn.dialect.name
+    postgres = dialect == "postgresql"
+    shape = (dialect, table.name, columns, key, 0 if postgres else len(values))
+    sql = _IN_QUERIES.get(shape)
+    if sql is None:
+        # The table's and columns' names are the product's own identifiers (no quoting needed).
+        where = f"{key} = ANY(%s)" if postgres else f"{key} IN ({','.join('?' * len(values))})"
+        sql = _IN_QUERIES[shape] = f"SELECT {', '.join(columns)} FROM {table.name} WHERE {where}"
+        if len(_IN_QUERIES) > 4096:  # one per list length on SQLite: bounded all the same
+            _IN_QUERIES.clear()
+    cursor = conn.connection.cursor()
+    try:
+        cursor.execute(sql, (list(values),) if postgres else list(values))
+        return cursor.fetchall()
+    finally:
+        cursor.close()
+
+
 def _compiled(conn: Connection, statement: Executable) -> str:
     """``statement``'s SQL for ``conn``'s dialect with named parameters, compiled once."""
     dialect = conn.dialect

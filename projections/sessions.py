@@ -15,7 +15,7 @@ from sqlalchemy import BigInteger, ColumnElement, bindparam, case, delete, inser
 from rating import UsageDelta, split_by_hour
 
 from . import tables as t
-from .base import ModelBatch, ReadModel, chunks, dec, execute_many, fmt
+from .base import ModelBatch, ReadModel, chunks, dec, execute_many, fetch_in, fmt
 
 DAY = 86_400
 
@@ -79,18 +79,20 @@ class _SessionBatch(ModelBatch):
                 session_ids.add(str(e.session_id))
         # Rows an earlier batch made before their session's Registered event (a UsageRated
         # logged first): completed by on_Session_Registered.
+        conn = self.conn
         for ids in chunks(sorted(registered)):
-            row_ids.update(r[0] for r in self.conn.execute(_KEYLESS_ROWS, {"ids": ids}))
+            row_ids.update(r[0] for r in fetch_in(conn, t.sessions_keyless, ("row_id",), "session_id", ids))
         rows = self.rows
         for ids in chunks(sorted(i for i in row_ids if i not in rows)):
-            for found in self.conn.execute(_SESSION_ROWS, {"ids": ids}).mappings():
-                self._loaded(dict(found))
+            for found in fetch_in(conn, t.sessions, _COLUMNS, "id", ids):
+                self._loaded(dict(zip(_COLUMNS, found, strict=True)))
         # A key is needed only to make a row; a session registered in this batch has its key
         # from the event (a row made before it is completed by on_Session_Registered).
         unkeyed = {i.split(":", 1)[0] for i in row_ids if i not in rows} - registered
         for ids in chunks(sorted(i for i in unkeyed if i not in self.keys)):
-            for found in self.conn.execute(_SESSION_KEYS, {"ids": ids}).mappings():
-                self.keys[found["id"]] = (found["nas_id"], found["acct_session_id"])
+            for session_id, nas_id, acct_session_id in fetch_in(
+                    conn, t.session_aggregates, ("id", "nas_id", "acct_session_id"), "id", ids):
+                self.keys[session_id] = (nas_id, acct_session_id)
         self.prefetched = True
 
     def on_Session_Registered(self, position: int, e: Any) -> None:
@@ -254,10 +256,6 @@ _COLUMNS = tuple(c.name for c in t.sessions.columns)
 _ALL_BUT_ID = tuple(name for name in _COLUMNS if name != "id")
 # Not in the table's key nor its indexes (see tables.py); started_at never changes anyway.
 _UNINDEXED = ("id", *(name for name in _COLUMNS if name not in {"id", "account_id", "framed_ip", "started_at"}))
-_KEYLESS_ROWS = select(t.sessions_keyless.c.row_id).where(
-    t.sessions_keyless.c.session_id.in_(bindparam("ids", expanding=True)))
-_SESSION_ROWS = select(t.sessions).where(t.sessions.c.id.in_(bindparam("ids", expanding=True)))
-_SESSION_KEYS = select(t.session_aggregates).where(t.session_aggregates.c.id.in_(bindparam("ids", expanding=True)))
 _INSERT_REGISTERED = insert(t.session_aggregates)
 _INSERT_SESSION = insert(t.sessions)
 _UPDATE_SESSION = (update(t.sessions).where(t.sessions.c.id == bindparam("id"))
