@@ -1,6 +1,7 @@
-"""Child processes of `wispgate serve` (its RADIUS listener, its projector): how one is started
-with a socket pair to its parent, how it makes sure it dies with that parent, and how the
-parent supervises it (``ChildSupervisor``: restarted when it dies, within a rate limit)."""
+"""Child processes of `wispgate serve` (its RADIUS listener, rater and projector): how one is
+started with a socket pair to its parent, how it makes sure it dies with that parent, and how
+the parent supervises it (``ChildSupervisor``: restarted when it dies, within a rate limit;
+``PausableChild``: a stage the site's write gate pauses during maintenance)."""
 
 from __future__ import annotations
 
@@ -223,3 +224,139 @@ class ChildSupervisor:
             failure = self._handle(message)
             if failure is not None:
                 return failure
+
+
+PAUSE_TIMEOUT = 30.0  # a step is one batch (well under a second): generous
+
+
+class PausableChild(ChildSupervisor):
+    """A child running one of the site's stages (rater, projector), which the site's
+    WriteGate pauses while it holds the gate exclusively (fencing, a role change): ``pause``
+    returns once no step runs in the child and none will start until ``resume``. A child that
+    does not acknowledge in time is killed (its uncommitted batch rolls back) and its
+    successor starts paused.
+
+    The child sends ("ready",) once, ("paused", n) to acknowledge pause request n, and
+    ("fatal", text) when an invariant failed (it then exits: never continue); other messages
+    go to ``_message``. ``on_fatal(text)`` is told once the child is gone."""
+
+    def __init__(self, settings: Any, *, on_fatal: Callable[[str], None], on_failed: Callable[[str], None],
+                 configure_logging: Callable[[str, str], None], max_restarts: int = MAX_RESTARTS) -> None:
+        super().__init__(settings, on_failed=on_failed, configure_logging=configure_logging,
+                         max_restarts=max_restarts)
+        self.on_fatal = on_fatal
+        self._paused = False
+        self._pause_request = 0
+        self._pause_acked = 0
+        self._generation = 0  # children attached so far: a pause waits for its own child only
+        self.fatal: str | None = None
+
+    def start(self, timeout: float = 60.0) -> bool:
+        """Let the child open the stores (the parent has created the tables) and begin."""
+        return self._begin(timeout)
+
+    def wake(self) -> None:
+        """Its upstream has new work (no child right now: a restarted child polls first)."""
+        self._send(("wake",))
+
+    def pause(self, timeout: float = PAUSE_TIMEOUT) -> None:
+        """Return once no step runs in the child and none will start until ``resume``."""
+        with self._state:
+            self._paused = True
+            self._pause_request += 1
+            request, generation = self._pause_request, self._generation
+            if self._conn is None:
+                return  # no child runs steps now; the next one starts paused
+            with contextlib.suppress(OSError):  # the child is gone: _follow notices and notifies
+                self._conn.send(("pause", request))
+            acked = self._state.wait_for(
+                lambda: self._pause_acked >= request or self._generation != generation or self._conn is None,
+                timeout=timeout)
+            if acked:
+                return
+            process = self.process
+        # Hung in a step: kill it (its transaction rolls back) and wait until it is gone;
+        # its successor starts paused.
+        log.error("%s did not pause within %.0f s; killing it", self.title, timeout)
+        if process is not None:
+            with contextlib.suppress(OSError):
+                process.kill()
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                process.wait(10)
+
+    def resume(self) -> None:
+        with self._state:
+            self._paused = False
+            if self._conn is not None:
+                with contextlib.suppress(OSError):
+                    for message in self._resume_messages():
+                        self._conn.send(message)
+
+    def _resume_messages(self) -> list[tuple[Any, ...]]:
+        """What a paused child is sent to resume (under the lock)."""
+        return [("resume",)]
+
+    def _message(self, message: tuple[Any, ...]) -> None:
+        """A message of the subclass's protocol."""
+
+    def _state_messages(self) -> list[tuple[Any, ...]]:
+        return [("pause", self._pause_request)] if self._paused else self._resume_messages()
+
+    def _attached(self) -> None:
+        self._generation += 1
+        self._pause_acked = self._pause_request  # a fresh child starts in the current state
+
+    def _handle(self, message: tuple[Any, ...]) -> str | None:
+        kind = message[0]
+        if kind == "paused":
+            with self._state:
+                self._pause_acked = max(self._pause_acked, int(message[1]))
+                self._state.notify_all()
+        elif kind == "ready":
+            self._ready.set()
+        elif kind == "fatal":
+            self.fatal = str(message[1])  # the child exits by itself: never continue
+        else:
+            self._message(message)
+        return None
+
+    def _ended(self, code: int | None, failure: str | None) -> bool:
+        if self.fatal is None:
+            return False
+        self.on_fatal(self.fatal)
+        return True
+
+
+def follow_parent(conn: Connection, stage: Any, gate: Any, send: Callable[[tuple[Any, ...]], None], *,
+                  on_resume: Callable[[], None] = lambda: None,
+                  on_message: Callable[[tuple[Any, ...]], None] = lambda message: None) -> None:
+    """In a PausableChild: follow the parent's messages until it goes away. ("wake",) wakes
+    ``stage``; ("pause", n) takes ``gate`` exclusively (after the step in progress) and says
+    ("paused", n); ("resume",) calls ``on_resume`` and lets steps run again; anything else goes
+    to ``on_message``. The stage starts after the first state message (a child that starts
+    paused never steps), and the child then says ("ready",)."""
+    paused = contextlib.ExitStack()
+    try:
+        while True:
+            try:
+                message = conn.recv()
+            except (EOFError, OSError):
+                break
+            kind = message[0]
+            if kind == "wake":
+                stage.wakeup.set()
+            elif kind == "pause":
+                paused.close()  # a second pause without a resume (a restarted parent state)
+                paused.enter_context(gate.exclusive())  # waits for the step in progress
+                send(("paused", message[1]))
+            elif kind == "resume":
+                on_resume()
+                paused.close()
+                stage.wakeup.set()
+            else:
+                on_message(message)
+            if not stage.is_alive() and kind in ("pause", "resume"):
+                stage.start()
+                send(("ready",))
+    finally:
+        paused.close()

@@ -12,6 +12,7 @@ from adapters.enforcer import Enforcer
 from adapters.followers import Stage, project_step, rate_step
 from adapters.persistence import eventstore_env, read_model_engine
 from adapters.projector_worker import ProjectorWorker
+from adapters.rater_worker import RaterWorker
 from adapters.site_gate import WriteGate
 from ledger import AccountingLog, Ledger
 from ledger.snapshots import prune_snapshots
@@ -37,21 +38,28 @@ class Runtime:
     # Called (from the stage's thread) when a stage stops on a violated ledger invariant.
     on_fatal: Callable[[Stage], None] | None = None
 
-    def start_stages(self, projector_process: ProjectorWorker | None = None) -> None:
-        """Start the stages as threads of this process; with ``projector_process`` (launched
-        already) the live projector is that child process instead of a thread: it is woken
-        like the thread, paused by the gate like the thread, and reports its positions to
-        this process's projector (waiters and listeners)."""
+    def start_stages(self, projector_process: ProjectorWorker | None = None,
+                     rater_process: RaterWorker | None = None) -> None:
+        """Start the stages as threads of this process; with ``projector_process`` or
+        ``rater_process`` (launched already) the live projector or the rater is that child
+        process instead of a thread: it is woken like the thread and paused by the gate like
+        the thread; the projector child reports its positions to this process's projector
+        (waiters and listeners), the rater child its commits (the ledger's followers wake)."""
         nice, gather = self.settings.stage_nice, self.settings.stage_gather_ms / 1000
-        rater = Stage("rater", self.gate.writer(rate_step(self.intake, self.ledger)), nice=nice, gather=gather)
         enforcer = Stage("enforcer", self.gate.writer(Enforcer(self.ledger, self.engine, self.projector).step),
                          nice=nice, gather=gather)
         # Superseded snapshots are most of the bytes at rest of long sessions (ledger/snapshots.py).
         housekeeping = Stage("housekeeping", self.gate.follower(lambda: 1 if prune_snapshots(self.ledger) else 0),
                              poll_interval=3600, nice=nice)
-        self.stages = [rater, enforcer, housekeeping]
+        self.stages = [enforcer, housekeeping]
         # Each stage's progress is the next stage's work: wake it rather than wait a poll.
-        self.intake.listeners.append(rater.wakeup.set)
+        if rater_process is None:
+            rater = Stage("rater", self.gate.writer(rate_step(self.intake, self.ledger)), nice=nice, gather=gather)
+            self.stages.insert(0, rater)
+            self.intake.listeners.append(rater.wakeup.set)
+        else:
+            self.intake.listeners.append(rater_process.wake)
+            self.gate.remote_followers.append(rater_process)  # paused first: it writes
         if projector_process is None:
             projector = Stage("projector", self.gate.follower(project_step(self.ledger, self.projector)),
                               poll_interval=0.25, nice=nice)
@@ -71,6 +79,12 @@ class Runtime:
         for stage in self.stages:
             stage.join(timeout=10)
         self.stages = []
+
+    def ledger_committed_elsewhere(self) -> None:
+        """Another process (serve's rater child) committed ledger events: wake what follows
+        the ledger here, as this process's own commits do."""
+        for listener in self.ledger.listeners:
+            listener()
 
     def close(self) -> None:
         self.stop_stages()

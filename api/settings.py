@@ -46,6 +46,10 @@ class Settings:
     # `wispgate serve`: "separate" runs the live projector (read models) in its own process,
     # so rating and projecting use two cores; "inline" runs it as a thread (tests, debugging).
     projector_process: str = "separate"  # separate | inline
+    # `wispgate serve`: "separate" runs the rater in its own process, so portal reads, the
+    # enforcer and the chainer (the serve process's threads) do not share an interpreter lock
+    # with rating; "inline" runs it as a thread of the serve process (debugging, profiling).
+    rater_process: str = "separate"  # separate | inline
     # Niceness of `serve`'s background stages (rater, projector, enforcer, chainer,
     # housekeeping): when the cores are saturated, acknowledging the BNGs (the RADIUS process)
     # and answering the API come first, and rating catches up after. 0 keeps them equal.
@@ -108,6 +112,8 @@ def _coerce(values: dict[str, Any]) -> dict[str, Any]:
         raise ValueError("radius_process is 'separate' or 'inline'")
     if "projector_process" in out and out["projector_process"] not in ("separate", "inline"):
         raise ValueError("projector_process is 'separate' or 'inline'")
+    if "rater_process" in out and out["rater_process"] not in ("separate", "inline"):
+        raise ValueError("rater_process is 'separate' or 'inline'")
     if "stage_nice" in out and not 0 <= out["stage_nice"] <= 19:
         raise ValueError("stage_nice is from 0 to 19")
     if "stage_gather_ms" in out and not 0 <= out["stage_gather_ms"] <= 1000:

@@ -115,7 +115,7 @@ def main() -> None:
         names = sorted({name for row in rows[mode] for name in row})
         medians = {name: statistics.median(row.get(name, 0.0) for row in rows[mode]) for name in names}
         processes = {k: v for k, v in medians.items() if not k.startswith("through")}
-        busiest = max(("serve parent", "projector child"), key=lambda k: processes.get(k, 0.0))
+        busiest = max(("serve parent", "projector child", "rater child"), key=lambda k: processes.get(k, 0.0))
         print(f"{mode:>9}: " + ", ".join(f"{k} {v:,.0f}" for k, v in medians.items())
               + f"; capacity {1e6 / processes[busiest]:,.0f} records/s ({busiest})")
 

@@ -102,6 +102,8 @@ def role(pid: int) -> str:
         return "radius child"
     if b"adapters.projector_worker" in cmdline:
         return "projector child"
+    if b"adapters.rater_worker" in cmdline:
+        return "rater child"
     return "other child"
 
 

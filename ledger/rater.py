@@ -400,7 +400,7 @@ class _Batch:
         cuts = [t for t in life if t is not None and usage.start < t < usage.end]
         cursor = usage.start
         while True:
-            _, end = billing_period(cursor, tariff.anchor_day, tariff.terms.timezone)
+            _, end = self.pricing.period(tariff, cursor)  # billing_period(), remembered per calendar
             if end >= usage.end:
                 break
             cuts.append(end)

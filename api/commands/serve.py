@@ -3,8 +3,10 @@
 By default the RADIUS listener runs in a child process of its own (adapters/radius/worker.py)
 so that acknowledging records does not wait for the rater, projector or API to release the
 interpreter lock; ``radius_process = "inline"`` keeps everything in one process. Likewise the
-live projector runs in a child process (adapters/projector_worker.py), so rating and
-projecting use two cores; ``projector_process = "inline"`` keeps it a thread."""
+live projector (adapters/projector_worker.py) and the rater (adapters/rater_worker.py) run in
+child processes, so rating, projecting and answering the API each have an interpreter (and a
+share of the cores) of their own; ``projector_process`` / ``rater_process = "inline"`` keeps
+them threads of this process."""
 
 from __future__ import annotations
 
@@ -21,6 +23,7 @@ from adapters.projector_worker import ProjectorWorker
 from adapters.radius.registry import NasRegistry, keep_fresh
 from adapters.radius.server import AccountingServer, start_accounting_server
 from adapters.radius.worker import RadiusWorker, expose_child_metrics
+from adapters.rater_worker import RaterWorker
 from adapters.shipping import SiteController
 from projections import queries
 
@@ -95,11 +98,20 @@ async def serve(settings: Settings) -> int:
     api: uvicorn.Server | None = None
     worker: RadiusWorker | None = None
     projector: ProjectorWorker | None = None
+    rater: RaterWorker | None = None
+    if settings.rater_process != "inline":
+        # Its commits wake this process's followers of the ledger (projector, chainer) as the
+        # thread's did; a batch it failed makes this process's enforcer forget its cache too.
+        rater = RaterWorker(settings, None, on_rated=lambda: runtime.ledger_committed_elsewhere(),
+                            on_forgot=lambda: runtime.ledger.forget_live_sessions(),
+                            on_fatal=lambda text: child_fatal("rater", text),
+                            on_failed=lambda message: radius_failed(message), configure_logging=configure)
+        rater.launch()
     if settings.projector_process != "inline":
         # Its positions reach this process's projector: read-your-writes waiters and the
         # listeners (NAS registries, enforcer) are woken as by the in-process stage.
         projector = ProjectorWorker(settings, on_position=lambda position: runtime.projector._advanced(position),
-                                    on_fatal=lambda text: projector_fatal(text),
+                                    on_fatal=lambda text: child_fatal("projector", text),
                                     on_failed=lambda message: radius_failed(message), configure_logging=configure)
         projector.launch()
     if settings.radius_process != "inline":
@@ -113,11 +125,12 @@ async def serve(settings: Settings) -> int:
         # The site record decides, before any stage runs, whether this site may write (standby).
         site = SiteController(runtime)
     except BaseException:
-        if worker is not None:
-            worker.close()
-        if projector is not None:
-            projector.close()
+        for child in (worker, projector, rater):
+            if child is not None:
+                child.close()
         raise
+    if rater is not None:
+        rater.gate = runtime.gate  # the site's gate: the child writes only while it is open
 
     def stop_api() -> None:
         if api is not None:
@@ -128,10 +141,10 @@ async def serve(settings: Settings) -> int:
         halted.append(stage.name)
         stop_api()
 
-    def projector_fatal(text: str) -> None:
-        """A read-model invariant failed in the projector process: stop, never continue."""
-        log.critical("the projector process stopped: %s", text)
-        halted.append("projector")
+    def child_fatal(stage: str, text: str) -> None:
+        """An invariant failed in the rater or projector process: stop, never continue."""
+        log.critical("the %s process stopped: %s", stage, text)
+        halted.append(stage)
         stop_api()
 
     def radius_failed(message: str) -> None:
@@ -142,9 +155,10 @@ async def serve(settings: Settings) -> int:
 
     runtime.on_fatal = halt
     try:
-        runtime.start_stages(projector)
-        if projector is not None and not await asyncio.to_thread(projector.start):
-            log.warning("the projector process is not ready yet; serving meanwhile")
+        runtime.start_stages(projector, rater)
+        for child in (rater, projector):
+            if child is not None and not await asyncio.to_thread(child.start):
+                log.warning("%s is not ready yet; serving meanwhile", child.title)
         if worker is None:
             stop_radius, error = await _listen_inline(settings, runtime, site)
         else:
@@ -185,9 +199,8 @@ async def serve(settings: Settings) -> int:
             return 1
         return 0 if api.started else 1
     finally:
-        if worker is not None:
-            worker.close()  # idempotent; here for the paths that never started the API
-        if projector is not None:
-            projector.close()
+        for child in (worker, rater, projector):
+            if child is not None:
+                child.close()  # idempotent; here for the paths that never started the API
         site.stop()
         runtime.close()
