@@ -159,21 +159,32 @@ class Fold:
     # Hot events: (position, originator id as text, originator version, stored state).
 
     def record_applied(self, position: int, session_id: str, version: int, s: dict[str, Any]) -> None:
+        # The hottest rule (a third of a log): fields one by one, no loop, no calls but the id's.
         incarnation = s["incarnation"]
-        row = self.sessions.rows.get(f"{session_id}:{incarnation}") or self._new_session(session_id, incarnation)
+        key = f"{session_id}:{incarnation}"
+        sessions = self.sessions
+        row = sessions.rows.get(key) or self._new_session(session_id, incarnation)
         event_time = s["event_time"]
         if event_time > row["updated_at"]:
             row["updated_at"] = event_time
         row["upload_bytes"] += s["upload_bytes"]
         row["download_bytes"] += s["download_bytes"]
-        for field in ("username", "framed_ip", "nas_ip", "calling_station_id", "terminate_cause"):
-            if s[field]:
-                row[field] = s[field]
-        if s["account_id"] is not None:
-            row["account_id"] = uuid_text(s["account_id"])
+        if value := s["username"]:
+            row["username"] = value
+        if value := s["framed_ip"]:
+            row["framed_ip"] = value
+        if value := s["nas_ip"]:
+            row["nas_ip"] = value
+        if value := s["calling_station_id"]:
+            row["calling_station_id"] = value
+        if value := s["terminate_cause"]:
+            row["terminate_cause"] = value
+        if (account_id := s["account_id"]) is not None:
+            row["account_id"] = uuid_text(account_id)
         if s["closes"] and row["stopped_at"] is None:
             row["stopped_at"] = event_time
-        self.sessions.changed(row["id"], row)
+        if key not in sessions.new:  # TableRows.changed
+            sessions.dirty[key] = row
 
     def usage_rated(self, position: int, period_id: str, version: int, s: dict[str, Any]) -> None:
         self.usage_rated_sessions(position, period_id, version, s)

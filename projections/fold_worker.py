@@ -1,11 +1,11 @@
 """The rebuild's sessions part folded in a second process, so a rebuild uses two cores.
 
 The rebuild's own process reads the log, folds the money part (catalog, balances, journal,
-usage buckets, payments, invoices) and writes every table; a second process, forked from it,
-reads the sessions part's events (``fold.SESSION_EVENTS``) of each window from a connection
-of its own, folds them, and sends back that window's ``SessionWrites``, which the first
-process writes in the same transaction as its own rows and the position. A failure in it
-fails the rebuild before its window commits.
+payments, invoices) and writes every table; a second process, forked from it, reads the
+sessions part's events (``fold.SESSION_EVENTS``) of each window from a connection of its own,
+folds them and sends that window's ``SessionWrites`` back as soon as they are made, which
+the first process writes in the same transaction as its own rows and the position. A failure
+in it fails the rebuild before its window commits.
 
 Only a single-threaded process forks (forking one whose other threads hold locks is unsafe):
 where that is not so (PostgreSQL's connection pools run threads), or the log is not in a
@@ -36,8 +36,9 @@ def can_fork() -> bool:
 
 
 def _serve(conn: Connection, reading: Reading) -> None:
-    """The second process: fold each window it is told of; answer each ``None`` with the
-    writes since the last one."""
+    """The second process: fold each window it is told of and send its writes at once (the
+    rebuild's process takes them when it has written its own part; meanwhile this one's
+    send waits on the full pipe, with nothing else to do)."""
     gc.freeze()  # what it inherited stays out of the collector's sight
     fold = Fold(money=False)
     try:
@@ -47,10 +48,8 @@ def _serve(conn: Connection, reading: Reading) -> None:
                 message = conn.recv()
                 if message == "stop":
                     return
-                if message is None:
-                    conn.send(("writes", fold.take_session_writes()))
-                else:
-                    reading(fold, *message)
+                reading(fold, *message)
+                conn.send(("writes", fold.take_session_writes()))
     except EOFError:  # the rebuild's process went away
         return
     except BaseException:
@@ -77,9 +76,9 @@ class SessionFoldProcess:
             raise self._died() from None
 
     def take(self) -> SessionWrites:
-        """The writes of every window folded since the last call (waits for the fold)."""
+        """The writes of the window it was given first among those not taken yet (waits for
+        its fold)."""
         try:
-            self.conn.send(None)
             kind, value = self.conn.recv()
         except (EOFError, OSError):
             raise self._died() from None
