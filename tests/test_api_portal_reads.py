@@ -94,13 +94,15 @@ def sessions_query(rng: random.Random, cursors: list[str]) -> dict[str, str]:
     return query
 
 
-def test_fast_portal_reads_answer_as_the_routes_do(runtime: Runtime) -> None:
-    seed = int(os.environ.get("WISPGATE_TEST_SEED", secrets.randbelow(2**32)))
-    print(f"seed {seed} (WISPGATE_TEST_SEED={seed} replays it)")
-    rng = random.Random(seed)
+Tokens = dict[str, tuple[str, str | None, bool]]  # token -> role, account, revoked
+
+
+def fill(runtime: Runtime, rng: random.Random) -> tuple[list[str], Tokens, list[dict[str, Any]]]:
+    """Random read-model rows (accounts, balances, tokens, sessions, usage) as the projector writes
+    them: the accounts (the last two do not exist, two more have no balance), the tokens, the sessions."""
     accounts = [str(uuid.UUID(int=rng.getrandbits(128), version=4)) for _ in range(12)]
     existing, with_balance = accounts[:10], accounts[:8]
-    tokens: dict[str, tuple[str, str | None, bool]] = {}  # token -> role, account, revoked
+    tokens: Tokens = {}
     for role in ("admin", "finance", "auditor", "replication", "portal", "portal", "portal"):
         for revoked in (False, False, True):
             account = rng.choice(accounts) if role == "portal" else None
@@ -108,7 +110,7 @@ def test_fast_portal_reads_answer_as_the_routes_do(runtime: Runtime) -> None:
     sessions, buckets = [], {}
     for account in existing:
         for _ in range(rng.randrange(0, 7)):
-            started = rng.choice([rng.randrange(0, 2_000_000)] * 3 + [1_000_000])  # some start together
+            started = rng.choice([rng.randrange(0, 2_000_000)] * 3 + [1_000_000, 3_000_000_000])  # past 2038 too
             sessions.append({
                 "id": f"{uuid.uuid4()}:{started}", "nas_id": text(rng), "acct_session_id": text(rng),
                 "username": text(rng), "account_id": account, "started_at": started,
@@ -135,6 +137,14 @@ def test_fast_portal_reads_answer_as_the_routes_do(runtime: Runtime) -> None:
             conn.execute(insert(t.sessions), sessions)
         if buckets:
             conn.execute(insert(t.usage), list(buckets.values()))
+    return accounts, tokens, sessions
+
+
+def test_fast_portal_reads_answer_as_the_routes_do(runtime: Runtime) -> None:
+    seed = int(os.environ.get("WISPGATE_TEST_SEED", secrets.randbelow(2**32)))
+    print(f"seed {seed} (WISPGATE_TEST_SEED={seed} replays it)")
+    rng = random.Random(seed)
+    accounts, tokens, sessions = fill(runtime, rng)
     cursors = [f"{s['started_at']}:{s['id']}" for s in sessions]
     reference = create_app(runtime, portal_fast_path=False)
     fast = create_app(runtime)
