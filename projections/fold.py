@@ -106,7 +106,7 @@ class SessionWrites(NamedTuple):
     sessions_dirty: list[tuple[Any, ...]]
     keyless_made: list[Row]
     keyless_completed: list[str]
-    registered: list[Row]
+    registered: list[tuple[str, str, str]]  # session_aggregates rows: id, nas_id, acct_session_id
     usage_new: list[tuple[Any, ...]]
     usage_dirty: list[tuple[Any, ...]]
 
@@ -130,7 +130,7 @@ class Fold:
         self.journal: list[tuple[Any, ...]] = []
         self.payments: list[Row] = []
         self.session_keys: dict[str, tuple[str, str]] = {}
-        self.registered: list[Row] = []
+        self.registered: list[tuple[str, str, str]] = []
         self.keyless: dict[str, list[Row]] = {}  # rows without their session's key, by session id
         self.keyless_stored: set[str] = set()  # their row ids in sessions_keyless
         self.hot: dict[str, Callable[[int, str, int, dict[str, Any]], None]] = {}
@@ -212,7 +212,7 @@ class Fold:
             if not row["nas_id"]:
                 row["nas_id"], row["acct_session_id"] = nas_id, acct_session_id
                 self.sessions.changed(row["id"], row)
-        self.registered.append({"id": session_id, "nas_id": nas_id, "acct_session_id": acct_session_id})
+        self.registered.append((session_id, nas_id, acct_session_id))  # in the table's column order
 
     def account_opened(self, position: int, account_id: str, version: int, s: dict[str, Any]) -> None:
         self.accounts.insert({"id": account_id, "name": s["name"], "plan_id": uuid_text(s["plan_id"]),
