@@ -62,7 +62,7 @@ class Runtime:
             self.gate.remote_followers.append(rater_process)  # paused first: it writes
         if projector_process is None:
             projector = Stage("projector", self.gate.follower(project_step(self.ledger, self.projector)),
-                              poll_interval=0.25, nice=nice)
+                              poll_interval=0.25, nice=nice, gather=gather)
             self.stages.insert(1, projector)
             self.ledger.listeners.append(projector.wakeup.set)
         else:

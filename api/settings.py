@@ -54,7 +54,7 @@ class Settings:
     # housekeeping): when the cores are saturated, acknowledging the BNGs (the RADIUS process)
     # and answering the API come first, and rating catches up after. 0 keeps them equal.
     stage_nice: int = 10
-    # `wispgate serve`'s rater, enforcer and projector: after a batch smaller than a full one,
+    # `wispgate serve`'s rater, projector and enforcer: after a batch smaller than a full one,
     # the next starts no sooner than this many milliseconds after it, so that under a steady
     # load a batch's fixed cost (queries, commit) is shared by more records. Each record waits
     # at most this long per stage; a backlog is worked off without pause. 0: step on every wake.

@@ -26,10 +26,12 @@ from dataclasses import replace
 from pathlib import Path
 
 from .freshness import measure_freshness
+from .loadgen import run_load
 from .product import Process, wait_drained, wait_healthy
 from .stage_cpu import TICKS, cpu_seconds
 from .target import BenchConfig, child_pids, free_port, role
 from .wispgate_embedded import WispgateEmbedded
+from .workload import build_sessions
 
 
 def thread_cpu(pid: int) -> dict[str, float]:
@@ -64,7 +66,13 @@ def one_run(target: WispgateEmbedded, config: BenchConfig, index: int,
     server.start()
     try:
         wait_healthy(url, server)
-        time.sleep(1.0)  # start-up work (imports, first polls) is not the load's
+        # As in `python -m bench`, the paced load follows a full unpaced one (the same
+        # subscribers): caches are warm and the month's billing periods exist.
+        warm = build_sessions(config.sessions, config.interims, seed=config.seed + index, tag=f"W{index}")
+        asyncio.run(run_load("127.0.0.1", int(env["WISPGATE_RADIUS_PORT"]), config.secret, warm,
+                             inflight=config.inflight))
+        wait_drained(url)
+        time.sleep(1.0)
         pids = {"serve parent": server.pid} | {role(pid): pid for pid in child_pids(server.pid)}
         before = {name: cpu_seconds(pid) for name, pid in pids.items()}
         threads_before = thread_cpu(server.pid)
