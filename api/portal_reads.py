@@ -24,10 +24,10 @@ from typing import Any
 
 import orjson
 from fastapi.security.utils import get_authorization_scheme_param
-from sqlalchemy import Engine, bindparam, select
+from sqlalchemy import Engine
 
 from ledger.access import token_hash
-from projections import tables as t
+from projections import queries
 
 from . import portal_views as reading
 from .deps import Principal
@@ -40,34 +40,12 @@ _PATH = re.compile(r"/v1/accounts/([0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{
 _HEADERS = [(b"content-type", b"application/json")]
 
 
-def _compiled(engine: Engine, query: Any) -> tuple[str, list[str]]:
-    """``query`` as the engine's driver takes it, and its parameters' order (positional drivers)."""
-    compiled = query.compile(dialect=engine.dialect)
-    return compiled.string, list(compiled.positiontup or [])
-
-
-def _param(name: str) -> Any:
-    return bindparam(name, type_=t.api_tokens.c.hashed.type)
-
-
-_TOKEN = (t.api_tokens.c.role, t.api_tokens.c.account_id, t.api_tokens.c.revoked)
-
-
 class PortalReads:
     """ASGI middleware answering the portal's reads directly (see the module's docstring)."""
 
     def __init__(self, app: Any, engine: Engine) -> None:
         self.app = app
         self.engine = engine
-        tokens = t.api_tokens
-        self.balance_query = _compiled(engine, select(*_TOKEN, t.balances.c.receivable, t.balances.c.currency,
-                                                      t.balances.c.updated_at)
-                                       .select_from(tokens.outerjoin(t.balances,
-                                                                     t.balances.c.account_id == _param("account")))
-                                       .where(tokens.c.hashed == _param("hashed")))
-        self.account_query = _compiled(engine, select(*_TOKEN, t.accounts.c.id)
-                                       .select_from(tokens.outerjoin(t.accounts, t.accounts.c.id == _param("account")))
-                                       .where(tokens.c.hashed == _param("hashed")))
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
         if scope["type"] == "http" and scope["method"] == "GET":
@@ -99,42 +77,25 @@ class PortalReads:
             return None
 
     def _balance(self, account_id: str, hashed: str) -> bytes | None:
-        row = self._read(self.balance_query, account_id, hashed)
-        if row is None:
+        row = queries.token_and_balance(self.engine, hashed, account_id)
+        if row is None or row["receivable"] is None or not _may_read(row, account_id):
             return None
-        role, token_account, revoked, receivable, currency, updated_at = row
-        if revoked or receivable is None or not Principal(role, token_account).may_read_account(account_id):
-            return None
-        balance, exact = balance_fields(receivable, currency)
+        balance, exact = balance_fields(row["receivable"], row["currency"])
         # As FastAPI writes BalanceOut: compact, and a UTC time with "Z" (pydantic's form).
         return orjson.dumps({"account_id": account_id, "balance": balance, "balance_exact": exact,
-                             "currency": currency, "as_of": reading.iso(updated_at)})
+                             "currency": row["currency"], "as_of": reading.iso(row["updated_at"])})
 
     def _readable(self, account_id: str, token: str, view: Any, *args: Any) -> bytes | None:
         """``view(engine, account_id, *args)`` if the bearer may read the account and it exists."""
-        row = self._read(self.account_query, account_id, token_hash(token))
-        if row is None:
-            return None
-        role, token_account, revoked, existing = row
-        if revoked or existing is None or not Principal(role, token_account).may_read_account(account_id):
+        row = queries.token_and_account(self.engine, token_hash(token), account_id)
+        if row is None or row["existing"] is None or not _may_read(row, account_id):
             return None
         return orjson.dumps(view(self.engine, account_id, *args))
 
-    def _read(self, query: tuple[str, list[str]], account_id: str, hashed: str) -> tuple[Any, ...] | None:
-        sql, order = query
-        values = {"account": account_id, "hashed": hashed}
-        params: Any = [values[name] for name in order] if order else values
-        connection = self.engine.raw_connection()
-        try:
-            cursor = connection.cursor()
-            try:
-                cursor.execute(sql, params)
-                row = cursor.fetchone()
-            finally:
-                cursor.close()
-        finally:
-            connection.close()  # back to the pool
-        return tuple(row) if row is not None else None
+
+def _may_read(token: dict[str, Any], account_id: str) -> bool:
+    """Whether an unrevoked token may read ``account_id``, as `api.deps` decides it."""
+    return not token["revoked"] and Principal(token["role"], token["account_id"]).may_read_account(account_id)
 
 
 def _bearer(headers: list[tuple[bytes, bytes]]) -> str | None:

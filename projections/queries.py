@@ -58,6 +58,31 @@ _TOKEN = _Read(select(t.api_tokens).where(t.api_tokens.c.hashed == _text("hashed
 _BALANCE = _Read(select(t.balances).where(t.balances.c.account_id == _text("account")))
 
 
+_TOKEN_COLUMNS = (t.api_tokens.c.role, t.api_tokens.c.account_id, t.api_tokens.c.revoked)
+_TOKEN_AND_BALANCE = _Read(
+    select(*_TOKEN_COLUMNS, t.balances.c.receivable, t.balances.c.currency, t.balances.c.updated_at)
+    .select_from(t.api_tokens.outerjoin(t.balances, t.balances.c.account_id == _text("account")))
+    .where(t.api_tokens.c.hashed == _text("hashed")))
+_TOKEN_AND_ACCOUNT = _Read(
+    select(*_TOKEN_COLUMNS, t.accounts.c.id.label("existing"))
+    .select_from(t.api_tokens.outerjoin(t.accounts, t.accounts.c.id == _text("account")))
+    .where(t.api_tokens.c.hashed == _text("hashed")))
+
+
+def token_and_balance(engine: Engine, hashed: str, account_id: str) -> dict[str, Any] | None:
+    """The token's role, account_id and revoked (0/1 on SQLite), with the balance row's
+    receivable, currency and updated_at of ``account_id`` (None when it has none); one read."""
+    found = _TOKEN_AND_BALANCE.rows(engine, hashed=hashed, account=account_id)
+    return found[0] if found else None
+
+
+def token_and_account(engine: Engine, hashed: str, account_id: str) -> dict[str, Any] | None:
+    """The token's role, account_id and revoked (0/1 on SQLite), with "existing": the id of
+    ``account_id`` if such an account exists, else None; one read."""
+    found = _TOKEN_AND_ACCOUNT.rows(engine, hashed=hashed, account=account_id)
+    return found[0] if found else None
+
+
 def account(engine: Engine, account_id: str) -> dict[str, Any] | None:
     found = _ACCOUNT.rows(engine, account=account_id)
     if not found:
