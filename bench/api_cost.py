@@ -121,6 +121,7 @@ def main() -> None:
         cases = {
             "balance (admin token)": (admin, [f"/v1/accounts/{a}/balance" for a in accounts]),
             "balance (portal token)": (portal, [f"/v1/accounts/{accounts[0]}/balance"]),
+            "balance via the route (?route)": (admin, [f"/v1/accounts/{a}/balance?route" for a in accounts]),
             "usage (admin, day)": (admin, [f"/v1/accounts/{a}/usage" for a in accounts]),
             "sessions (admin)": (admin, [f"/v1/accounts/{a}/sessions" for a in accounts]),
             "health (5 position reads)": (admin, ["/health"]),
