@@ -240,6 +240,9 @@ class PausableChild(ChildSupervisor):
     ("fatal", text) when an invariant failed (it then exits: never continue); other messages
     go to ``_message``. ``on_fatal(text)`` is told once the child is gone."""
 
+    restart_counter: Any = None  # a prometheus Counter of restarts, a Gauge of "is up"
+    up_gauge: Any = None
+
     def __init__(self, settings: Any, *, on_fatal: Callable[[str], None], on_failed: Callable[[str], None],
                  configure_logging: Callable[[str, str], None], max_restarts: int = MAX_RESTARTS) -> None:
         super().__init__(settings, on_failed=on_failed, configure_logging=configure_logging,
@@ -325,6 +328,43 @@ class PausableChild(ChildSupervisor):
             return False
         self.on_fatal(self.fatal)
         return True
+
+    def _running(self, up: bool) -> None:
+        if self.up_gauge is not None:
+            self.up_gauge.set(1 if up else 0)
+
+    def _restarting(self, code: int | None) -> None:
+        if self.restart_counter is not None:
+            self.restart_counter.inc()
+        super()._restarting(code)
+
+
+FATAL_EXIT = 70  # a stage child's exit status after a violated invariant
+
+
+def messenger(conn: Connection) -> Callable[[tuple[Any, ...]], None]:
+    """In a child: send to the parent from any thread (nothing when the parent is gone: the
+    main thread's read then ends the child)."""
+    lock = threading.Lock()
+
+    def send(message: tuple[Any, ...]) -> None:
+        with lock, contextlib.suppress(OSError):
+            conn.send(message)
+
+    return send
+
+
+def exit_on_fatal(send: Callable[[tuple[Any, ...]], None]) -> Callable[[Any], None]:
+    """In a stage child: a Stage's ``on_fatal`` that tells the parent and exits at once (the
+    failed batch rolled back, nothing is uncommitted) rather than wait for the main thread's
+    blocked read."""
+
+    def on_fatal(broken: Any) -> None:
+        send(("fatal", f"stage {broken.name}: {broken.fatal!r}"))
+        logging.shutdown()
+        os._exit(FATAL_EXIT)
+
+    return on_fatal
 
 
 def follow_parent(conn: Connection, stage: Any, gate: Any, send: Callable[[tuple[Any, ...]], None], *,

@@ -29,23 +29,19 @@ The child dies with the parent (PR_SET_PDEATHSIG) and exits on end-of-file of th
 
 from __future__ import annotations
 
-import contextlib
 import gc
 import logging
-import os
 import sys
-import threading
 from collections.abc import Callable
 from multiprocessing.connection import Connection
 from typing import Any
 
 from prometheus_client import Counter, Gauge
 
-from adapters.child_process import MAX_RESTARTS, PausableChild, child_main, follow_parent
+from adapters.child_process import MAX_RESTARTS, PausableChild, child_main, exit_on_fatal, follow_parent, messenger
 
 log = logging.getLogger(__name__)
 
-FATAL_EXIT = 70
 
 RESTARTS = Counter("wispgate_projector_process_restarts_total",
                    "Times serve restarted its projector process after it died")
@@ -61,6 +57,8 @@ class ProjectorWorker(PausableChild):
 
     module = "adapters.projector_worker"
     title = "the projector process"
+    restart_counter = RESTARTS
+    up_gauge = UP
 
     def __init__(self, settings: Any, *, on_position: Callable[[int], None], on_fatal: Callable[[str], None],
                  on_failed: Callable[[str], None], configure_logging: Callable[[str, str], None],
@@ -73,12 +71,6 @@ class ProjectorWorker(PausableChild):
         if message[0] == "position":
             self.on_position(int(message[1]))
 
-    def _running(self, up: bool) -> None:
-        UP.set(1 if up else 0)
-
-    def _restarting(self, code: int | None) -> None:
-        RESTARTS.inc()
-        super()._restarting(code)
 
 
 # ---- the child ------------------------------------------------------------------------
@@ -97,24 +89,13 @@ def _child_main(conn: Connection) -> int:
     ledger = Ledger(env=eventstore_env("ledger", **common))
     engine = read_model_engine(**common)
     projector = ReadModelProjector(engine, ledger.mapper)
-    send_lock = threading.Lock()
-
-    def send(message: tuple[Any, ...]) -> None:
-        with send_lock, contextlib.suppress(OSError):
-            conn.send(message)
+    send = messenger(conn)
 
     projector.listeners.append(lambda position: send(("position", position)))
     gate = WriteGate()
     stage = Stage("projector", gate.follower(project_step(ledger, projector)), poll_interval=0.25,
                   nice=settings.stage_nice, gather=settings.stage_gather_ms / 1000)
-    def on_fatal(broken: Stage) -> None:
-        # Nothing is uncommitted (the failed batch rolled back): tell the parent and exit at
-        # once rather than wait for the main thread's blocked read.
-        send(("fatal", f"stage {broken.name}: {broken.fatal!r}"))
-        logging.shutdown()
-        os._exit(FATAL_EXIT)
-
-    stage.on_fatal = on_fatal
+    stage.on_fatal = exit_on_fatal(send)
     gc.collect()
     gc.freeze()  # start-up objects live as long as the child: keep full collections short
     try:

@@ -30,10 +30,8 @@ minute; beyond that the parent is told to stop), each death logged and counted i
 
 from __future__ import annotations
 
-import contextlib
 import gc
 import logging
-import os
 import sys
 import threading
 from collections.abc import Callable
@@ -42,11 +40,10 @@ from typing import Any
 
 from prometheus_client import Counter, Gauge
 
-from adapters.child_process import MAX_RESTARTS, PausableChild, child_main, follow_parent
+from adapters.child_process import MAX_RESTARTS, PausableChild, child_main, exit_on_fatal, follow_parent, messenger
 
 log = logging.getLogger(__name__)
 
-FATAL_EXIT = 70
 
 RESTARTS = Counter("wispgate_rater_process_restarts_total", "Times serve restarted its rater process after it died")
 UP = Gauge("wispgate_rater_process_up", "1 while serve's rater process runs")
@@ -61,6 +58,8 @@ class RaterWorker(PausableChild):
 
     module = "adapters.rater_worker"
     title = "the rater process"
+    restart_counter = RESTARTS
+    up_gauge = UP
 
     def __init__(self, settings: Any, gate: Any, *, on_rated: Callable[[], None], on_forgot: Callable[[], None],
                  on_fatal: Callable[[str], None], on_failed: Callable[[str], None],
@@ -80,12 +79,6 @@ class RaterWorker(PausableChild):
         elif message[0] == "forgot":
             self.on_forgot()
 
-    def _running(self, up: bool) -> None:
-        UP.set(1 if up else 0)
-
-    def _restarting(self, code: int | None) -> None:
-        RESTARTS.inc()
-        super()._restarting(code)
 
 
 # ---- the child ------------------------------------------------------------------------
@@ -103,12 +96,8 @@ def _child_main(conn: Connection) -> int:
     common = {"data_dir": settings.data_dir, "database_url": settings.database_url}
     ledger = Ledger(env=eventstore_env("ledger", **common) | {"AGGREGATE_CACHE_MAXSIZE": "20000"})
     intake = AccountingLog(env=eventstore_env("accountinglog", **common))
-    send_lock = threading.Lock()
+    send = messenger(conn)
     forgetting = threading.local()
-
-    def send(message: tuple[Any, ...]) -> None:
-        with send_lock, contextlib.suppress(OSError):  # the parent is gone: the main thread's read ends us
-            conn.send(message)
 
     def forgot() -> None:
         if not getattr(forgetting, "asked", False):  # the parent's own request needs no answer
@@ -129,18 +118,11 @@ def _child_main(conn: Connection) -> int:
     stage = Stage("rater", gate.writer(rate_step(intake, ledger)), nice=settings.stage_nice,
                   gather=settings.stage_gather_ms / 1000)
 
-    def on_fatal(broken: Stage) -> None:
-        # Nothing is uncommitted (the failed batch rolled back): tell the parent and exit at
-        # once rather than wait for the main thread's blocked read.
-        send(("fatal", f"stage {broken.name}: {broken.fatal!r}"))
-        logging.shutdown()
-        os._exit(FATAL_EXIT)
-
     def on_message(message: tuple[Any, ...]) -> None:
         if message[0] == "writes":
             gate.writes_open = bool(message[1])
 
-    stage.on_fatal = on_fatal
+    stage.on_fatal = exit_on_fatal(send)
     gc.collect()
     gc.freeze()  # start-up objects live as long as the child: keep full collections short
     try:
