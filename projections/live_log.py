@@ -51,7 +51,7 @@ class LiveLog:
         self.recorder = recorder
         self.ids: dict[Any, str] = {}
         self._statement = ""
-        kind = _kind(recorder)
+        kind = recorder_kind(recorder)
         if kind == "sqlite" and getattr(recorder.datastore, "originator_id_type", "uuid") == "uuid":
             self._statement = (f"SELECT rowid, originator_id, originator_version, topic, state "
                                f"FROM {recorder.events_table_name} WHERE rowid > ? ORDER BY rowid LIMIT ?")
@@ -93,8 +93,10 @@ class LiveLog:
             return self._entries(cur.fetchall())
 
 
-def _kind(recorder: Any) -> str | None:
-    # Only modules already imported: a PostgreSQL recorder implies its module was.
+def recorder_kind(recorder: Any) -> str | None:
+    """"sqlite", "postgres" or None (a recorder the raw readers here and in rebuild.py do not know)."""
+    # Only modules already imported: a PostgreSQL recorder implies its module was (and
+    # importing psycopg to find out costs half a second).
     for kind, module, name in (("sqlite", "eventsourcing.sqlite", "SQLiteApplicationRecorder"),
                                ("postgres", "eventsourcing.postgres", "PostgresApplicationRecorder")):
         cls = getattr(sys.modules.get(module), name, None)

@@ -16,7 +16,6 @@ path otherwise; both give the rows live projection gives (``tests/test_rebuild.p
 from __future__ import annotations
 
 import itertools
-import sys
 from collections.abc import Callable, Iterator, Sequence
 from decimal import Context, localcontext
 from typing import Any
@@ -32,6 +31,7 @@ from .decoding import DECODERS
 from .fold import SESSION_EVENTS, Fold, Row, SessionWrites, balance_values
 from .fold_worker import SessionFoldProcess, can_fork
 from .invoices import _InvoiceBatch
+from .live_log import recorder_kind
 
 LogRow = tuple[int, Any, int, str, bytes | None]  # id, originator id as stored, version, topic, state
 # (state None: an event no read model handles)
@@ -106,14 +106,7 @@ class LogReader:
     @staticmethod
     def kind(recorder: Any) -> str | None:
         """"sqlite", "postgres" or None (a recorder the raw reader does not know)."""
-        # Only modules already imported: a PostgreSQL recorder implies its module was (and
-        # importing psycopg to find out costs half a second).
-        for kind, module, name in (("sqlite", "eventsourcing.sqlite", "SQLiteApplicationRecorder"),
-                                   ("postgres", "eventsourcing.postgres", "PostgresApplicationRecorder")):
-            cls = getattr(sys.modules.get(module), name, None)
-            if cls is not None and isinstance(recorder, cls):
-                return kind
-        return None
+        return recorder_kind(recorder)
 
     @classmethod
     def supports(cls, recorder: Any) -> bool:
