@@ -92,7 +92,7 @@ def fetch_raw(conn: Connection, statement: Executable, values: dict[str, Any]) -
     cursor = conn.connection.cursor()
     try:
         cursor.execute(_compiled(conn, statement), values)
-        return cursor.fetchall() if cursor.description is not None else []
+        return list(cursor.fetchall()) if cursor.description is not None else []
     finally:
         cursor.close()
 
@@ -120,17 +120,18 @@ def fetch_in(conn: Connection, table: Table, columns: tuple[str, ...], key: str,
     cursor = conn.connection.cursor()
     try:
         cursor.execute(sql, (list(values),) if postgres else list(values))
-        return cursor.fetchall()
+        return list(cursor.fetchall())
     finally:
         cursor.close()
 
 
 def _compiled(conn: Connection, statement: Executable) -> str:
     """``statement``'s SQL for ``conn``'s dialect with named parameters, compiled once."""
-    dialect = conn.dialect
+    dialect: Any = conn.dialect
     sql = _COMPILED.get((statement, dialect.name))
     if sql is None:
         if dialect.paramstyle not in ("named", "pyformat"):  # qmark (pysqlite): the named style instead
             dialect = type(dialect)(paramstyle="named")
-        sql = _COMPILED[(statement, dialect.name)] = str(statement.compile(dialect=dialect))
+        compile_for: Any = statement
+        sql = _COMPILED[(statement, dialect.name)] = str(compile_for.compile(dialect=dialect))
     return sql

@@ -18,7 +18,7 @@ class _Read:
 
     def __init__(self, query: Select[Any]) -> None:
         self.query = query
-        self.names = [column.key for column in query.selected_columns]
+        self.names = [str(column.key) for column in query.selected_columns]
         self.compiled: dict[tuple[str, str], tuple[str, list[str], dict[str, Any]]] = {}
 
     def rows(self, engine: Engine, **values: Any) -> list[dict[str, Any]]:

@@ -243,6 +243,7 @@ class FastRebuild:
         # Exact sums: rated amounts may carry more digits than Decimal's default 28.
         with localcontext(Context(prec=80)):
             ids, hyphenated, loads = self.reader.ids, self.reader._hyphenated, orjson.loads
+            parse: Any
             pieces = self.reader.read(after, upto)
             read: int = next(pieces)
             for rows in pieces:
@@ -253,7 +254,8 @@ class FastRebuild:
                     originator_id = ids.get(stored_id) or hyphenated(stored_id)
                     handler = hot.get(name)
                     if handler is not None:
-                        handler(position, originator_id, version, parsers.get(name, loads)(state))
+                        parse = parsers.get(name, loads)
+                        handler(position, originator_id, version, parse(state))
                         continue
                     call = cold.get(name)
                     invoice = name in INVOICE_EVENTS
@@ -413,7 +415,7 @@ def bulk_insert(conn: Connection, table: Table, rows: Sequence[Row | tuple[Any, 
     raw = conn.connection.driver_connection
     if dialect == "sqlite":
         # Rows already tuples (journal lines, usage buckets) go to the driver as they are.
-        values = rows if all(row.__class__ is tuple for row in rows) else list(_tuples(table, rows))
+        values: Sequence[Any] = rows if all(row.__class__ is tuple for row in rows) else list(_tuples(table, rows))
         _sqlite_insert(raw, f'INSERT INTO "{table.name}" ({columns}) VALUES ', len(names), values)
     elif dialect == "postgresql":
         with raw.cursor() as cursor, cursor.copy(  # type: ignore[union-attr]
