@@ -70,9 +70,14 @@ def _random_ledger(runtime: Runtime, seed: int) -> None:
                  effective_from=0)]
     accounts = [ledger.open_account(name=f"a{i}", plan_id=rng.choice(plans).id, usernames=[f"u{i}"], opened_at=0,
                                     credit_limit=Decimal(rng.choice([0, 0, 5]))) for i in range(12)]
+    # One account always crosses its fair-use cap (whatever the random changes do to the others),
+    # so every seed exercises a fair-use trigger.
+    ledger.open_account(name="capped", plan_id=plans[2].id, usernames=["ucapped"], opened_at=0)
     t0 = 1_795_000_000
     for step in range(4):
-        records = []
+        status = "start" if step == 0 else ("stop" if step == 3 else "interim")
+        records = [record(status, "scapped", at=t0 + 300 * step, start=t0, down=step * 2 * GB, user="ucapped",
+                          nas=str(nas.id))]
         for i, account in enumerate(accounts):
             if rng.random() < 0.2:
                 ledger.record_payment(idempotency_key=f"p-{seed}-{step}-{i}", account_id=account.id,
