@@ -9,6 +9,10 @@ from urllib.parse import unquote, urlsplit
 
 from sqlalchemy import Engine, create_engine, event
 
+# The ledger's aggregate cache in the processes that write it (serve, its rater child): cached
+# aggregates are fast-forwarded with newer events on each read, so another writer is seen.
+LEDGER_CACHE = {"AGGREGATE_CACHE_MAXSIZE": "20000"}
+
 
 def eventstore_env(app_name: str, *, data_dir: Path, database_url: str) -> dict[str, str]:
     """Environment for an eventsourcing application named ``app_name``."""

@@ -54,24 +54,25 @@ class RaterWorker(PausableChild):
 
     ``on_rated()`` is called (on the supervisor's thread) after each batch the child
     committed, ``on_forgot()`` when it forgot its cached aggregates after a failed batch;
-    ``gate`` is the site's WriteGate, whose ``writes_open`` the child follows."""
+    ``writes_open()`` says whether the site's WriteGate lets writes through (the child follows
+    it)."""
 
     module = "adapters.rater_worker"
     title = "the rater process"
     restart_counter = RESTARTS
     up_gauge = UP
 
-    def __init__(self, settings: Any, gate: Any, *, on_rated: Callable[[], None], on_forgot: Callable[[], None],
-                 on_fatal: Callable[[str], None], on_failed: Callable[[str], None],
+    def __init__(self, settings: Any, *, writes_open: Callable[[], bool], on_rated: Callable[[], None],
+                 on_forgot: Callable[[], None], on_fatal: Callable[[str], None], on_failed: Callable[[str], None],
                  configure_logging: Callable[[str, str], None], max_restarts: int = MAX_RESTARTS) -> None:
         super().__init__(settings, on_fatal=on_fatal, on_failed=on_failed, configure_logging=configure_logging,
                          max_restarts=max_restarts)
-        self.gate = gate
+        self.writes_open = writes_open
         self.on_rated = on_rated
         self.on_forgot = on_forgot
 
     def _resume_messages(self) -> list[tuple[Any, ...]]:
-        return [("writes", bool(self.gate.writes_open)), ("resume",)]
+        return [("writes", bool(self.writes_open())), ("resume",)]
 
     def _message(self, message: tuple[Any, ...]) -> None:
         if message[0] == "rated":
@@ -80,13 +81,12 @@ class RaterWorker(PausableChild):
             self.on_forgot()
 
 
-
 # ---- the child ------------------------------------------------------------------------
 
 
 def _child_main(conn: Connection) -> int:
     from adapters.followers import Stage, rate_step
-    from adapters.persistence import eventstore_env
+    from adapters.persistence import LEDGER_CACHE, eventstore_env
     from adapters.shipping import forget_cached_aggregates
     from adapters.site_gate import WriteGate
     from ledger import AccountingLog, Ledger
@@ -94,7 +94,7 @@ def _child_main(conn: Connection) -> int:
     settings, configure_logging = conn.recv()
     configure_logging(settings.log_level, settings.log_format)
     common = {"data_dir": settings.data_dir, "database_url": settings.database_url}
-    ledger = Ledger(env=eventstore_env("ledger", **common) | {"AGGREGATE_CACHE_MAXSIZE": "20000"})
+    ledger = Ledger(env=eventstore_env("ledger", **common) | LEDGER_CACHE)
     intake = AccountingLog(env=eventstore_env("accountinglog", **common))
     send = messenger(conn)
     forgetting = threading.local()

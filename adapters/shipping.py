@@ -320,8 +320,7 @@ class SiteController(threading.Thread):
             self._maybe_promote(record, now)
             return False
         if applied:
-            for listener in self.runtime.ledger.listeners:
-                listener()
+            self.runtime.ledger.wake_followers()
         head = self.store.head_position()
         peer_head = int(batch.get("head_position", head))
         lag = max(0, peer_head - head)

@@ -10,7 +10,7 @@ from sqlalchemy import Engine
 
 from adapters.enforcer import Enforcer
 from adapters.followers import Stage, project_step, rate_step
-from adapters.persistence import eventstore_env, read_model_engine
+from adapters.persistence import LEDGER_CACHE, eventstore_env, read_model_engine
 from adapters.projector_worker import ProjectorWorker
 from adapters.rater_worker import RaterWorker
 from adapters.site_gate import WriteGate
@@ -80,12 +80,6 @@ class Runtime:
             stage.join(timeout=10)
         self.stages = []
 
-    def ledger_committed_elsewhere(self) -> None:
-        """Another process (serve's rater child) committed ledger events: wake what follows
-        the ledger here, as this process's own commits do."""
-        for listener in self.ledger.listeners:
-            listener()
-
     def close(self) -> None:
         self.stop_stages()
         self.projector.close()  # the connection its live batches hold
@@ -97,7 +91,7 @@ class Runtime:
 def build_runtime(settings: Settings) -> Runtime:
     """Applications on the configured store (SQLite under data_dir, or PostgreSQL)."""
     common = {"data_dir": settings.data_dir, "database_url": settings.database_url}
-    ledger_env = eventstore_env("ledger", **common) | {"AGGREGATE_CACHE_MAXSIZE": "20000"}
+    ledger_env = eventstore_env("ledger", **common) | LEDGER_CACHE
     ledger = Ledger(env=ledger_env)
     intake = AccountingLog(env=eventstore_env("accountinglog", **common))
     engine = read_model_engine(**common)

@@ -54,6 +54,11 @@ class Ledger(AdminCommands, BillingRun, Rater, Application[UUID]):
     def _notify(self, recordings: list[Recording[UUID]]) -> None:
         """Wake whoever follows this log (the projector) after each commit."""
         super()._notify(recordings)
+        self.wake_followers()
+
+    def wake_followers(self) -> None:
+        """Call the listeners, as after a commit of this application: also when another process
+        (serve's rater child, a replicated batch) committed to the same log."""
         for listener in self.listeners:
             listener()
 

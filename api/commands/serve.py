@@ -102,7 +102,8 @@ async def serve(settings: Settings) -> int:
     if settings.rater_process != "inline":
         # Its commits wake this process's followers of the ledger (projector, chainer) as the
         # thread's did; a batch it failed makes this process's enforcer forget its cache too.
-        rater = RaterWorker(settings, None, on_rated=lambda: runtime.ledger_committed_elsewhere(),
+        rater = RaterWorker(settings, writes_open=lambda: runtime.gate.writes_open,
+                            on_rated=lambda: runtime.ledger.wake_followers(),
                             on_forgot=lambda: runtime.ledger.forget_live_sessions(),
                             on_fatal=lambda text: child_fatal("rater", text),
                             on_failed=lambda message: radius_failed(message), configure_logging=configure)
@@ -129,8 +130,6 @@ async def serve(settings: Settings) -> int:
             if child is not None:
                 child.close()
         raise
-    if rater is not None:
-        rater.gate = runtime.gate  # the site's gate: the child writes only while it is open
 
     def stop_api() -> None:
         if api is not None:
