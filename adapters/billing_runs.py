@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import queue
 import threading
+import weakref
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
@@ -43,6 +44,25 @@ def catch_up(runtime: Runtime) -> None:
 DRAFT_PROCESS_FROM = 5000
 
 
+class _Mapping:
+    """Whether an engine's SQLite connections are mapped into memory as they are checked out:
+    while at least one run is in progress. The listener is installed once per engine and
+    never removed: adding or removing SQLAlchemy listeners while another thread checks a
+    connection out breaks that checkout ("deque mutated during iteration"), and runs may
+    overlap while the API reads."""
+
+    def __init__(self) -> None:
+        self.runs = 0
+
+    def __call__(self, dbapi_connection: Any, _record: Any, _proxy: Any) -> None:
+        if self.runs:
+            dbapi_connection.execute(SQLITE_MMAP)
+
+
+_mappings: weakref.WeakKeyDictionary[Engine, _Mapping] = weakref.WeakKeyDictionary()
+_mappings_lock = threading.Lock()
+
+
 @contextmanager
 def _read_models_mapped(engine: Engine) -> Iterator[None]:
     """While a run projects its invoices: SQLite read-model connections read through a memory
@@ -50,15 +70,17 @@ def _read_models_mapped(engine: Engine) -> Iterator[None]:
     if engine.dialect.name != "sqlite":
         yield
         return
-
-    def mapped(dbapi_connection: Any, _record: Any, _proxy: Any) -> None:
-        dbapi_connection.execute(SQLITE_MMAP)
-
-    event.listen(engine, "checkout", mapped)
+    with _mappings_lock:
+        mapping = _mappings.get(engine)
+        if mapping is None:
+            mapping = _mappings[engine] = _Mapping()
+            event.listen(engine, "checkout", mapping)
+        mapping.runs += 1
     try:
         yield
     finally:
-        event.remove(engine, "checkout", mapped)
+        with _mappings_lock:
+            mapping.runs -= 1
 
 
 class _ProjectingThread:
