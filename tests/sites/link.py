@@ -1,4 +1,6 @@
-"""A TCP link between two sites that a test can cut (connections refused) and heal."""
+"""A TCP link between two sites that a test can cut (connections refused) and heal, or
+heal with a byte budget after which it cuts itself (a link that breaks in the middle of a
+transfer)."""
 
 from __future__ import annotations
 
@@ -16,13 +18,17 @@ class Link:
         self.listener: socket.socket | None = None
         self.connections: list[socket.socket] = []
         self.lock = threading.Lock()
+        self.budget: int | None = None  # bytes still forwarded towards the target; None: unlimited
         self.heal()
 
     @property
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
-    def heal(self) -> None:
+    def heal(self, budget: int | None = None) -> None:
+        """Accept and forward again; with ``budget``, cut once that many bytes have gone
+        towards the target (answers coming back are not counted)."""
+        self.budget = budget
         listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         listener.bind(("127.0.0.1", self.port))
@@ -61,14 +67,26 @@ class Link:
                 continue
             with self.lock:
                 self.connections += [client, upstream]
-            for source, sink in ((client, upstream), (upstream, client)):
-                threading.Thread(target=self._pipe, args=(source, sink), daemon=True).start()
+            for source, sink, counted in ((client, upstream, True), (upstream, client, False)):
+                threading.Thread(target=self._pipe, args=(source, sink, counted), daemon=True).start()
 
-    @staticmethod
-    def _pipe(source: socket.socket, sink: socket.socket) -> None:
+    def _spend(self, size: int) -> int:
+        """How many of ``size`` bytes may still go towards the target."""
+        with self.lock:
+            if self.budget is None:
+                return size
+            allowed = min(size, self.budget)
+            self.budget -= allowed
+            return allowed
+
+    def _pipe(self, source: socket.socket, sink: socket.socket, counted: bool) -> None:
         try:
             while data := source.recv(65536):
-                sink.sendall(data)
+                allowed = self._spend(len(data)) if counted else len(data)
+                sink.sendall(data[:allowed])
+                if allowed < len(data):
+                    self.cut()  # the budget is spent in the middle of this transfer
+                    return
         except OSError:
             pass
         finally:

@@ -5,14 +5,20 @@ balances of a single-site run."""
 
 from __future__ import annotations
 
+import asyncio
+import json
 import random
+import re
 from pathlib import Path
 
 import pytest
 
+from bench.loadgen import run_load
+from bench.workload import build_sessions
 from tests.e2e.product import wait_until
 
 from .pair import (
+    SECRET,
     balances,
     converged,
     expected_charge,
@@ -146,3 +152,57 @@ def test_split_ends_with_fencing_resubmission_and_single_site_balances(tmp_path:
                                  flatten(only_a) + flatten([packets[:3] for packets in both]),
                                  flatten(only_b) + flatten(both))
     assert alone == expected
+
+
+def test_resubmission_broken_off_and_crashed_resumes_where_it_stopped(tmp_path: Path) -> None:
+    """A fenced site re-submits its raw records in batches and notes durably after each one
+    where to go on. Here the link breaks in the middle of the re-submission and the site is
+    then SIGKILLed: after its restart it goes on from the noted position (not from the start,
+    and not skipping anything), and the active site charges every record once."""
+    seed = random.randrange(2**32)
+    print(f"seed {seed}")
+    rng = random.Random(seed)
+    users = [f"user{i}" for i in range(4)]
+    pair = start_pair(tmp_path, users, failover_after=2)
+    log_file = pair.a.data_dir.parent / f"serve-{pair.a.api_port}.log"
+    try:
+        before = sessions(users, "P", rng)
+        send(pair.a, flatten(before))
+        converged(pair)
+        pair.to_a.cut()
+        pair.to_b.cut()
+        wait_until(lambda: site(pair.b)["serving_as"] == "active", timeout=30)
+        # Cut off, A keeps accepting: 2,000 records of subscribers without an account first,
+        # then priced sessions, so the priced ones are in the last batches re-submitted.
+        loaded = asyncio.run(run_load("127.0.0.1", pair.a.radius_port, SECRET,
+                                      build_sessions(400, 3, seed=seed, tag="RS"), inflight=16, timeout=3.0))
+        assert loaded.acknowledged == loaded.sent == 2000
+        only_a = sessions(users, "A", rng, start=1_795_050_000)
+        send(pair.a, flatten(only_a))
+        accepted = pair.a.get("/health").json()["checks"]["accounting_position"]
+
+        # A reaches B again, sees it active at a higher epoch, fences itself and re-submits
+        # (batches of 500 records, roughly 150-300 kB each): the link breaks after 400 kB.
+        pair.to_b.heal(budget=400_000)
+        wait_until(lambda: pair.to_b.listener is None, timeout=60)
+        wait_until(lambda: site(pair.a)["replication"]["resubmission_pending_from"] is not None, timeout=30)
+        pending = site(pair.a)["replication"]["resubmission_pending_from"]
+        started = int(re.findall(r"re-submitting raw records from intake position (\d+)", log_file.read_text())[-1])
+        assert started < pending <= accepted, (started, pending, accepted)  # stopped part-way
+        assert "re-submitted" not in log_file.read_text().split("re-submitting raw records")[-1]
+        pair.a.kill()
+        status = pair.a.cli("site", "status", "--json")
+        assert json.loads(status.stdout)["resubmission_pending_from"] == pending, status.stdout  # durable
+
+        pair.to_b.heal()
+        pair.to_a.heal()
+        pair.a.start()
+        expected = merged(expected_charge(before), expected_charge(only_a))
+        wait_until(lambda: balances(pair.b, pair.accounts) == expected, timeout=60)
+        wait_until(lambda: site(pair.a)["replication"]["resubmission_pending_from"] is None, timeout=30)
+        resumed = [int(n) for n in re.findall(r"re-submitted (\d+) raw accounting records", log_file.read_text())]
+        assert resumed == [accepted - pending + 1], (resumed, accepted, pending)
+        converged(pair, timeout=60)
+        assert balances(pair.a, pair.accounts) == expected
+    finally:
+        pair.stop()
