@@ -125,7 +125,9 @@ def test_acknowledged_records_survive_sigkill(tmp_path: Path) -> None:
     try:
         expected = -(Decimal(4 * 10**9) * PRICE_PER_GB / GB)
         url = f"/v1/accounts/{accounts['erin']}/balance"
-        wait_until(lambda: Decimal(product.get(url).json()["balance_exact"]) == expected)
+        # A restart starts three children before rating resumes: on a loaded machine that has
+        # taken longer than wait_until's default 10 s (the test failed once at load ~10).
+        wait_until(lambda: Decimal(product.get(url).json()["balance_exact"]) == expected, timeout=60)
     finally:
         product.stop()
 
