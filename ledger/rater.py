@@ -21,6 +21,7 @@ from domain.plans import PlanVersion, version_in_force
 from rating import DataPack, split_usage
 
 from .account import Account, UsernameClaim
+from .batch_record import record_batch
 from .billing_period import BillingPeriod
 from .bulk import load_aggregates
 from .emit import DueSnapshots, snapshots_due
@@ -75,46 +76,55 @@ class Rater:
                 interval = intervals.get(type(aggregate))
                 if interval:
                     snapshot_at += [(aggregate, e) for e in events if not e.originator_version % interval]
-            self._store(processing_event)
+            snapshots, replayed = self._snapshots_from_memory(snapshot_at, due)
+            self._store(processing_event, snapshots)
         except BaseException:
             self.forget_live_sessions()
             raise
         if len(self.live_sessions) + len(batch.touched) > self.live_sessions_limit:
             self.live_sessions.clear()
         self.live_sessions.update(batch.touched)
-        self._snapshot_from_memory(snapshot_at, due)
+        for originator_id, version in replayed:
+            self.take_snapshot(originator_id, version=version)  # type: ignore[attr-defined]
         self._notify([])
         return len(processing_event.events)
 
-    def _store(self, processing_event: ProcessingEvent[UUID]) -> None:
+    def _store(self, processing_event: ProcessingEvent[UUID], snapshots: list[Any]) -> None:
         """What Application._record does, without the Recording and Notification objects it
-        builds per event for listeners that read none of them (a tenth of a batch)."""
+        builds per event for listeners that read none of them (a tenth of a batch); the
+        batch's due ``snapshots`` (stored events) are recorded with it (ledger/batch_record.py)."""
         to_stored_event = self.mapper.to_stored_event  # type: ignore[attr-defined]
-        self.recorder.insert_events(  # type: ignore[attr-defined]
-            [to_stored_event(event) for event in processing_event.events], tracking=processing_event.tracking)
+        store: Any = getattr(self, "snapshots", None)
+        record_batch(self.recorder, [to_stored_event(event) for event in processing_event.events],  # type: ignore[attr-defined]
+                     processing_event.tracking, store.recorder if store is not None else None, snapshots)
         repository = self.repository
         if repository.cache and not repository.fastforward:
             for aggregate_id, aggregate in processing_event.aggregates.items():
                 repository.cache.put(aggregate_id, aggregate)
 
-    def _snapshot_from_memory(self, snapshot_at: list[tuple[Any, Any]], due: DueSnapshots) -> None:
+    def _snapshots_from_memory(self, snapshot_at: list[tuple[Any, Any]],
+                               due: DueSnapshots) -> tuple[list[Any], list[tuple[UUID, int]]]:
         """Snapshots at the configured intervals (``snapshot_at``: each aggregate with its event
         at a multiple of its interval), as Application._take_snapshots takes them, but of the
         aggregate in memory: at its current version, or as it was when an event emitted
         during the batch reached the interval (``due``), instead of re-reading and replaying
-        it from the store (left for events triggered another way)."""
-        snapshots: Any = getattr(self, "snapshots", None)
-        if snapshots is None:
-            return
+        it from the store. Returns them as stored events, and the (id, version) of those left
+        to be replayed from the store after the batch (events triggered another way)."""
+        store: Any = getattr(self, "snapshots", None)
+        if store is None:
+            return [], []
+        stored: list[Any] = []
+        replayed: list[tuple[UUID, int]] = []
         for aggregate, event in snapshot_at:
             taken = due.taken.get((event.originator_id, event.originator_version))
             if taken is not None:
-                snapshots.recorder.insert_events([taken])  # already a stored event
+                stored.append(taken)  # already a stored event
             elif aggregate.version == event.originator_version:
                 snapshot_class = getattr(type(aggregate), "Snapshot", None) or type(self).snapshot_class  # type: ignore[attr-defined]
-                snapshots.put([snapshot_class.take(aggregate)])
+                stored.append(store.mapper.to_stored_event(snapshot_class.take(aggregate)))
             else:
-                self.take_snapshot(event.originator_id, version=event.originator_version)  # type: ignore[attr-defined]
+                replayed.append((event.originator_id, event.originator_version))
+        return stored, replayed
 
     def tariff_for(self, username: str, at: int) -> Tariff | None:
         """The account and plan version pricing ``username``'s usage at ``at``; None when
