@@ -24,6 +24,7 @@ import pytest
 
 from bench.loadgen import LoadResult
 from bench.workload import Session, build_sessions
+from tests.e2e.product import wait_until
 
 from .checks import applied_records, assert_read_models_equal_rebuild, expected_balances
 from .cluster import Cluster
@@ -172,6 +173,44 @@ def test_second_rater_joins_and_first_leaves_mid_load(cluster: Cluster, rebuild_
     # The roles the later tests expect: one rater named "rater".
     cluster.stop("rater-2")
     cluster.start("rater")
+
+
+def test_two_relays_one_leads_and_the_other_takes_over_when_it_dies(cluster: Cluster,
+                                                                   rebuild_database: str) -> None:
+    """Several relays may run: exactly one publishes the ledger log and runs the site
+    controller (which chains it), each under a PostgreSQL advisory lock; the others wait. The
+    leader is SIGKILLed under load: the other takes both over, and nothing is lost, doubled,
+    unpublished or unchained."""
+    chosen = seed()
+    sessions, accounts = subscribers(cluster, 100, 4000, "relays", chosen)  # 800 records, ~4 s
+    cluster.start("relay", name="relay-2")
+    cluster.wait_for_log("relay-2", r"WISPGate relay: ledger")
+    killed: list[str] = []
+
+    def kill_leader(done: threading.Event) -> None:
+        done.wait(random.Random(chosen).uniform(1.0, 2.5))
+        cluster.wait_for_log("relay", r"is the active relay")  # the first relay started leads
+        assert "is the active relay" not in (cluster.log_dir / "relay-2.log").read_text()
+        cluster.kill("relay")
+        killed.append("during the load" if not done.is_set() else "after the load")
+        phase(f"leading relay killed {killed[0]}")
+
+    load = drive(cluster, SECRET, sessions, rate=200, chaos=kill_leader)
+    assert killed == ["during the load"], killed
+    cluster.wait_for_log("relay-2", r"is the active relay")
+    cluster.wait_for_log("relay-2", r"site \S+ is active")  # its site controller leads too
+    verify(cluster, sessions, accounts, load, rebuild_database)
+
+    def chained() -> dict[str, object] | None:
+        with cluster.client() as client:
+            verdict: dict[str, object] = client.get("/v1/audit/verify").json()
+        return verdict if verdict.get("ok") and verdict.get("unchained") == 0 else None
+
+    verdict = wait_until(chained, timeout=60, interval=0.5)
+    assert int(str(verdict["head_position"])) >= sum(len(s.packets) for s in sessions)
+    # The roles the later tests expect: one relay named "relay".
+    cluster.stop("relay-2")
+    cluster.start("relay")
 
 
 @pytest.mark.disruptive
