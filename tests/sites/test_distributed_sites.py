@@ -15,6 +15,7 @@ both directions, driven through their real RADIUS ports and APIs.
 from __future__ import annotations
 
 import asyncio
+import json
 import random
 import re
 import threading
@@ -59,7 +60,8 @@ def test_distributed_standby_converges_then_takes_over(tmp_path: Path) -> None:
     rng = random.Random(seed)
     users = [f"user{i}" for i in range(8)]
     with distributed_site(tmp_path / "b") as b:
-        pair = start_sites(serve_site(tmp_path, "a"), b, users, urls=("", b.database_url))
+        # B promotes itself after 5 s without the active site's heartbeat (WISPGATE_FAILOVER_AFTER).
+        pair = start_sites(serve_site(tmp_path, "a"), b, users, urls=("", b.database_url), failover_after=5)
         try:
             # (1) Under RADIUS load the distributed standby holds the active's log and read models.
             load = sessions(users, "L", rng, interims=4)
@@ -95,9 +97,11 @@ def test_distributed_standby_converges_then_takes_over(tmp_path: Path) -> None:
             unshipped = sessions(users[4:], "U", rng)
             send(pair.a, flatten(unshipped))
             pair.a.kill()
-            promoted = pair.b.cli("site", "promote")
-            assert promoted.returncode == 0 and "active at epoch 2" in promoted.stdout, promoted.stdout
-            wait_until(lambda: site(pair.b)["serving_as"] == "active", timeout=30)
+            # No heartbeat from A: B's site controller (in its relay) promotes the site by itself.
+            wait_until(lambda: site(pair.b)["serving_as"] == "active", timeout=60)
+            promoted = json.loads(pair.b.cli("site", "status", "--json").stdout)
+            assert (promoted["role"], promoted["epoch"]) == ("active", 2), promoted
+            assert promoted["reason"].startswith("automatic: no heartbeat"), promoted
             after = sessions(users, "B", rng, start=1_795_100_000)
             send(pair.b, flatten(after))  # the BNG's secondary server answers now, and rates
             wait_until(lambda: balances(pair.b, pair.accounts) == merged(expected, expected_charge(after)),
