@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 
 from sqlalchemy import Engine
 
+from adapters.enforcer import BATCH as ENFORCER_BATCH
 from adapters.enforcer import Enforcer
 from adapters.followers import Stage, project_step, rate_step
 from adapters.persistence import LEDGER_CACHE, eventstore_env, read_model_engine
@@ -46,8 +47,10 @@ class Runtime:
         the thread; the projector child reports its positions to this process's projector
         (waiters and listeners), the rater child its commits (the ledger's followers wake)."""
         nice, gather = self.settings.stage_nice, self.settings.stage_gather_ms / 1000
+        # The enforcer's step returns the positions it advanced; a full batch of its watched
+        # rows (ENFORCER_BATCH) spans at least as many, so a backlog runs without pause.
         enforcer = Stage("enforcer", self.gate.writer(Enforcer(self.ledger, self.engine, self.projector).step),
-                         nice=nice, gather=gather)
+                         nice=nice, gather=gather, full=ENFORCER_BATCH)
         # Superseded snapshots are most of the bytes at rest of long sessions (ledger/snapshots.py).
         housekeeping = Stage("housekeeping", self.gate.follower(lambda: 1 if prune_snapshots(self.ledger) else 0),
                              poll_interval=3600, nice=nice)
