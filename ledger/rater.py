@@ -383,7 +383,8 @@ class _Batch:
         before = set(session.open_incarnations())
         account = self.pricing.account(record.username)
         incarnation = session.incarnation_for(record.session_start)
-        usage = session.apply_record(record, account.id if account else None)
+        key = record.idempotency_key()
+        usage = session.apply_record(record, account.id if account else None, key)
         after = set(session.open_incarnations())
         if after - before or before - after:
             registry = self._registry(record.nas_id)
@@ -394,9 +395,9 @@ class _Batch:
         if usage is None or usage.total_bytes == 0 or account is None:
             return
         incarnation = incarnation or session.incarnation_for(record.session_start) or str(record.session_start)
-        self._price(session, incarnation, record, usage, account)
+        self._price(session, incarnation, record, key, usage, account)
 
-    def _price(self, session: Session, incarnation: str, record: AccountingRecord, usage: Any,
+    def _price(self, session: Session, incarnation: str, record: AccountingRecord, key: str, usage: Any,
                account: Account) -> None:
         """Split the usage at band changes and billing-period boundaries; each fragment is
         priced by the plan version in force at its start, in the period it falls in."""
@@ -422,7 +423,7 @@ class _Batch:
             self._period(fragment_tariff, fragment.start).rate(
                 terms=fragment_tariff.terms, plan_id=fragment_tariff.plan_id, fragment=fragment,
                 packs=fragment_tariff.packs, session_id=session.id, incarnation=incarnation,
-                record_key=record.idempotency_key(), subscriber=fragment_tariff.subscriber,
+                record_key=key, subscriber=fragment_tariff.subscriber,
             )
 
 

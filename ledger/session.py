@@ -56,10 +56,13 @@ class Session(Aggregate):
     def open_incarnations(self) -> list[str]:
         return [key for key, inc in self.incarnations.items() if inc["closed_at"] is None]
 
-    def apply_record(self, record: AccountingRecord, account_id: UUID | None) -> UsageDelta | None:
+    def apply_record(self, record: AccountingRecord, account_id: UUID | None,
+                     key: str | None = None) -> UsageDelta | None:
         """Apply one record; returns the usage it carries (over its interval), or None when
-        the record was seen before (no event). Pricing is the billing period's job."""
-        key = record.idempotency_key()
+        the record was seen before (no event). Pricing is the billing period's job. ``key``:
+        the record's idempotency_key() when the caller has it already (a sha256 each)."""
+        if key is None:
+            key = record.idempotency_key()
         if key in self.seen:
             return None
         inc_key = self.incarnation_for(record.session_start)
