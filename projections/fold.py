@@ -124,9 +124,14 @@ class Fold:
         self.api_tokens = TableRows(t.api_tokens, by_id)
         self.balances = TableRows(t.balances, lambda r: r["account_id"])
         self.sessions = TableRows(t.sessions, by_id)
-        self.usage: dict[tuple[str, str, int, str], list[int]] = {}  # key -> [up, down, stored]
+        # Usage buckets by key (account, granularity, start, band) -> [up, down, stored]. A rated
+        # usage adds to its hour buckets only; the day buckets are added to at a window's end
+        # from what each hour bucket gained in it (``take_usage``): one bucket per event, not two.
+        self.usage: dict[tuple[str, str, int, str], list[int]] = {}
         self.usage_new: list[tuple[str, str, int, str]] = []
         self.usage_dirty: dict[tuple[str, str, int, str], list[int]] = {}
+        # Hour buckets added to since the last take -> [up, down, stored, up taken, down taken].
+        self.hours_touched: dict[tuple[str, str, int, str], list[int]] = {}
         self.journal: list[tuple[Any, ...]] = []
         self.payments: list[Row] = []
         self.session_keys: dict[str, tuple[str, str]] = {}
@@ -193,12 +198,16 @@ class Fold:
     def usage_rated_sessions(self, position: int, period_id: str, version: int, s: dict[str, Any]) -> None:
         """A rated usage's session amount and usage buckets."""
         session_id, incarnation = uuid_text(s["session_id"]), s["incarnation"]
-        row = self.sessions.rows.get(f"{session_id}:{incarnation}") or self._new_session(session_id, incarnation)
+        key = f"{session_id}:{incarnation}"
+        sessions = self.sessions
+        row = sessions.rows.get(key) or self._new_session(session_id, incarnation)
         row["amount"] += decimal_value(s["amount"])
         row["currency"] = s["currency"]
-        self.sessions.changed(row["id"], row)
-        self._usage(uuid_text(s["account_id"]), s["band"], s["start"], s["end"], s["upload_bytes"],
-                    s["download_bytes"])
+        if key not in sessions.new:  # TableRows.changed
+            sessions.dirty[key] = row
+        if s["upload_bytes"] or s["download_bytes"]:
+            self._usage(uuid_text(s["account_id"]), s["band"], s["start"], s["end"], s["upload_bytes"],
+                        s["download_bytes"])
 
     def usage_rated_money(self, position: int, period_id: str, version: int, s: dict[str, Any]) -> None:
         """A rated usage's journal lines and balance."""
@@ -245,19 +254,17 @@ class Fold:
         else:
             parts = ((p.start, p.upload_bytes, p.download_bytes)
                      for p in split_by_hour(UsageDelta(start, end, up, down)))
-        usage = self.usage
+        usage, touched = self.usage, self.hours_touched
         for part_start, part_up, part_down in parts:
-            hour = part_start - part_start % 3600
-            for key in ((account_id, "hour", hour, band), (account_id, "day", hour - hour % DAY, band)):
-                totals = usage.get(key)
-                if totals is None:
-                    usage[key] = [part_up, part_down, 0]
-                    self.usage_new.append(key)
-                else:
-                    totals[0] += part_up
-                    totals[1] += part_down
-                    if totals[2]:
-                        self.usage_dirty[key] = totals
+            key = (account_id, "hour", part_start - part_start % 3600, band)
+            totals = usage.get(key)
+            if totals is None:
+                usage[key] = touched[key] = [part_up, part_down, 0, 0, 0]
+                self.usage_new.append(key)
+            else:
+                totals[0] += part_up
+                totals[1] += part_down
+                touched[key] = totals
 
     def closed_by_nas(self, position: int, e: Any) -> None:
         row = self.sessions.rows.get(f"{e.originator_id}:{e.incarnation}")
@@ -381,8 +388,31 @@ class Fold:
                 completed.append(row_id)
         return made, completed
 
+    def _add_days(self) -> None:
+        """Add to the day buckets what each hour bucket touched since the last call gained (the
+        sums are the same as adding every part to both buckets, as the live model does)."""
+        usage = self.usage
+        for key, totals in self.hours_touched.items():
+            up, down, stored, before_up, before_down = totals
+            totals[3], totals[4] = up, down
+            if stored:
+                self.usage_dirty[key] = totals
+            account_id, _, hour, band = key
+            day = (account_id, "day", hour - hour % DAY, band)
+            day_totals = usage.get(day)
+            if day_totals is None:
+                usage[day] = [up - before_up, down - before_down, 0]
+                self.usage_new.append(day)
+            else:
+                day_totals[0] += up - before_up
+                day_totals[1] += down - before_down
+                if day_totals[2]:
+                    self.usage_dirty[day] = day_totals
+        self.hours_touched = {}
+
     def take_usage(self) -> tuple[list[tuple[Any, ...]], list[tuple[Any, ...]]]:
         """Usage buckets to insert and to update, as (key..., upload, download)."""
+        self._add_days()
         new = []
         for key in self.usage_new:
             totals = self.usage[key]

@@ -40,6 +40,7 @@ def _serve(conn: Connection, reading: Reading) -> None:
     rebuild's process takes them when it has written its own part; meanwhile this one's
     send waits on the full pipe, with nothing else to do)."""
     gc.freeze()  # what it inherited stays out of the collector's sight
+    gc.disable()  # and its fold makes no cycles (see rebuild.collector_paused)
     fold = Fold(money=False)
     try:
         # Exact sums: rated amounts may carry more digits than Decimal's default 28.
