@@ -90,10 +90,10 @@ class TableRows:
         return new, dirty
 
 
-# Events of the sessions part (the sessions, sessions_keyless, session_aggregates and
-# usage_buckets tables); every other rule is the money part's (the catalog, balances,
-# journal and payments). A rated usage event feeds both: the session's amount and the usage
-# buckets, and the journal and balance.
+# Events of the sessions part (the sessions, sessions_keyless and session_aggregates
+# tables); every other rule is the money part's (the catalog, balances, journal, payments and
+# usage buckets). A rated usage event feeds both: the session's amount, and the usage
+# buckets, the journal and the balance.
 SESSION_EVENTS = frozenset({"Session.RecordApplied", "Session.Registered", "Session.ClosedByNas",
                             "BillingPeriod.UsageRated"})
 
@@ -140,6 +140,9 @@ class Fold:
         self.keyless_stored: set[str] = set()  # their row ids in sessions_keyless
         self.hot: dict[str, Callable[[int, str, int, dict[str, Any]], None]] = {}
         self.cold: dict[str, Callable[[int, Any], None]] = {}
+        # A rated usage feeds the session's amount (sessions part), and the usage buckets, the
+        # journal and the balance (money part: the buckets are of the sessions model, but folded
+        # where a rated usage's first bytes are read anyway; the second process is the longer one).
         if sessions:
             self.hot |= {"Session.RecordApplied": self.record_applied, "Session.Registered": self.session_registered,
                          "BillingPeriod.UsageRated": self.usage_rated_sessions}
@@ -159,7 +162,7 @@ class Fold:
         if sessions and money:
             self.hot["BillingPeriod.UsageRated"] = self.usage_rated
         elif money:
-            self.parsers["BillingPeriod.UsageRated"] = rated_postings
+            self.parsers["BillingPeriod.UsageRated"] = orjson.loads
 
     # Hot events: (position, originator id as text, originator version, stored state).
 
@@ -196,7 +199,7 @@ class Fold:
         self.usage_rated_money(position, period_id, version, s)
 
     def usage_rated_sessions(self, position: int, period_id: str, version: int, s: dict[str, Any]) -> None:
-        """A rated usage's session amount and usage buckets."""
+        """A rated usage's session amount."""
         session_id, incarnation = uuid_text(s["session_id"]), s["incarnation"]
         key = f"{session_id}:{incarnation}"
         sessions = self.sessions
@@ -205,12 +208,12 @@ class Fold:
         row["currency"] = s["currency"]
         if key not in sessions.new:  # TableRows.changed
             sessions.dirty[key] = row
+
+    def usage_rated_money(self, position: int, period_id: str, version: int, s: dict[str, Any]) -> None:
+        """A rated usage's usage buckets, journal lines and balance."""
         if s["upload_bytes"] or s["download_bytes"]:
             self._usage(uuid_text(s["account_id"]), s["band"], s["start"], s["end"], s["upload_bytes"],
                         s["download_bytes"])
-
-    def usage_rated_money(self, position: int, period_id: str, version: int, s: dict[str, Any]) -> None:
-        """A rated usage's journal lines and balance."""
         if s["postings"]:
             self.postings(position, f"usage:{period_id}:{version}", s["end"], s["postings"])
 

@@ -311,8 +311,11 @@ class FastRebuild:
                     for position, event in invoice_events:
                         batch.apply(position, event)
                     batch.flush()
-                write_sessions(conn, self.worker.take() if self.worker is not None
-                               else self.fold.take_session_writes())
+                if self.worker is not None:
+                    write_sessions(conn, self.worker.take())
+                    write_usage(conn, *self.fold.take_usage())  # the buckets are this process's part
+                else:
+                    write_sessions(conn, self.fold.take_session_writes())
                 if stored is None:
                     conn.execute(insert(t.positions).values(name=self.name, position=upto))
                 else:
@@ -411,7 +414,8 @@ class FastRebuild:
 
 
 def write_sessions(conn: Connection, writes: SessionWrites) -> None:
-    """The sessions part's new and changed rows (sessions, their keys, usage buckets)."""
+    """The sessions part's new and changed rows (sessions, their keys; usage buckets when
+    this process folded them)."""
     bulk_insert(conn, t.session_aggregates, writes.registered)
     bulk_insert(conn, t.sessions, writes.sessions_new)
     update_rows(conn, t.sessions, writes.sessions_dirty)
@@ -420,10 +424,15 @@ def write_sessions(conn: Connection, writes: SessionWrites) -> None:
         keyless = t.sessions_keyless
         conn.execute(delete(keyless).where(keyless.c.row_id == bindparam("k_row")),
                      [{"k_row": row_id} for row_id in writes.keyless_completed])
-    bulk_insert(conn, t.usage, writes.usage_new)
+    write_usage(conn, writes.usage_new, writes.usage_dirty)
+
+
+def write_usage(conn: Connection, new: Sequence[tuple[Any, ...]], dirty: Sequence[tuple[Any, ...]]) -> None:
+    """Usage buckets to insert and to update, as ``Fold.take_usage`` gives them."""
+    bulk_insert(conn, t.usage, new)
     update_by_key(conn, t.usage, ("upload_bytes", "download_bytes"),
                   ("account_id", "granularity", "bucket_start", "band"),
-                  [(up, down, a, g, start, b) for a, g, start, b, up, down in writes.usage_dirty])
+                  [(up, down, a, g, start, b) for a, g, start, b, up, down in dirty])
 
 
 def _tuples(table: Table, rows: Sequence[Row | tuple[Any, ...]]) -> Iterator[tuple[Any, ...]]:
