@@ -63,6 +63,7 @@ class Rater:
                                self.mapper.to_stored_event) as due:  # type: ignore[attr-defined]
                 for record in records:
                     batch.apply(record)
+                batch.record_registry_changes()
             processing_event: ProcessingEvent[UUID] = ProcessingEvent(tracking=tracking)
             # What ProcessingEvent.collect_events does, without its two runtime-protocol
             # isinstance checks per aggregate (a measurable share of a batch).
@@ -298,6 +299,9 @@ class _Batch:
         self.touched: dict[UUID, Aggregate] = {}
         self.prefetched: set[UUID] = set()
         self.pricing = _Pricing(ledger)
+        # Per NAS: the sessions opened ("+id") and closed ("-id") so far, recorded as one
+        # event per registry (before anything reads the registry, and at the end).
+        self.registry_changes: dict[str, list[str]] = {}
 
     def prefetch(self, records: list[AccountingRecord]) -> None:
         """Load, in a few queries, the sessions and billing periods the batch will touch that
@@ -363,8 +367,16 @@ class _Batch:
         assert isinstance(period, BillingPeriod)
         return period
 
+    def record_registry_changes(self, nas_id: str | None = None) -> None:
+        """Record the pending session changes of ``nas_id``'s registry (of all, by default)."""
+        for nas in [nas_id] if nas_id is not None else list(self.registry_changes):
+            changes = self.registry_changes.pop(nas, None)
+            if changes:
+                self._registry(nas).sessions_changed(changes)
+
     def apply(self, record: AccountingRecord) -> None:
         if record.status.closes_nas:
+            self.record_registry_changes(record.nas_id)
             registry = self._registry(record.nas_id)
             key = record.idempotency_key()
             if registry.has_restarted(key):
@@ -387,11 +399,10 @@ class _Batch:
         usage = session.apply_record(record, account.id if account else None, key)
         after = set(session.open_incarnations())
         if after - before or before - after:
-            registry = self._registry(record.nas_id)
-            for _ in after - before:
-                registry.session_opened(session_id=session.id)
-            for _ in before - after:
-                registry.session_closed(session_id=session.id)
+            changes = self.registry_changes.setdefault(record.nas_id, [])
+            session_key = str(session.id)
+            changes += ["+" + session_key] * len(after - before)
+            changes += ["-" + session_key] * len(before - after)
         if usage is None or usage.total_bytes == 0 or account is None:
             return
         incarnation = incarnation or session.incarnation_for(record.session_start) or str(record.session_start)
