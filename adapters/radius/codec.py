@@ -208,6 +208,15 @@ def _verify_accounting(
     if data[0] != ACCOUNTING_REQUEST:
         raise PacketDropped(DropReason.UNSUPPORTED_CODE, f"code {data[0]}")
     attributes, ma_offset = _walk(data, length)
+    _check_accounting_authenticators(data, length, ma_offset, secret, require_message_authenticator)
+    return attributes, ma_offset
+
+
+def _check_accounting_authenticators(
+    data: bytes, length: int, ma_offset: int, secret: bytes, require_message_authenticator: bool
+) -> None:
+    """The Message-Authenticator's presence when required, the Request Authenticator, then
+    the Message-Authenticator when present (the order decides which reason a drop counts)."""
     if ma_offset < 0 and require_message_authenticator:
         raise PacketDropped(DropReason.MISSING_MESSAGE_AUTHENTICATOR)
     expected = hashlib.md5(b"".join((data[:4], _ZERO16, data[HEADER_LENGTH:length], secret))).digest()
@@ -217,7 +226,6 @@ def _verify_accounting(
         # The Message-Authenticator of an Accounting-Request is computed with 16 zero
         # octets as Request Authenticator (which is computed afterwards, over it).
         _check_message_authenticator(data, length, ma_offset, secret, _ZERO16)
-    return attributes, ma_offset
 
 
 # The standard attributes AccountingRecord fields are made of; the first occurrence of
@@ -294,26 +302,71 @@ def decode_accounting_with_response(
     require_message_authenticator: bool = False,
 ) -> tuple[AccountingRecord, bytes]:
     """``decode_accounting`` and the Accounting-Response to send once the record is durable
-    (``encode_accounting_response`` of the same request), from one walk of the packet: the
-    server answers every record it stores, and walking each request twice was a tenth of
-    its CPU time per record."""
-    attributes, ma_offset = _verify_accounting(data, secret, require_message_authenticator)
-    record = _record(attributes, nas_id, received_at)
-    return record, _response(data, secret, _proxy_states(attributes), ma_offset >= 0, ma_vector=_ZERO16)
+    (``encode_accounting_response`` of the same request), from one walk of the packet that
+    also sorts the attributes into record fields, the rest and the Proxy-States: the server
+    answers every record it stores, and this is its CPU time per packet. The same checks in
+    the same order as ``decode_accounting`` (tests/test_radius_codec.py compares the two on
+    random and mangled packets)."""
+    length = _frame(data)
+    if data[0] != ACCOUNTING_REQUEST:
+        raise PacketDropped(DropReason.UNSUPPORTED_CODE, f"code {data[0]}")
+    fields: dict[int, bytes] = {}
+    others: list[tuple[int, bytes]] = []
+    proxy_states: list[bytes] = []
+    ma_offset = -1
+    record_attributes = _RECORD_ATTRIBUTES
+    pos = HEADER_LENGTH
+    while pos < length:
+        if length - pos < 2:
+            raise PacketDropped(DropReason.MALFORMED, "truncated attribute header")
+        atype = data[pos]
+        alen = data[pos + 1]
+        end = pos + alen
+        if alen < 2 or end > length:
+            raise PacketDropped(DropReason.MALFORMED, f"attribute {atype} has length {alen}")
+        if atype in record_attributes and atype not in fields:
+            fields[atype] = data[pos + 2 : end]
+        elif atype == _MESSAGE_AUTHENTICATOR:
+            if alen != 18 or ma_offset >= 0:
+                raise PacketDropped(DropReason.MALFORMED, "bad or repeated Message-Authenticator")
+            ma_offset = pos
+        elif atype == 0:
+            raise PacketDropped(DropReason.MALFORMED, "attribute type 0")
+        else:
+            others.append((atype, data[pos + 2 : end]))
+            if atype == _PROXY_STATE:
+                proxy_states.append(data[pos:end])
+        pos = end
+    _check_accounting_authenticators(data, length, ma_offset, secret, require_message_authenticator)
+    record = _record_of(fields, others, nas_id, received_at)
+    return record, _response(data, secret, b"".join(proxy_states), ma_offset >= 0, ma_vector=_ZERO16)
 
 
 def _record(attributes: list[tuple[int, bytes]], nas_id: str, received_at: int) -> AccountingRecord:
     """Normalise the attributes of a verified Accounting-Request (see decode_accounting)."""
-    specs = _specs()
     fields: dict[int, bytes] = {}
-    extra: dict[str, str] = {}
+    others: list[tuple[int, bytes]] = []
     for atype, value in attributes:
         if atype in _RECORD_ATTRIBUTES and atype not in fields:
             fields[atype] = value
-        elif atype == _VENDOR_SPECIFIC:
-            _add_vendor_specific(extra, value, specs)
         elif atype != _MESSAGE_AUTHENTICATOR:
-            _add_extra(extra, specs.get(atype), f"0:{atype}", value)
+            others.append((atype, value))
+    return _record_of(fields, others, nas_id, received_at)
+
+
+def _record_of(fields: dict[int, bytes], others: list[tuple[int, bytes]], nas_id: str,
+               received_at: int) -> AccountingRecord:
+    """The record of a verified Accounting-Request: ``fields`` the first occurrence of each
+    record attribute, ``others`` every other attribute but the Message-Authenticator, in
+    packet order (they go into ``extra``)."""
+    extra: dict[str, str] = {}
+    if others:
+        specs = _specs()
+        for atype, value in others:
+            if atype == _VENDOR_SPECIFIC:
+                _add_vendor_specific(extra, value, specs)
+            else:
+                _add_extra(extra, specs.get(atype), f"0:{atype}", value)
 
     status_value = fields.get(_ACCT_STATUS_TYPE)
     if status_value is None:
@@ -332,7 +385,7 @@ def _record(attributes: list[tuple[int, bytes]], nas_id: str, received_at: int) 
     terminate_cause = ""
     if cause is not None:
         _u32(cause, "Acct-Terminate-Cause")
-        terminate_cause = specs[_ACCT_TERMINATE_CAUSE].names.get(cause) or str(int.from_bytes(cause, "big"))
+        terminate_cause = _specs()[_ACCT_TERMINATE_CAUSE].names.get(cause) or str(int.from_bytes(cause, "big"))
     try:
         return AccountingRecord(
             nas_id=nas_id,
