@@ -239,7 +239,8 @@ class BillingRun:
                 result.not_ended += 1
             else:
                 spans[account_id] = span
-        usage = period_usage(store, [BillingPeriod.create_id(a, s.start) for a, s in spans.items()])
+        own_periods = {a: BillingPeriod.create_id(a, s.start) for a, s in spans.items()}
+        usage = period_usage(store, own_periods.values())
 
         def period_id(account_id: UUID, label: str) -> UUID:
             account = accounts[account_id]
@@ -250,7 +251,7 @@ class BillingRun:
         drafts: list[_Draft] = []
         for account_id, span in spans.items():
             drafted = self._draft(period, accounts[account_id], span, plans, at,
-                                  usage.get(BillingPeriod.create_id(account_id, span.start)),
+                                  usage.get(own_periods[account_id]),
                                   carried.get(str(account_id), {}), late.get(account_id, LateUsage()))
             if drafted is None:
                 result.skipped += 1

@@ -12,21 +12,21 @@ from collections.abc import Sequence
 from decimal import Decimal
 from functools import lru_cache
 from typing import Any
-from uuid import UUID, uuid5
+from uuid import UUID
 
 from eventsourcing.domain import Aggregate, event
 
-from domain.ids import NAMESPACE
 from domain.plans import PlanTerms
 from rating import DataPack, Fragment, MeterState, rate_fragment
 
 from .emit import emit
 from .journal import usage_postings
+from .named_ids import named_id
 
 
 @lru_cache(maxsize=65_536)  # the rater names a period several times per record: uuid5 is not free
 def _period_id(account_id: UUID, start: int) -> UUID:
-    return uuid5(NAMESPACE, f"billing-period:{account_id}:{start}")
+    return named_id(f"billing-period:{account_id}:{start}")
 
 
 class BillingPeriod(Aggregate):

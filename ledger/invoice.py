@@ -23,13 +23,14 @@ from eventsourcing.utils import get_topic
 from domain.ids import NAMESPACE
 
 from .errors import Conflict
+from .named_ids import named_id
 from .transcoder import FastJSONTranscoder
 
 
 @lru_cache(maxsize=4096)  # a billing run derives each id twice (lookup, then the new invoice's id)
 def invoice_id(account_id: UUID | str, period: str) -> UUID:
     """One invoice per account and period: re-running a period finds the same invoice."""
-    return uuid5(NAMESPACE, f"invoice:{account_id}:{period}")
+    return named_id(f"invoice:{account_id}:{period}")
 
 
 def document_number(series: str, number: int) -> str:
