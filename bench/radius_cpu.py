@@ -43,6 +43,11 @@ def _cpu(stat: Path) -> float:
     return (int(fields[11]) + int(fields[12])) / TICKS
 
 
+def _system_cpu(pid: int) -> float:
+    """CPU seconds the kernel spent for ``pid`` (socket calls, fsync, ...)."""
+    return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[12]) / TICKS
+
+
 def thread_cpu(pid: int) -> dict[str, float]:
     """CPU seconds so far of the main thread (the event loop: receive, decode, answer) and of
     the others together (the writer thread's insert and commit, the NAS table's refresh)."""
@@ -125,8 +130,10 @@ def one_run(pythonpath: str, sessions: int, interims: int, inflight: int, seed: 
                 time.sleep(1.0)
             metrics_before = worker.metrics_text()
             before, threads_before = _cpu(Path(f"/proc/{pid}/stat")), thread_cpu(pid)
+            system_before = _system_cpu(pid)
             load = asyncio.run(run_load("127.0.0.1", port, SECRET, load_sessions, inflight=inflight))
             after, threads_after = _cpu(Path(f"/proc/{pid}/stat")), thread_cpu(pid)
+            system = _system_cpu(pid) - system_before
             metrics_after = worker.metrics_text()
             if profiler is not None:
                 profiler.send_signal(signal.SIGINT)
@@ -148,6 +155,7 @@ def one_run(pythonpath: str, sessions: int, interims: int, inflight: int, seed: 
         return {"us_per_record": (after - before) * 1e6 / acked, "rate": load.rate,
                 "p50_ms": load.percentile(0.5) * 1e3, "records_per_commit": acked / batches if batches else 0.0,
                 "loop_us": per_thread["loop"], "writer_us": per_thread["threads"],
+                "kernel_us": system * 1e6 / acked,
                 "retransmissions": load.retransmissions}
 
 

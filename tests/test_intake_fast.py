@@ -87,3 +87,22 @@ orjson_dumps = orjson.dumps
 @given(st.text(st.characters(blacklist_categories=("Cs",))))
 def test_the_record_id_is_uuid5s(key: str) -> None:
     assert accounting_record_hex(key) == accounting_record_id(key).hex
+
+
+def test_a_large_batch_keeps_its_order_and_dedupes(intake: AccountingLog) -> None:
+    """A batch of 600 (the server's batches go up to 512): notification ids in the batch's
+    order; a record already stored and one twice in the batch, far apart, stored once."""
+    def batch(tag: str, n: int) -> list[AccountingRecord]:
+        return [AccountingRecord(nas_id="n", status=StatusType.INTERIM, event_time=i, received_at=i,
+                                 event_timestamp_sent=True, acct_session_id=f"{tag}{i}") for i in range(n)]
+
+    start = intake.position()
+    first = batch("a", 600)
+    assert intake.append(first) == [True] * 600
+    stored = intake.recorder.select_notifications(start=start + 1, limit=1000)
+    assert [n.originator_id for n in stored] == [accounting_record_id(r.idempotency_key()) for r in first]
+    second = batch("b", 600)
+    second[300] = first[500]  # already stored
+    second[550] = second[10]  # twice in the batch
+    assert intake.append(second) == [i not in (300, 550) for i in range(600)]
+    assert intake.position() == start + 600 + 598
