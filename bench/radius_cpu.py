@@ -84,7 +84,7 @@ def _metric(text: str, name: str) -> float:
 
 
 def one_run(pythonpath: str, sessions: int, interims: int, inflight: int, seed: int, tag: str,
-            spy: Path | None) -> dict[str, float]:
+            spy: Path | None, timeout: float = 2.0) -> dict[str, float]:
     """Start the RADIUS child on a fresh store, warm it up, measure one load; figures per record."""
     from adapters.radius.worker import RadiusWorker
     from api.logs import configure
@@ -117,7 +117,7 @@ def one_run(pythonpath: str, sessions: int, interims: int, inflight: int, seed: 
             assert worker.process is not None
             pid = worker.process.pid
             warm = build_sessions(200, interims, seed=seed + 1, tag=f"{tag}w")
-            asyncio.run(run_load("127.0.0.1", port, SECRET, warm, inflight=inflight))
+            asyncio.run(run_load("127.0.0.1", port, SECRET, warm, inflight=inflight, timeout=timeout))
             time.sleep(0.3)
             load_sessions = build_sessions(sessions, interims, seed=seed, tag=tag)
             profiler = None
@@ -131,7 +131,8 @@ def one_run(pythonpath: str, sessions: int, interims: int, inflight: int, seed: 
             metrics_before = worker.metrics_text()
             before, threads_before = _cpu(Path(f"/proc/{pid}/stat")), thread_cpu(pid)
             system_before = _system_cpu(pid)
-            load = asyncio.run(run_load("127.0.0.1", port, SECRET, load_sessions, inflight=inflight))
+            load = asyncio.run(run_load("127.0.0.1", port, SECRET, load_sessions, inflight=inflight,
+                                        timeout=timeout))
             after, threads_after = _cpu(Path(f"/proc/{pid}/stat")), thread_cpu(pid)
             system = _system_cpu(pid) - system_before
             metrics_after = worker.metrics_text()
@@ -146,6 +147,8 @@ def one_run(pythonpath: str, sessions: int, interims: int, inflight: int, seed: 
             table = conn.execute("SELECT name FROM sqlite_master WHERE type='table' AND name LIKE '%events'"
                                  ).fetchone()[0]
             stored = conn.execute(f'SELECT count(*) FROM "{table}"').fetchone()[0]
+        if not acked:
+            return {}
         if load.failed or stored != expected:
             raise SystemExit(f"lost records: {load.failed} failed, {stored} stored of {expected}")
         batches = (_metric(metrics_after, "wispgate_radius_batch_records_count")
@@ -159,6 +162,33 @@ def one_run(pythonpath: str, sessions: int, interims: int, inflight: int, seed: 
                 "retransmissions": load.retransmissions}
 
 
+def instructions(pythonpath: str, sessions: int, interims: int, inflight: int, seed: int, tag: str) -> int:
+    """Instructions (user space, all threads) the RADIUS child runs from its start to its exit
+    with a warm-up and ``sessions`` sessions of load, counted by valgrind's cachegrind: the
+    difference between two sizes is per record, independent of the machine's other load."""
+    import adapters.child_process as child_process
+    import adapters.radius.worker as worker_module
+
+    out = Path(tempfile.mkstemp(prefix="radius-ir-")[1])
+    real_popen = child_process.subprocess.Popen
+
+    def under_valgrind(args: list[str], **kwargs: Any) -> Any:
+        return real_popen(["valgrind", "--tool=cachegrind", "--cache-sim=no", "--log-file=/dev/null",
+                           f"--cachegrind-out-file={out}", *args], **kwargs)
+
+    child_process.subprocess.Popen = under_valgrind  # type: ignore[assignment, misc]
+    worker_module.START_TIMEOUT = 600.0  # Python's start-up under valgrind
+    try:
+        one_run(pythonpath, sessions, interims, inflight, seed, tag, None, timeout=30.0)
+    finally:
+        child_process.subprocess.Popen = real_popen  # type: ignore[misc]
+    for line in out.read_text().splitlines():
+        if line.startswith("summary:"):
+            out.unlink()
+            return int(line.split()[1])
+    raise SystemExit(f"no cachegrind summary in {out}")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.radius_cpu", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -170,9 +200,20 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--variant", action="append", default=[],
                         help="NAME:PYTHONPATH of the child's code (default: this checkout)")
     parser.add_argument("--py-spy", type=Path, default=None, help="write py-spy raw profiles here")
+    parser.add_argument("--cachegrind", action="store_true",
+                        help="instructions per record instead (valgrind; the child runs ~50x slower)")
     args = parser.parse_args(argv)
     here = str(Path(__file__).resolve().parents[1])
     variants = [tuple(v.split(":", 1)) for v in args.variant] or [("this", here)]
+    if args.cachegrind:
+        records = args.sessions * (args.interims + 2)
+        for name, path in variants:
+            base = instructions(str(Path(path).resolve()), 0, args.interims, args.inflight, args.seed, f"I0{name}")
+            full = instructions(str(Path(path).resolve()), args.sessions, args.interims, args.inflight,
+                                args.seed, f"I1{name}")
+            print(f"{name:>8}: {(full - base) / records:,.0f} instructions per acknowledged record "
+                  f"(RADIUS child, {records:,} records, {args.inflight} in flight)", flush=True)
+        return 0
     results: dict[str, list[dict[str, float]]] = {name: [] for name, _ in variants}
     for run in range(args.runs):
         for name, path in variants:
