@@ -10,7 +10,7 @@ pieces costs exactly what it costs in one piece (graduated tiers are additive).
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from decimal import Decimal
 
 from domain.calendar import hour_boundaries
@@ -212,7 +212,8 @@ def rate_fragment(terms: PlanTerms, state: MeterState, fragment: Fragment,
     reached = state.fair_use_reached
     if terms.fair_use is not None and not reached and fair_bytes >= gb_to_bytes(terms.fair_use.cap_gb):
         crossed = reached = True
-    new_state = replace(state, allowance_used=state.allowance_used + included,
-                        overage_bytes=state.overage_bytes + overage, fair_use_bytes=fair_bytes,
-                        fair_use_reached=reached, packs_used=packs_used)
+    # Every field given: what dataclasses.replace builds, without its per-call field walk.
+    new_state = MeterState(allowance_used=state.allowance_used + included,
+                           overage_bytes=state.overage_bytes + overage, fair_use_bytes=fair_bytes,
+                           fair_use_reached=reached, packs_used=packs_used)
     return Rated(tuple(lines), new_state, crossed)
