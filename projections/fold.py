@@ -96,6 +96,9 @@ class TableRows:
 # buckets, the journal and the balance.
 SESSION_EVENTS = frozenset({"Session.RecordApplied", "Session.Registered", "Session.ClosedByNas",
                             "BillingPeriod.UsageRated"})
+# What a second process folding the sessions part reads itself: the rated usages' session
+# amounts come from the rebuild's process, which parses rated usages anyway (``Fold.rated``).
+SESSION_PROCESS_EVENTS = SESSION_EVENTS - {"BillingPeriod.UsageRated"}
 
 
 class SessionWrites(NamedTuple):
@@ -162,7 +165,11 @@ class Fold:
         if sessions and money:
             self.hot["BillingPeriod.UsageRated"] = self.usage_rated
         elif money:
-            self.parsers["BillingPeriod.UsageRated"] = orjson.loads
+            # The other process folds the sessions part but does not read rated usages: this
+            # one hands it each one's session amount (``rated``, in log order).
+            self.hot["BillingPeriod.UsageRated"] = self.usage_rated_elsewhere
+        self.rated: list[tuple[int, str, str, str, str]] = []  # position, session id, incarnation, amount, currency
+        self.closes_unmatched: dict[str, int] = {}  # session row id -> position of a close that found no row
 
     # Hot events: (position, originator id as text, originator version, stored state).
 
@@ -200,14 +207,47 @@ class Fold:
 
     def usage_rated_sessions(self, position: int, period_id: str, version: int, s: dict[str, Any]) -> None:
         """A rated usage's session amount."""
-        session_id, incarnation = uuid_text(s["session_id"]), s["incarnation"]
+        self._session_amount(uuid_text(s["session_id"]), s["incarnation"], decimal_value(s["amount"]), s["currency"])
+
+    def _session_amount(self, session_id: str, incarnation: str, amount: Decimal, currency: str) -> None:
         key = f"{session_id}:{incarnation}"
         sessions = self.sessions
         row = sessions.rows.get(key) or self._new_session(session_id, incarnation)
-        row["amount"] += decimal_value(s["amount"])
-        row["currency"] = s["currency"]
+        row["amount"] += amount
+        row["currency"] = currency
         if key not in sessions.new:  # TableRows.changed
             sessions.dirty[key] = row
+
+    def usage_rated_elsewhere(self, position: int, period_id: str, version: int, s: dict[str, Any]) -> None:
+        """A rated usage's money part, and its session amount kept for the process folding the
+        sessions part (``take_rated``)."""
+        amount = s["amount"]
+        if amount.__class__ is not dict or amount.get("_type_") != "decimal_str":
+            raise ValueError(f"not a decimal: {amount!r}")
+        self.rated.append((position, uuid_text(s["session_id"]), s["incarnation"], amount["_data_"], s["currency"]))
+        self.usage_rated_money(position, period_id, version, s)
+
+    def take_rated(self) -> list[tuple[int, str, str, str, str]]:
+        """The session amounts of the rated usages folded since the last call, in log order."""
+        rated, self.rated = self.rated, []
+        return rated
+
+    def apply_rated(self, rated: list[tuple[int, str, str, str, str]]) -> bool:
+        """Fold the session amounts of a window's rated usages (``take_rated`` of the other
+        process) after this window's own events. That order gives the rows log order gives
+        (amounts and currencies commute with every other rule here; a row is the same whichever
+        event makes it; a session key found first completes its rows either way) except where
+        a NAS's close found no row that a rated usage logged before the close would have made:
+        False then, and the window must be folded another way."""
+        unmatched = self.closes_unmatched
+        for position, session_id, incarnation, amount, currency in rated:
+            if unmatched:
+                closed_at = unmatched.get(f"{session_id}:{incarnation}")
+                if closed_at is not None and position < closed_at:
+                    return False
+            self._session_amount(session_id, incarnation, Decimal(amount), currency)
+        self.closes_unmatched = {}
+        return True
 
     def usage_rated_money(self, position: int, period_id: str, version: int, s: dict[str, Any]) -> None:
         """A rated usage's usage buckets, journal lines and balance."""
@@ -270,8 +310,11 @@ class Fold:
                 touched[key] = totals
 
     def closed_by_nas(self, position: int, e: Any) -> None:
-        row = self.sessions.rows.get(f"{e.originator_id}:{e.incarnation}")
-        if row is not None and row["stopped_at"] is None:
+        key = f"{e.originator_id}:{e.incarnation}"
+        row = self.sessions.rows.get(key)
+        if row is None:  # (see apply_rated: the last such close counts)
+            self.closes_unmatched[key] = position
+        elif row["stopped_at"] is None:
             row["stopped_at"] = max(e.event_time, row["started_at"])
             row["terminate_cause"] = row["terminate_cause"] or "NAS-Reboot"
             self.sessions.changed(row["id"], row)

@@ -1,11 +1,13 @@
 """The rebuild's sessions part folded in a second process, so a rebuild uses two cores.
 
 The rebuild's own process reads the log, folds the money part (catalog, balances, journal,
-payments, invoices) and writes every table; a second process, forked from it, reads the
-sessions part's events (``fold.SESSION_EVENTS``) of each window from a connection of its own,
-folds them and sends that window's ``SessionWrites`` back as soon as they are made, which
-the first process writes in the same transaction as its own rows and the position. A failure
-in it fails the rebuild before its window commits.
+payments, usage buckets, invoices) and writes every table; a second process, forked from it,
+reads the sessions part's events (``fold.SESSION_PROCESS_EVENTS``) of each window from a
+connection of its own and folds them, then the session amounts of the window's rated usages
+that the first process read (rated usages are ~30 % of a log and it parses them anyway), and
+sends that window's ``SessionWrites`` back, which the first process writes in the same
+transaction as its own rows and the position. A failure in it fails the rebuild before its
+window commits.
 
 Only a single-threaded process forks (forking one whose other threads hold locks is unsafe):
 where that is not so (PostgreSQL's connection pools run threads), or the log is not in a
@@ -50,6 +52,9 @@ def _serve(conn: Connection, reading: Reading) -> None:
                 if message == "stop":
                     return
                 reading(fold, *message)
+                if not fold.apply_rated(conn.recv()):  # the rated usages' session amounts
+                    conn.send(("out of order", None))
+                    return
                 conn.send(("writes", fold.take_session_writes()))
     except EOFError:  # the rebuild's process went away
         return
@@ -68,6 +73,8 @@ class SessionFoldProcess:
                                        daemon=True)
         self.process.start()
         child.close()
+        self.sender: threading.Thread | None = None
+        self.sending_failed: OSError | None = None
 
     def fold_window(self, after: int, upto: int) -> None:
         """Have it read and fold the notifications after ``after`` up to ``upto``."""
@@ -76,13 +83,32 @@ class SessionFoldProcess:
         except OSError:
             raise self._died() from None
 
-    def take(self) -> SessionWrites:
+    def give_rated(self, rated: list[tuple[int, str, str, str, str]]) -> None:
+        """Send the window's rated session amounts (``Fold.take_rated``), from a thread: the
+        other process takes them only when it has folded its own events, and this one writes
+        its part meanwhile instead of waiting on the full pipe."""
+        def send() -> None:
+            try:
+                self.conn.send(rated)
+            except OSError as error:  # it died: ``take`` says so
+                self.sending_failed = error
+
+        self.sender = threading.Thread(target=send, name="wispgate-rebuild-rated", daemon=True)
+        self.sender.start()
+
+    def take(self) -> SessionWrites | None:
         """The writes of the window it was given first among those not taken yet (waits for
-        its fold)."""
+        its fold); None when it could not fold the window from the rated amounts given
+        (``Fold.apply_rated``: the rebuild goes on another way, and this process has ended)."""
+        if self.sender is not None:
+            self.sender.join()
+            self.sender = None
         try:
             kind, value = self.conn.recv()
         except (EOFError, OSError):
             raise self._died() from None
+        if kind == "out of order":
+            return None
         if kind != "writes":
             raise RuntimeError(f"the rebuild's session fold process failed:\n{value}")
         return value  # type: ignore[no-any-return]
@@ -93,6 +119,9 @@ class SessionFoldProcess:
 
     def close(self) -> None:
         """Stop the process (at once if it is still folding)."""
+        if self.sender is not None:  # a window given up (its rows were not taken)
+            self.process.kill()
+            self.sender.join()
         with contextlib.suppress(OSError):  # it is gone already
             self.conn.send("stop")
         self.process.join(timeout=2)

@@ -393,3 +393,53 @@ def test_bulk_inserts_on_sqlite_write_every_row_once_in_multi_row_statements(mon
                                                                                    - len(rows)))]
         assert sorted(stored) == rows, f"seed {seed}: {len(rows)} rows given, {len(stored)} stored"
     engine.dispose()
+
+
+def test_a_window_the_second_process_cannot_fold_in_its_order_is_folded_the_windowed_way(
+        monkeypatch: Any, runtime: Runtime) -> None:
+    """When the second process says a window's rated usages cannot be folded after its own
+    events (``Fold.apply_rated``: a NAS's close before which usage made the row), nothing of
+    that window is written by the fold and the rebuild goes on the windowed way from there:
+    the tables equal live projection's all the same."""
+    from projections import rebuild
+    from projections.fold import Fold
+
+    if runtime.settings.database_url:
+        return  # nothing is forked next to PostgreSQL's pool threads
+    seed = int(time.time_ns() % 1_000_000)
+    print(f"seed {seed}")
+    rng = random.Random(seed)
+    traffic(runtime, rng)
+    live = tables(runtime)
+    head = runtime.ledger.recorder.max_notification_id()
+    windows = rng.randint(2, 4)
+    window = head // windows + 1
+    refuse_at = rng.randrange(windows)
+    applied: list[int] = []
+    apply_rated = Fold.apply_rated
+
+    def refusing(self: Fold, rated: Any) -> bool:  # runs in the forked process
+        if len(applied) == refuse_at:
+            return False
+        applied.append(len(rated))
+        return apply_rated(self, rated)
+
+    monkeypatch.setattr(Fold, "apply_rated", refusing)
+    monkeypatch.setattr(rebuild, "PARALLEL_MIN_EVENTS", 0)
+    monkeypatch.setattr(cores, "second_core_free", lambda: True)
+    monkeypatch.setattr(rebuild, "can_fork", lambda: True)
+    fell_back: list[int] = []
+    process = runtime.projector.process
+
+    def windowed(notifications: Any) -> None:
+        fell_back.append(len(notifications))
+        process(notifications)
+
+    monkeypatch.setattr(runtime.projector, "process", windowed)
+    runtime.projector.reset()
+    assert runtime.projector.rebuild(runtime.ledger.recorder, window=window) == head
+    assert fell_back, f"seed {seed}: the refused window was not folded the windowed way"
+    assert runtime.projector.position() == head
+    rebuilt = tables(runtime)
+    for name, rows in live.items():
+        assert rebuilt[name] == rows, f"seed {seed}, refused window {refuse_at}: table {name} differs"
