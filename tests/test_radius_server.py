@@ -110,3 +110,59 @@ def test_a_burst_already_queued_in_the_socket_is_one_batch_and_every_record_is_a
             server.close()
 
     asyncio.run(scenario())
+
+
+def test_every_packet_is_counted_by_code_and_answers_go_out_when_the_socket_is_busy() -> None:
+    """The packets counter is added to once per wake-up (per code), so a burst counts every
+    packet; answers go on the socket directly, or through the transport's queue when the
+    socket cannot take them (here: a full send buffer), and none is lost either way."""
+    from adapters import metrics
+
+    def count(code: int) -> float:
+        return metrics.RADIUS_PACKETS.labels(str(code))._value.get()
+
+    async def scenario() -> None:
+        registry = local_nas()
+        store = BatchingStore()
+        server = AccountingServer(registry, store.append)
+        transport = await start_accounting_server("127.0.0.1", 0, server)
+        port = transport.get_extra_info("sockname")[1]
+        client = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        loop = asyncio.get_running_loop()
+        requests_before, unsupported_before = count(4), count(1)
+        refusals = 0
+        real_sock = server.sock
+
+        class RefusingSocket:  # the kernel's "try again" on every other send
+            def sendto(self, data: bytes, addr: tuple[str, int]) -> int:
+                nonlocal refusals
+                refusals += 1
+                if refusals % 2:
+                    raise BlockingIOError
+                assert real_sock is not None
+                return real_sock.sendto(data, addr)
+
+            def recvfrom(self, size: int) -> tuple[bytes, tuple[str, int]]:
+                assert real_sock is not None
+                return real_sock.recvfrom(size)
+
+        server.sock = RefusingSocket()  # type: ignore[assignment]
+        try:
+            for identifier in range(30):
+                client.sendto(encode_accounting_request(identifier, SECRET, {
+                    "Acct-Status-Type": "Start", "Acct-Session-Id": f"C{identifier}", "User-Name": "bob"}),
+                    ("127.0.0.1", port))
+            client.sendto(bytes([1, 99, 0, 20]) + bytes(16), ("127.0.0.1", port))  # Access-Request
+            client.setblocking(False)
+            answered = set()
+            while len(answered) < 30:
+                answer = await asyncio.wait_for(loop.sock_recv(client, 4096), timeout=5)
+                answered.add(answer[1])
+            assert answered == set(range(30))
+            assert count(4) - requests_before == 30 and count(1) - unsupported_before == 1
+            assert refusals >= 2
+        finally:
+            client.close()
+            server.close()
+
+    asyncio.run(scenario())

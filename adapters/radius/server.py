@@ -86,6 +86,7 @@ class AccountingServer(asyncio.DatagramProtocol):
         self.read_burst = read_burst
         self.sock: socket.socket | None = None  # set by start_accounting_server: read in bursts
         self._packets_by_code: dict[int, Any] = {}  # labelled counters, looked up once per code
+        self._burst_codes: dict[int, int] = {}  # packets per code in this wake-up, counted at its end
 
     # ---- transport ---------------------------------------------------------------------
 
@@ -106,8 +107,19 @@ class AccountingServer(asyncio.DatagramProtocol):
                 except OSError:  # e.g. an ICMP error queued on the socket: the transport reports it
                     break
                 self._receive(data, addr)
+        self._count_packets()
         if self.pending and not self.flushing:
             self._flush()
+
+    def _count_packets(self) -> None:
+        """Add the wake-up's packets to the labelled counters: one locked increment per code
+        instead of one per packet."""
+        for code, count in self._burst_codes.items():
+            counter = self._packets_by_code.get(code)
+            if counter is None:
+                counter = self._packets_by_code[code] = metrics.RADIUS_PACKETS.labels(str(code))
+            counter.inc(count)
+        self._burst_codes.clear()
 
     def _receive(self, data: bytes, addr: Address) -> None:
         received = time.monotonic()
@@ -127,10 +139,7 @@ class AccountingServer(asyncio.DatagramProtocol):
         if nas is None:
             raise PacketDropped(DropReason.UNKNOWN_NAS, f"no NAS registered for {addr[0]}")
         code, identifier, authenticator = peek_header(data)
-        counter = self._packets_by_code.get(code)
-        if counter is None:
-            counter = self._packets_by_code[code] = metrics.RADIUS_PACKETS.labels(str(code))
-        counter.inc()
+        self._burst_codes[code] = self._burst_codes.get(code, 0) + 1
         if code == STATUS_SERVER:
             verify_status_server(data, nas.secret)
             self._send(encode_status_server_response(data, nas.secret), addr)
@@ -155,8 +164,20 @@ class AccountingServer(asyncio.DatagramProtocol):
         self.pending.append(_Pending(record, response, addr, cache_key, received))
 
     def _send(self, response: bytes, addr: Address) -> None:
-        if self.transport is not None:
-            self.transport.sendto(response, addr)
+        """Send on the socket directly when the transport has nothing queued (what its sendto
+        would do, with fewer checks); otherwise, or when the socket refuses, through the
+        transport, which queues the datagram or reports the error."""
+        transport = self.transport
+        if transport is None:
+            return
+        sock = self.sock
+        if sock is not None and not transport.get_write_buffer_size():
+            try:
+                sock.sendto(response, addr)
+                return
+            except OSError:
+                pass
+        transport.sendto(response, addr)
 
     # ---- group commit ------------------------------------------------------------------
 
