@@ -14,6 +14,10 @@ RADIUS or projector shares the figure, so it moves with the rater's code, not th
 (``--profile`` writes a pyinstrument text tree of the measured rating of the last run;
 ``--template`` keeps the provisioned store (NAS, plan, accounts) in DIR and copies it for each
 run, so runs take seconds rather than a minute: alternate A/B runs many times.)
+
+Instructions (the machine's CPU time moves with its neighbours): the difference between a run
+and one that stops before the measured rating (``--baseline``), under
+``valgrind --tool=cachegrind --cache-sim=no``, divided by the records.
 """
 
 from __future__ import annotations
@@ -83,7 +87,7 @@ def _provision(data_dir: Path, sessions: int, template: Path | None) -> None:
 
 
 def one_run(sessions: int, batch: int, seed: int, profile: Path | None,
-            template: Path | None = None) -> dict[str, float]:
+            template: Path | None = None, baseline: bool = False) -> dict[str, float]:
     data_dir = Path(tempfile.mkdtemp(prefix="wispgate-rater-cpu-"))
     _provision(data_dir, sessions, template)
     runtime = build_runtime(Settings(data_dir=data_dir))
@@ -105,7 +109,7 @@ def one_run(sessions: int, batch: int, seed: int, profile: Path | None,
             profiler = Profiler(interval=0.0002)
             profiler.start()
         cpu, wall = time.process_time(), time.perf_counter()
-        batches = _rate(runtime, batch)
+        batches = 0 if baseline else _rate(runtime, batch)
         cpu, wall = time.process_time() - cpu, time.perf_counter() - wall
         if profiler is not None:
             profiler.stop()
@@ -131,11 +135,13 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--profile", type=Path, default=None, metavar="FILE")
     parser.add_argument("--template", type=Path, default=None, metavar="DIR")
+    parser.add_argument("--baseline", action="store_true", help="everything but the measured rating")
     args = parser.parse_args()
     rows = []
     for index in range(args.runs):
         last = index == args.runs - 1
-        row = one_run(args.sessions, args.batch, args.seed + index, args.profile if last else None, args.template)
+        row = one_run(args.sessions, args.batch, args.seed + index, args.profile if last else None, args.template,
+                      args.baseline)
         rows.append(row)
         print(f"run {index}: " + ", ".join(f"{k} {v:,.2f}" for k, v in row.items()), flush=True)
     print(f"median of {args.runs}: " + ", ".join(
