@@ -8,6 +8,11 @@ forked second process (if any), peak RSS of each.
 raised priority, e.g. ``chrt -f 10``, for wall figures like an idle machine's), ``one`` keeps the
 fold in one process, ``auto`` decides as the product does. The store's read models are rebuilt
 in place: use a copy of a bench store (e.g. ``bench/out/embedded/run0/var``), one run at a time.
+
+A/B against older code: ``git worktree add --detach /tmp/wt <commit>``, then run it from that
+tree with ``PYTHONPATH=/tmp/wt`` (``python -m`` puts the current directory first on sys.path, so
+run from /work/main it measures /work/main whatever PYTHONPATH says), alternating the trees and
+copying the store afresh for each run.
 """
 
 from __future__ import annotations
