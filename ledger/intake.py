@@ -52,10 +52,12 @@ def accounting_record_hex(key: str) -> str:
     return digest.hex()
 
 
-_field_values = operator.attrgetter(*(field.name for field in dataclasses.fields(AccountingRecord)))
-# What a record's fields may hold for orjson to write the record (a dataclass: its fields in
-# order, an enum as its value) exactly as the standard encoder writes ``record.to_dict()``.
-_DIRECT = frozenset({str, int, bool, StatusType, dict})
+# Every field but ``extra`` (checked on its own), at once.
+_field_values = operator.attrgetter(
+    *(field.name for field in dataclasses.fields(AccountingRecord) if field.name != "extra"))
+# What those fields may hold for orjson to write the record (a dataclass: its fields in order,
+# an enum as its value) exactly as the standard encoder writes ``record.to_dict()``.
+_DIRECT = frozenset({str, int, bool, StatusType})
 
 
 def _writes_alike(record: AccountingRecord) -> bool:

@@ -64,8 +64,9 @@ def test_the_stored_state_is_the_mappers_byte_for_byte(intake: AccountingLog, re
 
 def test_plain_records_take_orjsons_path_and_odd_ones_the_transcoders(
         intake: AccountingLog, monkeypatch: pytest.MonkeyPatch) -> None:
-    """Both paths are exercised above: what the codec makes goes through orjson, a float or
-    an int beyond 64 bits through the transcoder (counted here, so the comparison covers both)."""
+    """Both paths are exercised above: what the codec makes goes through orjson; a float, an
+    int beyond 64 bits or a nested object (whose floats orjson writes otherwise) through the
+    transcoder (counted here, so the comparison covers both)."""
     calls: list[int] = []
     monkeypatch.setattr(orjson, "dumps", lambda *a, **k: calls.append(1) or orjson_dumps(*a, **k))
     plain = AccountingRecord(nas_id="n", status=StatusType.INTERIM, event_time=5, received_at=5,
@@ -75,7 +76,9 @@ def test_plain_records_take_orjsons_path_and_odd_ones_the_transcoders(
     for odd in (AccountingRecord(nas_id="n", status=StatusType.STOP, event_time=5.5, received_at=5,
                                  acct_session_id="s"),
                 AccountingRecord(nas_id="n", status=StatusType.STOP, event_time=5, received_at=5,
-                                 acct_session_id="s", output_packets=1 << 70)):
+                                 acct_session_id="s", output_packets=1 << 70),
+                AccountingRecord(nas_id={"n": 1e16}, status=StatusType.STOP,  # type: ignore[arg-type]
+                                 event_time=5, received_at=5, acct_session_id="s")):
         state = intake._event_state("k", odd)
         assert state == reference_state(intake, "k", odd, state)
 
