@@ -77,7 +77,7 @@ def test_plain_records_take_orjsons_path_and_odd_ones_the_transcoders(
                                  acct_session_id="s"),
                 AccountingRecord(nas_id="n", status=StatusType.STOP, event_time=5, received_at=5,
                                  acct_session_id="s", output_packets=1 << 70),
-                AccountingRecord(nas_id={"n": 1e16}, status=StatusType.STOP,  # type: ignore[arg-type]
+                AccountingRecord(nas_id={"n": 1e-7}, status=StatusType.STOP,  # type: ignore[arg-type]
                                  event_time=5, received_at=5, acct_session_id="s")):
         state = intake._event_state("k", odd)
         assert state == reference_state(intake, "k", odd, state)
