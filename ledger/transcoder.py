@@ -26,6 +26,7 @@ from eventsourcing.persistence import JSONTranscoder, Transcoder
 _PLAIN = frozenset({str, int, bool, type(None)})
 # Turned into {"_type_", "_data_"} objects by the registered transcodings, in both.
 _TRANSCODED = frozenset({Decimal, datetime})
+_NATIVE = _PLAIN | _TRANSCODED
 _OPTIONS = orjson.OPT_PASSTHROUGH_DATETIME
 
 
@@ -42,19 +43,17 @@ class FastJSONTranscoder(JSONTranscoder):
             return super().encode(obj)
 
     def _prepare(self, value: Any) -> Any:
-        """``value`` with its UUIDs, Decimals and datetimes as transcoded objects (the same
-        object when it has none); _Unusual for anything only the standard encoder should write.
-        Transcoding them here rather than in orjson's ``default`` callback (which it calls
-        back into Python for, one value at a time) made encoding an event several times faster."""
+        """``value`` with its UUIDs as transcoded objects (the same object when it has none);
+        _Unusual for anything only the standard encoder should write."""
         kind = type(value)
-        if kind in _PLAIN:
+        if kind in _NATIVE:
             return value
         if kind is dict:
             prepared = None
             for key, item in value.items():
                 if type(key) is not str:
                     raise _Unusual
-                if type(item) in _PLAIN:
+                if type(item) in _NATIVE:
                     continue
                 new = self._prepare(item)
                 if new is not item:
@@ -64,10 +63,8 @@ class FastJSONTranscoder(JSONTranscoder):
             return value if prepared is None else prepared
         if kind is list or kind is tuple:
             return [self._prepare(item) for item in value]
-        if kind is UUID or kind in _TRANSCODED:
-            encoded = self._encode_obj(value)
-            # (the standard encoder encodes what a transcoding returns in turn)
-            return encoded if type(encoded["_data_"]) in _PLAIN else self._prepare(encoded)
+        if kind is UUID:
+            return self._encode_obj(value)
         raise _Unusual
 
     def _transcode(self, value: Any) -> Any:
