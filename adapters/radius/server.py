@@ -171,7 +171,8 @@ class AccountingServer(asyncio.DatagramProtocol):
         if transport is None:
             return
         sock = self.sock
-        if sock is not None and not transport.get_write_buffer_size():
+        queued = getattr(transport, "get_write_buffer_size", None)  # selector transports have it
+        if sock is not None and queued is not None and not queued():
             try:
                 sock.sendto(response, addr)
                 return
