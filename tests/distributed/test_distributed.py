@@ -182,7 +182,7 @@ def test_two_relays_one_leads_and_the_other_takes_over_when_it_dies(cluster: Clu
     leader is SIGKILLed under load: the other takes both over, and nothing is lost, doubled,
     unpublished or unchained."""
     chosen = seed()
-    sessions, accounts = subscribers(cluster, 100, 4000, "relays", chosen)  # 800 records, ~4 s
+    sessions, accounts = subscribers(cluster, 100, 5000, "relays", chosen)  # 800 records, ~4 s
     cluster.start("relay", name="relay-2")
     cluster.wait_for_log("relay-2", r"WISPGate relay: ledger")
     killed: list[str] = []
