@@ -3,6 +3,9 @@ SQLAlchemy engine for the read models, on SQLite files or PostgreSQL."""
 
 from __future__ import annotations
 
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 from urllib.parse import unquote, urlsplit
@@ -57,3 +60,40 @@ def read_model_engine(*, data_dir: Path, database_url: str) -> Engine:
         cursor.close()
 
     return engine
+
+
+SCHEMA_LOCK = 0x77697370  # advisory lock key ("wisp") held while a process creates its tables
+_schema_guard = threading.RLock()
+_schema_depth = 0
+
+
+@contextmanager
+def schema_lock(database_url: str | None) -> Iterator[None]:
+    """Serialise table creation on a PostgreSQL store: processes starting together on an empty
+    database (the distributed roles, or a `wispgate token create` run while they start) race on
+    CREATE TABLE, whose IF NOT EXISTS is not safe against a concurrent create ("tuple
+    concurrently updated", duplicate keys in the catalogue). Re-entrant within a process (a
+    role holds it around building its runtime, which takes it too); nothing on SQLite."""
+    global _schema_depth
+    if not database_url or not database_url.startswith(("postgresql:", "postgres:")):
+        yield
+        return
+    import psycopg
+
+    with _schema_guard:
+        if _schema_depth:
+            _schema_depth += 1
+            try:
+                yield
+            finally:
+                _schema_depth -= 1
+            return
+        with psycopg.connect(database_url, autocommit=True, connect_timeout=10) as conn:
+            conn.execute("SELECT pg_advisory_lock(%s)", (SCHEMA_LOCK,))
+            _schema_depth = 1
+            try:
+                yield
+            finally:
+                _schema_depth = 0
+                conn.execute("SELECT pg_advisory_unlock(%s)", (SCHEMA_LOCK,))
+

@@ -11,7 +11,7 @@ from sqlalchemy import Engine
 from adapters.enforcer import BATCH as ENFORCER_BATCH
 from adapters.enforcer import Enforcer
 from adapters.followers import Stage, project_step, rate_step
-from adapters.persistence import LEDGER_CACHE, eventstore_env, read_model_engine
+from adapters.persistence import LEDGER_CACHE, eventstore_env, read_model_engine, schema_lock
 from adapters.projector_worker import ProjectorWorker
 from adapters.rater_worker import RaterWorker
 from adapters.site_gate import WriteGate
@@ -94,11 +94,12 @@ class Runtime:
 def build_runtime(settings: Settings) -> Runtime:
     """Applications on the configured store (SQLite under data_dir, or PostgreSQL)."""
     common = {"data_dir": settings.data_dir, "database_url": settings.database_url}
-    ledger_env = eventstore_env("ledger", **common) | LEDGER_CACHE
-    ledger = Ledger(env=ledger_env)
-    intake = AccountingLog(env=eventstore_env("accountinglog", **common))
-    engine = read_model_engine(**common)
-    projector = ReadModelProjector(engine, ledger.mapper)
-    projector.create_tables()
+    with schema_lock(settings.database_url):  # each application creates its tables
+        ledger_env = eventstore_env("ledger", **common) | LEDGER_CACHE
+        ledger = Ledger(env=ledger_env)
+        intake = AccountingLog(env=eventstore_env("accountinglog", **common))
+        engine = read_model_engine(**common)
+        projector = ReadModelProjector(engine, ledger.mapper)
+        projector.create_tables()
     runtime = Runtime(settings=settings, ledger=ledger, intake=intake, engine=engine, projector=projector)
     return runtime

@@ -10,11 +10,10 @@ import os
 import signal
 import sys
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
-import psycopg
-
+from adapters import persistence
 from adapters.kafka import Topics, ensure_topics
 
 from ..bootstrap import Runtime, build_runtime
@@ -22,7 +21,6 @@ from ..settings import Settings
 
 log = logging.getLogger("wispgate.distributed")
 
-SCHEMA_LOCK = 0x77697370  # advisory lock key ("wisp") held while a role creates its tables
 
 
 class NotDistributed(Exception):
@@ -49,16 +47,10 @@ def create_topics(settings: Settings, topics: Topics) -> None:
                       topics.ledger: {"retention.ms": "-1", "retention.bytes": "-1"}})
 
 
-@contextlib.contextmanager
-def schema_lock(settings: Settings) -> Iterator[None]:
-    """Serialise schema creation: roles starting together on an empty database would race on
-    CREATE TABLE (PostgreSQL's IF NOT EXISTS is not safe against a concurrent create)."""
-    with psycopg.connect(settings.database_url, autocommit=True, connect_timeout=10) as conn:
-        conn.execute("SELECT pg_advisory_lock(%s)", (SCHEMA_LOCK,))
-        try:
-            yield
-        finally:
-            conn.execute("SELECT pg_advisory_unlock(%s)", (SCHEMA_LOCK,))
+def schema_lock(settings: Settings) -> contextlib.AbstractContextManager[None]:
+    """Serialise schema creation among the processes on the site's database
+    (``adapters.persistence.schema_lock``)."""
+    return persistence.schema_lock(settings.database_url)
 
 
 # Connections per process of each event-store application (pool opened eagerly; overflow on
