@@ -78,6 +78,23 @@ class BatchingStore:
         return [True] * len(records)
 
 
+def send_starts(client: socket.socket, port: int, count: int, prefix: str, user: str) -> None:
+    """``count`` Accounting-Request Starts, Identifiers 0..count-1, without yielding."""
+    for identifier in range(count):
+        client.sendto(encode_accounting_request(identifier, SECRET, {
+            "Acct-Status-Type": "Start", "Acct-Session-Id": f"{prefix}{identifier}", "User-Name": user}),
+            ("127.0.0.1", port))
+
+
+async def receive_answers(loop: asyncio.AbstractEventLoop, client: socket.socket, count: int) -> list[bytes]:
+    """Answers until ``count`` distinct Identifiers have come (5 s each at most)."""
+    client.setblocking(False)
+    answers: list[bytes] = []
+    while len({answer[1] for answer in answers}) < count:
+        answers.append(await asyncio.wait_for(loop.sock_recv(client, 4096), timeout=5))
+    return answers
+
+
 def test_a_burst_already_queued_in_the_socket_is_one_batch_and_every_record_is_answered() -> None:
     """Group commit: datagrams waiting in the socket when the server wakes are read in the
     same turn and committed together (not the first alone, then the rest), and each gets
@@ -93,17 +110,10 @@ def test_a_burst_already_queued_in_the_socket_is_one_batch_and_every_record_is_a
         loop = asyncio.get_running_loop()
         try:
             # Sent without yielding to the event loop: all 20 wait in the server's socket.
-            for identifier in range(20):
-                client.sendto(encode_accounting_request(identifier, SECRET, {
-                    "Acct-Status-Type": "Start", "Acct-Session-Id": f"B{identifier}", "User-Name": "alice"}),
-                    ("127.0.0.1", port))
-            client.setblocking(False)
-            answered = set()
-            while len(answered) < 20:
-                answer = await asyncio.wait_for(loop.sock_recv(client, 4096), timeout=5)
-                assert answer[0] == 5  # Accounting-Response
-                answered.add(answer[1])
-            assert answered == set(range(20))
+            send_starts(client, port, 20, "B", "alice")
+            answers = await receive_answers(loop, client, 20)
+            assert {answer[0] for answer in answers} == {5}  # Accounting-Response
+            assert {answer[1] for answer in answers} == set(range(20))
             assert store.batches == [[f"B{i}" for i in range(20)]]
         finally:
             client.close()
@@ -148,17 +158,10 @@ def test_every_packet_is_counted_by_code_and_answers_go_out_when_the_socket_is_b
 
         server.sock = RefusingSocket()  # type: ignore[assignment]
         try:
-            for identifier in range(30):
-                client.sendto(encode_accounting_request(identifier, SECRET, {
-                    "Acct-Status-Type": "Start", "Acct-Session-Id": f"C{identifier}", "User-Name": "bob"}),
-                    ("127.0.0.1", port))
+            send_starts(client, port, 30, "C", "bob")
             client.sendto(bytes([1, 99, 0, 20]) + bytes(16), ("127.0.0.1", port))  # Access-Request
-            client.setblocking(False)
-            answered = set()
-            while len(answered) < 30:
-                answer = await asyncio.wait_for(loop.sock_recv(client, 4096), timeout=5)
-                answered.add(answer[1])
-            assert answered == set(range(30))
+            answers = await receive_answers(loop, client, 30)
+            assert {answer[1] for answer in answers} == set(range(30))
             assert count(4) - requests_before == 30 and count(1) - unsupported_before == 1
             assert refusals >= 2
         finally:
