@@ -19,6 +19,7 @@ from typing import Any
 
 import uvicorn
 
+from adapters import event_loop
 from adapters.projector_worker import ProjectorWorker
 from adapters.radius.registry import NasRegistry, keep_fresh
 from adapters.radius.server import AccountingServer, start_accounting_server
@@ -44,7 +45,7 @@ def register(commands: Any) -> None:
         "serve", help="run RADIUS accounting, rating, read models and the API on one machine (embedded)")
     add_store_options(parser)
     add_listen_options(parser)
-    parser.set_defaults(handler=lambda settings, _args: asyncio.run(serve(settings)))
+    parser.set_defaults(handler=lambda settings, _args: event_loop.run(serve(settings), settings.event_loop))
 
 
 async def _listen_inline(settings: Settings, runtime: Runtime, site: SiteController) -> Listening:
