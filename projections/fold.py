@@ -25,7 +25,7 @@ from rating import UsageDelta, split_by_hour
 
 from . import tables as t
 from .base import fmt
-from .money import _subscriber
+from .money import _subscriber, _subscribers
 from .sessions import BIGINT_MAX, DAY
 
 Row = dict[str, Any]
@@ -35,6 +35,7 @@ _CANONICAL = re.compile(r"-?(?:0|[1-9][0-9]{0,59})(?:\.[0-9]{0,59}[1-9])?")
 
 
 _ids: dict[str, str] = {}
+_UNSEEN = object()  # a ledger account not looked up yet
 
 
 def uuid_text(value: Any) -> Any:
@@ -250,10 +251,27 @@ class Fold:
         return True
 
     def usage_rated_money(self, position: int, period_id: str, version: int, s: dict[str, Any]) -> None:
-        """A rated usage's usage buckets, journal lines and balance."""
-        if s["upload_bytes"] or s["download_bytes"]:
-            self._usage(uuid_text(s["account_id"]), s["band"], s["start"], s["end"], s["upload_bytes"],
-                        s["download_bytes"])
+        """A rated usage's usage buckets, journal lines and balance (a third of a log's events,
+        most of the rebuild's own process: ``_usage`` and ``postings``' common cases inline)."""
+        up, down = s["upload_bytes"], s["download_bytes"]
+        if up or down:
+            account = s["account_id"]
+            hex_id = account["_data_"] if account.__class__ is dict and account.get("_type_") == "uuid_hex" else None
+            account_id = _ids.get(hex_id) or uuid_text(account)  # type: ignore[arg-type]
+            start, end = s["start"], s["end"]
+            hour = start - start % 3600
+            if start < end <= hour + 3600 and up + down:  # within one hour: split_by_hour's one part
+                key = (account_id, "hour", hour, s["band"])
+                totals = self.usage.get(key)
+                if totals is None:
+                    self.usage[key] = self.hours_touched[key] = [up, down, 0, 0, 0]
+                    self.usage_new.append(key)
+                else:
+                    totals[0] += up
+                    totals[1] += down
+                    self.hours_touched[key] = totals
+            else:
+                self._usage(account_id, s["band"], start, end, up, down)
         if s["postings"]:
             self.postings(position, f"usage:{period_id}:{version}", s["end"], s["postings"])
 
@@ -322,15 +340,32 @@ class Fold:
     # Money, as money.py.
 
     def postings(self, position: int, ref: str, event_time: int, postings: Iterable[dict[str, str]]) -> None:
+        journal, canonical = self.journal.append, _CANONICAL.fullmatch
+        balances = self.balances
+        rows, new, dirty = balances.rows, balances.new, balances.dirty
         for line, posting in enumerate(postings):
-            text = posting["amount"]
+            text, ledger_account, currency = posting["amount"], posting["ledger_account"], posting["currency"]
             # Stored amounts are usually already in fmt's form: no Decimal round trip for them.
-            journal_amount = text if _CANONICAL.fullmatch(text) and text != "-0" else fmt(Decimal(text))
-            self.journal.append((position, line, ref, event_time, posting["ledger_account"], journal_amount,
-                                 posting["currency"]))
-            subscriber = _subscriber(posting["ledger_account"])
-            if subscriber is not None:
-                self._balance(subscriber, posting["currency"], Decimal(text), event_time, position)
+            journal((position, line, ref, event_time, ledger_account,
+                     text if canonical(text) and text != "-0" else fmt(Decimal(text)), currency))
+            subscriber = _subscribers.get(ledger_account, _UNSEEN)
+            if subscriber is _UNSEEN:
+                subscriber = _subscriber(ledger_account)
+            if subscriber is None:
+                continue
+            row = rows.get(subscriber)
+            if row is None:
+                self._balance(subscriber, currency, Decimal(text), event_time, position)
+                continue
+            # _balance's change of a balance there is, inline
+            if subscriber in new:  # live: the currency of a window's last change
+                row["currency"] = currency
+            else:
+                dirty[subscriber] = row
+            row["receivable"] += Decimal(text)
+            if event_time > row["updated_at"]:
+                row["updated_at"] = event_time
+            row["position"] = position
 
     def _balance(self, account_id: str, currency: str, amount: Decimal, at: int, position: int) -> None:
         row = self.balances.rows.get(account_id)
