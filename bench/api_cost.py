@@ -107,7 +107,7 @@ def main() -> None:
     server.start()
     profiler = None
     try:
-        wait_healthy(url, server)
+        wait_healthy(url, server, 600.0)  # a loaded machine starts serve slowly
         sessions = build_sessions(args.loaded, config.interims, seed=config.seed, tag="A")
         asyncio.run(run_load("127.0.0.1", int(env["WISPGATE_RADIUS_PORT"]), config.secret, sessions))
         wait_drained(url)

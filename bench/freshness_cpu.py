@@ -25,7 +25,7 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
-from .freshness import measure_freshness
+from .freshness import run_freshness
 from .loadgen import run_load
 from .product import Process, wait_drained, wait_healthy
 from .stage_cpu import TICKS, cpu_seconds
@@ -65,7 +65,7 @@ def one_run(target: WispgateEmbedded, config: BenchConfig, index: int,
     server = Process(["serve"], env, work / "serve.log")
     server.start()
     try:
-        wait_healthy(url, server)
+        wait_healthy(url, server, 600.0)  # a loaded machine starts serve slowly
         # As in `python -m bench`, the paced load follows a full unpaced one (the same
         # subscribers): caches are warm and the month's billing periods exist.
         warm = build_sessions(config.sessions, config.interims, seed=config.seed + index, tag=f"W{index}")
@@ -77,8 +77,8 @@ def one_run(target: WispgateEmbedded, config: BenchConfig, index: int,
         before = {name: cpu_seconds(pid) for name, pid in pids.items()}
         threads_before = thread_cpu(server.pid)
         mine_before = own_cpu()
-        load, (p50, p99, samples) = asyncio.run(measure_freshness(
-            url, int(env["WISPGATE_RADIUS_PORT"]), config, target.provisioned, tag=f"P{index}"))
+        load, (p50, p99, samples) = run_freshness(
+            url, int(env["WISPGATE_RADIUS_PORT"]), config, target.provisioned, tag=f"P{index}")
         mine = own_cpu() - mine_before
         after = {name: cpu_seconds(pid) for name, pid in pids.items()}
         threads_after = thread_cpu(server.pid)
