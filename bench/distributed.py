@@ -24,7 +24,7 @@ import httpx
 import psycopg
 
 from .billing import billing_metrics
-from .freshness import measure_freshness
+from .freshness import run_freshness
 from .loadgen import LoadResult, run_load
 from .product import PRICE_PER_GB, Process, Provisioned, charge, create_token, wait_healthy
 from .target import BenchConfig, Metrics, admin_dsn, free_port, peak_rss_mib
@@ -90,8 +90,8 @@ class WispgateDistributed:
             started = time.monotonic()
             load = asyncio.run(run_load("127.0.0.1", port, config.secret, sessions, inflight=config.inflight))
             drained = _wait_settled(url, env, prefix, processes)
-            fresh_load, fresh = asyncio.run(
-                measure_freshness(api_url, port, config, provisioned, tag=f"G{index}"))
+            fresh_load, fresh = run_freshness(
+                api_url, port, config, provisioned, tag=f"G{index}")
             _wait_settled(url, env, prefix, processes)
             rss = {role.args[0] + str(n): peak_rss_mib(role.pid) for n, role in enumerate(processes)}
         finally:

@@ -19,7 +19,7 @@ from decimal import Decimal
 from pathlib import Path
 
 from .billing import billing_metrics
-from .freshness import measure_freshness
+from .freshness import run_freshness
 from .loadgen import LoadResult, run_load
 from .product import Process, Provisioned, charge, create_token, provision, wait_drained, wait_healthy
 from .target import BenchConfig, Metrics, child_pids, free_port, peak_rss_mib, role
@@ -145,7 +145,7 @@ class WispgateEmbedded:
             load = asyncio.run(run_load("127.0.0.1", port, config.secret, sessions, inflight=config.inflight))
             drained = wait_drained(url)
             pipeline_rate = load.acknowledged / (drained - started)
-            fresh_load, fresh = asyncio.run(measure_freshness(url, port, config, self.provisioned, tag=f"F{index}"))
+            fresh_load, fresh = run_freshness(url, port, config, self.provisioned, tag=f"F{index}")
             wait_drained(url)
             # `serve` acknowledges in its RADIUS child (adapters/radius/worker.py): that is the
             # accounting server.
