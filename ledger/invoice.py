@@ -221,13 +221,18 @@ def drafted_state_tail(mapper: Mapper[UUID], drafted: dict[str, Any]) -> bytes |
     encodes events the mapper's way (then the recording process does)."""
     if not _encodes_quickly(mapper) or list(drafted) != _DRAFTED_FIELDS or getattr(_DRAFTED, "class_version", 1) != 1:
         return None  # another encoding, or not the fields in the event's order: the mapper's way
-    # What stored_invoice_event encodes after the timestamp (the event's fields in its order).
+    # What stored_invoice_event encodes after the timestamp (the event's fields in its order);
+    # the fields a run builds plain are not walked, nor values of the types the JSON encoders
+    # write alike (the others' UUIDs become transcoded objects).
     state = {"originator_topic": _INVOICE_TOPIC} | drafted
     transcoder: Any = mapper.transcoder
     try:
-        encoded: bytes = orjson.dumps({key: value if key in _DRAFT_BUILT_PLAIN else transcoder._prepare(value)  # noqa: SLF001
-                                       for key, value in state.items()},
-                                      default=transcoder._transcode, option=orjson.OPT_PASSTHROUGH_DATETIME)  # noqa: SLF001
+        for key in _DRAFT_WALKED:
+            value = state[key]
+            if type(value) not in _WRITTEN_ALIKE:
+                state[key] = transcoder._prepare(value)  # noqa: SLF001
+        encoded: bytes = orjson.dumps(state, default=transcoder._transcode,  # noqa: SLF001
+                                      option=orjson.OPT_PASSTHROUGH_DATETIME)
     except Exception:  # noqa: BLE001 - anything unusual: the mapper's way, where it is recorded
         return None
     return b"," + encoded[1:]
@@ -244,6 +249,9 @@ def drafted_state(mapper: Mapper[UUID], timestamp: datetime, tail: bytes) -> byt
 # The Drafted event's own fields, in the order its stored state lists them.
 _DRAFTED_FIELDS = [name for name in _DRAFTED.__dataclass_fields__
                    if name not in ("originator_id", "originator_version", "timestamp", "originator_topic")]
+# Those whose values ``drafted_state_tail`` walks for UUIDs, and the types both encoders write alike.
+_DRAFT_WALKED = tuple(name for name in _DRAFTED_FIELDS if name not in _DRAFT_BUILT_PLAIN)
+_WRITTEN_ALIKE = frozenset({str, int, bool, type(None)})
 
 
 def _encodes_quickly(mapper: Mapper[UUID]) -> bool:

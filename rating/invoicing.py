@@ -13,7 +13,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal
-from typing import Any
+from functools import lru_cache
+from typing import Any, NamedTuple
 
 from domain.calendar import days_in, zone
 from domain.money import ROUNDING, minor_unit
@@ -28,6 +29,9 @@ DISCOUNTS = "discounts"
 ROUNDING_ACCOUNT = "rounding"
 TAX_PAYABLE = "tax:payable"
 KIND_TITLES = {"included": "included", "pack": "from add-on packs", "overage": "overage", "band": "band price"}
+_ZERO = Decimal(0)
+_PER_GB = Decimal(BYTES_PER_GB)
+_MILLI = Decimal("0.001")
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,8 +45,10 @@ class PlanSpan:
     terms: PlanTerms
 
 
-@dataclass(frozen=True, slots=True)
-class InvoiceLine:
+class InvoiceLine(NamedTuple):
+    """One line of an invoice. A tuple (immutable, and made for every line of every invoice
+    of a run: a frozen dataclass's field-by-field ``__init__`` was a tenth of drafting one)."""
+
     kind: str  # recurring | usage | addon | discount
     description: str
     quantity: Decimal
@@ -55,7 +61,7 @@ class InvoiceLine:
     tax_rate: Decimal
     inclusive: bool
     revenue_account: str
-    posted: Decimal = Decimal(0)  # already in the journal before the invoice (exact)
+    posted: Decimal = _ZERO  # already in the journal before the invoice (exact)
 
     def to_dict(self) -> dict[str, Any]:
         return {"kind": self.kind, "description": self.description, "quantity": str(self.quantity),
@@ -84,18 +90,28 @@ class InvoiceDraft:
 
     @property
     def net(self) -> Decimal:
-        return sum((line.net for line in self.lines), Decimal(0))
+        return self.sums()[0]
 
     @property
     def tax(self) -> Decimal:
-        return sum((line.tax for line in self.lines), Decimal(0))
+        return self.sums()[1]
 
     @property
     def gross(self) -> Decimal:
-        return sum((line.gross for line in self.lines), Decimal(0))
+        return self.sums()[2]
+
+    def sums(self) -> tuple[Decimal, Decimal, Decimal]:
+        """Net, tax and gross of all lines, in one pass (added in line order, from 0)."""
+        net = tax = gross = _ZERO
+        for line in self.lines:
+            net += line.net
+            tax += line.tax
+            gross += line.gross
+        return net, tax, gross
 
     def totals(self) -> dict[str, str]:
-        return {"net": str(self.net), "tax": str(self.tax), "gross": str(self.gross),
+        net, tax, gross = self.sums()
+        return {"net": str(net), "tax": str(tax), "gross": str(gross),
                 "usage_exact": str(self.usage_exact), "usage_bytes": str(self.usage_bytes)}
 
     def tax_summary(self) -> list[dict[str, str]]:
@@ -109,7 +125,7 @@ class InvoiceDraft:
 
 
 def _gb(bytes_: int) -> Decimal:
-    return (Decimal(bytes_) / BYTES_PER_GB).quantize(Decimal("0.001"), rounding=ROUNDING)
+    return (Decimal(bytes_) / _PER_GB).quantize(_MILLI, rounding=ROUNDING)
 
 
 def _day(epoch: int, timezone: str) -> str:
@@ -117,11 +133,19 @@ def _day(epoch: int, timezone: str) -> str:
 
 
 def _line(kind: str, description: str, quantity: Decimal, unit: str, unit_price: Decimal, amount: Decimal,
-          tax_rate: Decimal, currency: str, inclusive: bool, account: str, posted: Decimal = Decimal(0),
+          tax_rate: Decimal, currency: str, inclusive: bool, account: str, posted: Decimal = _ZERO,
           ) -> InvoiceLine:
-    taxed = tax_on(amount, tax_rate, currency, inclusive=inclusive)
-    return InvoiceLine(kind, description, quantity, unit, unit_price, taxed.gross if inclusive else taxed.net,
-                       taxed.net, taxed.tax, taxed.gross, tax_rate, inclusive, account, posted)
+    net, tax, gross = tax_on(amount, tax_rate, currency, inclusive=inclusive)
+    return InvoiceLine(kind, description, quantity, unit, unit_price, gross if inclusive else net,
+                       net, tax, gross, tax_rate, inclusive, account, posted)
+
+
+@lru_cache(maxsize=1024)
+def _usage_key(key: str) -> tuple[str, str, Decimal]:
+    """A usage total's key "band|kind|price_per_gb" as (band, kind title, price per GB): a
+    run prices the same few keys for every account."""
+    band, kind, price_per_gb = key.split("|")
+    return band, KIND_TITLES.get(kind, kind), Decimal(price_per_gb)
 
 
 def recurring_lines(spans: Sequence[PlanSpan], period_start: int, period_end: int, timezone: str,
@@ -149,12 +173,11 @@ def usage_lines(usage_totals: Mapping[str, Mapping[str, Any]], tax_rate: Decimal
     """One line per band, kind and price: the exact rated amount rounded once."""
     lines = []
     for key in sorted(usage_totals):
-        band, kind, price_per_gb = key.split("|")
+        band, title, price_per_gb = _usage_key(key)
         total = usage_totals[key]
         exact_amount = Decimal(str(total["amount"]))
-        text = f"Data, {band} hours, {KIND_TITLES.get(kind, kind)}"
-        lines.append(_line("usage", text, _gb(int(total["bytes"])), "GB", Decimal(price_per_gb), exact_amount,
-                           tax_rate, currency, inclusive, USAGE_REVENUE, posted=exact_amount))
+        lines.append(_line("usage", f"Data, {band} hours, {title}", _gb(int(total["bytes"])), "GB", price_per_gb,
+                           exact_amount, tax_rate, currency, inclusive, USAGE_REVENUE, exact_amount))
     return lines
 
 
