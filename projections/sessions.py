@@ -148,12 +148,22 @@ class _SessionBatch(ModelBatch):
     def on_Session_RecordApplied(self, position: int, e: Any) -> None:
         session_id = str(e.originator_id)
         row = self._row(session_id, e.incarnation) or self._new_row(session_id, e.incarnation, e)
-        row["updated_at"] = max(row["updated_at"], e.event_time)
+        if e.event_time > row["updated_at"]:
+            row["updated_at"] = e.event_time
         row["upload_bytes"] += e.upload_bytes
         row["download_bytes"] += e.download_bytes
-        for field in ("username", "framed_ip", "nas_ip", "calling_station_id", "terminate_cause"):
-            if getattr(e, field):
-                row[field] = getattr(e, field)
+        # Each of the record's identifying fields replaces the row's when it is set (written
+        # out rather than a loop of getattr calls: this runs for every record).
+        if value := e.username:
+            row["username"] = value
+        if value := e.framed_ip:
+            row["framed_ip"] = value
+        if value := e.nas_ip:
+            row["nas_ip"] = value
+        if value := e.calling_station_id:
+            row["calling_station_id"] = value
+        if value := e.terminate_cause:
+            row["terminate_cause"] = value
         if e.account_id is not None:
             row["account_id"] = str(e.account_id)
         if e.closes and row["stopped_at"] is None:
@@ -165,7 +175,7 @@ class _SessionBatch(ModelBatch):
         amount = row["amount"]  # a Decimal in memory once added to; text as stored
         row["amount"] = (amount if amount.__class__ is Decimal else dec(amount)) + e.amount
         row["currency"] = e.currency
-        self._usage(str(e.account_id), e.band, UsageDelta(e.start, e.end, e.upload_bytes, e.download_bytes))
+        self._usage(str(e.account_id), e.band, e.start, e.end, e.upload_bytes, e.download_bytes)
 
     def on_Session_ClosedByNas(self, position: int, e: Any) -> None:
         row = self._row(str(e.originator_id), e.incarnation)
@@ -173,15 +183,22 @@ class _SessionBatch(ModelBatch):
             row["stopped_at"] = max(e.event_time, row["started_at"])
             row["terminate_cause"] = row["terminate_cause"] or "NAS-Reboot"
 
-    def _usage(self, account_id: str, band: str, delta: UsageDelta) -> None:
-        if delta.total_bytes == 0:
+    def _usage(self, account_id: str, band: str, start: int, end: int, upload: int, download: int) -> None:
+        if upload + download == 0:
             return
-        for part in split_by_hour(delta):
-            hour = part.start - part.start % 3600
-            for key in ((account_id, "hour", hour, band), (account_id, "day", hour - hour % DAY, band)):
-                totals = self.usage_delta.setdefault(key, [0, 0])
-                totals[0] += part.upload_bytes
-                totals[1] += part.download_bytes
+        hour = start - start % 3600
+        if end <= hour + 3600:  # within one hour (most interims): what split_by_hour gives, unsplit
+            self._bucket(account_id, band, hour, upload, download)
+            return
+        for part in split_by_hour(UsageDelta(start, end, upload, download)):
+            self._bucket(account_id, band, part.start - part.start % 3600, part.upload_bytes, part.download_bytes)
+
+    def _bucket(self, account_id: str, band: str, hour: int, upload: int, download: int) -> None:
+        """Add to the hour's bucket and its day's."""
+        for key in ((account_id, "hour", hour, band), (account_id, "day", hour - hour % DAY, band)):
+            totals = self.usage_delta.setdefault(key, [0, 0])
+            totals[0] += upload
+            totals[1] += download
 
     def flush(self) -> None:
         conn = self.conn
