@@ -5,9 +5,9 @@ loop and its transport (selector calls, callbacks, the socket reads and writes),
 (libuv, the loop `uvicorn[standard]` uses) does in C: ~20 % less CPU per read. It is optional:
 without it, or with ``event_loop = "asyncio"``, asyncio's loop runs with the same behaviour.
 
-The RADIUS child stays on asyncio's loop: its reads drain the socket in bursts on one wake-up,
-which libuv (one callback per datagram, after reading it itself) defeats; it measured ~7 %
-more CPU per record on uvloop.
+The RADIUS child stays on asyncio's loop: on uvloop it measured ~7 % more CPU per record
+(bench.radius_cpu, 3 alternated runs), likely because libuv reads each datagram itself and
+calls back once per datagram, where the server drains the socket in bursts on one wake-up.
 """
 
 from __future__ import annotations
