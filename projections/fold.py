@@ -348,7 +348,7 @@ class Fold:
             # Stored amounts are usually already in fmt's form: no Decimal round trip for them.
             journal((position, line, ref, event_time, ledger_account,
                      text if canonical(text) and text != "-0" else fmt(Decimal(text)), currency))
-            subscriber = _subscribers.get(ledger_account, _UNSEEN)
+            subscriber: Any = _subscribers.get(ledger_account, _UNSEEN)
             if subscriber is _UNSEEN:
                 subscriber = _subscriber(ledger_account)
             if subscriber is None:
