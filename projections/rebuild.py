@@ -321,9 +321,10 @@ class FastRebuild:
             stored.append(self._locked_position(conn))
             return int(stored[0] or 0) == after
 
-        writer = WindowWriter(self.engine, start, bulk_insert)
-        # Journal lines are written during the fold in one process only (see ``JOURNAL_CHUNK``).
+        # Journal lines are written during the fold in one process only (see ``JOURNAL_CHUNK``);
+        # beside the second process the window is written after the fold, in this thread.
         stream = self.worker is None
+        writer = WindowWriter(self.engine, start, bulk_insert, threaded=stream)
         pieces: Any = None
         try:
             # Exact sums: rated amounts may carry more digits than Decimal's default 28.

@@ -37,16 +37,21 @@ class WindowWriter:
     then ``finish`` with the rest."""
 
     def __init__(self, engine: Engine, start: Callable[[Connection], bool],
-                 insert: Callable[[Connection, Table, Sequence[tuple[Any, ...]]], None]) -> None:
+                 insert: Callable[[Connection, Table, Sequence[tuple[Any, ...]]], None], *,
+                 threaded: bool = True) -> None:
         """``start(conn)`` runs first in the transaction and says whether the window may be
         written (False: everything handed over is dropped and ``finish`` returns None);
-        ``insert(conn, table, rows)`` writes rows handed over with ``insert``."""
+        ``insert(conn, table, rows)`` writes rows handed over with ``insert``. Not
+        ``threaded``: the whole transaction runs in ``finish``, in the caller's thread."""
         self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
         self._result: Any = None
         self._error: BaseException | None = None
-        self._thread = threading.Thread(target=self._serve, args=(engine, start, insert),
-                                        name="wispgate-rebuild-writer", daemon=True)
-        self._thread.start()
+        self._args = (engine, start, insert)
+        self._thread: threading.Thread | None = None
+        if threaded:
+            self._thread = threading.Thread(target=self._serve, args=self._args, name="wispgate-rebuild-writer",
+                                            daemon=True)
+            self._thread.start()
 
     def insert(self, table: Table, rows: Sequence[tuple[Any, ...]]) -> None:
         """Insert ``rows`` (tuples in the table's column order, final) into ``table`` in the
@@ -58,13 +63,19 @@ class WindowWriter:
         80-digit decimal context) and commit; its result, or None when ``start`` refused the
         window. An exception from any of it is raised here, after the rollback."""
         self._queue.put(rest)
-        self._thread.join()
+        if self._thread is not None:
+            self._thread.join()
+        else:
+            self._serve(*self._args)
         if self._error is not None:
             raise self._error
         return self._result
 
     def abandon(self) -> None:
         """Roll the window back (the fold failed)."""
+        if self._thread is None:  # nothing begun
+            self._drain()
+            return
         self._queue.put(_ABANDON)
         self._thread.join()
 

@@ -122,7 +122,8 @@ def _journal_row(position: int) -> tuple[Any, ...]:
     return (position, 0, f"usage:{position}", position, "revenue:usage", "1", "USD")
 
 
-def test_the_window_writer_commits_refuses_and_rolls_back(tmp_path: Any) -> None:
+@pytest.mark.parametrize("threaded", [True, False])
+def test_the_window_writer_commits_refuses_and_rolls_back(tmp_path: Any, threaded: bool) -> None:
     engine = create_engine(f"sqlite:///{tmp_path / 'models.db'}")
     t.journal.create(engine)
 
@@ -131,20 +132,20 @@ def test_the_window_writer_commits_refuses_and_rolls_back(tmp_path: Any) -> None
             return sorted(p for (p,) in conn.execute(select(t.journal.c.position)))
 
     # Committed: rows handed over and the rest, in one transaction, the rest's result returned.
-    writer = WindowWriter(engine, lambda conn: True, rebuild.bulk_insert)
+    writer = WindowWriter(engine, lambda conn: True, rebuild.bulk_insert, threaded=threaded)
     writer.insert(t.journal, [_journal_row(1), _journal_row(2)])
     assert writer.finish(lambda conn: rebuild.bulk_insert(conn, t.journal, [_journal_row(3)]) or "done") == "done"
     assert stored() == [1, 2, 3]
     # Refused by ``start``: nothing written, None.
-    writer = WindowWriter(engine, lambda conn: False, rebuild.bulk_insert)
+    writer = WindowWriter(engine, lambda conn: False, rebuild.bulk_insert, threaded=threaded)
     writer.insert(t.journal, [_journal_row(4)])
     assert writer.finish(lambda conn: rebuild.bulk_insert(conn, t.journal, [_journal_row(5)]) or "done") is None
     # Abandoned: rolled back.
-    writer = WindowWriter(engine, lambda conn: True, rebuild.bulk_insert)
+    writer = WindowWriter(engine, lambda conn: True, rebuild.bulk_insert, threaded=threaded)
     writer.insert(t.journal, [_journal_row(6)])
     writer.abandon()
     # The rest fails: raised by ``finish``, rolled back.
-    writer = WindowWriter(engine, lambda conn: True, rebuild.bulk_insert)
+    writer = WindowWriter(engine, lambda conn: True, rebuild.bulk_insert, threaded=threaded)
     writer.insert(t.journal, [_journal_row(7)])
 
     def failing(conn: Any) -> None:
@@ -154,7 +155,7 @@ def test_the_window_writer_commits_refuses_and_rolls_back(tmp_path: Any) -> None
     with pytest.raises(ValueError, match="the rest failed"):
         writer.finish(failing)
     # An insert fails (a duplicate key): raised by ``finish``, rolled back, the rest not run.
-    writer = WindowWriter(engine, lambda conn: True, rebuild.bulk_insert)
+    writer = WindowWriter(engine, lambda conn: True, rebuild.bulk_insert, threaded=threaded)
     writer.insert(t.journal, [_journal_row(9)])
     writer.insert(t.journal, [_journal_row(1)])
     ran: list[bool] = []
