@@ -11,12 +11,13 @@ from uuid import UUID
 
 from eventsourcing.application import AggregateNotFoundError, Application
 from eventsourcing.domain import Aggregate
-from eventsourcing.persistence import IntegrityError, ProcessRecorder, Recording, Transcoder
+from eventsourcing.persistence import IntegrityError, Mapper, ProcessRecorder, Recording, Transcoder
 
 from .billing import BillingRun
 from .billing_period import BillingPeriod
 from .commands import AdminCommands
 from .errors import Conflict, NotFound
+from .event_encoders import with_class_encoders
 from .nas_sessions import NasSessions
 from .rater import CatalogCache, Rater
 from .session import Session
@@ -45,6 +46,11 @@ class Ledger(AdminCommands, BillingRun, Rater, Application[UUID]):
     def construct_transcoder(self) -> Transcoder:
         """eventsourcing's JSON format, encoded by orjson (ledger/transcoder.py): the same bytes."""
         return with_fast_encoding(super().construct_transcoder(), self.register_transcodings)
+
+    def construct_mapper(self) -> Mapper[UUID]:
+        """eventsourcing's Mapper with an encoder generated per event class (ledger/event_encoders.py):
+        the same bytes."""
+        return with_class_encoders(super().construct_mapper())
 
     def construct_recorder(self) -> ProcessRecorder:
         recorder = self.factory.process_recorder()
