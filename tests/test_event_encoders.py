@@ -71,7 +71,8 @@ anything = st.recursive(st.one_of(plain, odd), lambda inner: st.one_of(
 
 def _typed(kind: str) -> st.SearchStrategy[Any]:
     """Values of a field of ``kind`` (event_encoders._kind of its annotation), as the rater makes them."""
-    return {"UUID": st.one_of(st.uuids(), st.none()), "Decimal": decimals, "datetime": datetimes_utc,
+    return {"UUID": st.one_of(st.uuids(), st.none()), "Decimal": decimals,
+            "datetime": st.one_of(datetimes_utc, datetimes_any, st.datetimes()),
             "plain": plain}.get(kind, plain_trees)
 
 
