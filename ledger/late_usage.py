@@ -31,6 +31,7 @@ from .store_reads import current_versions, latest_states
 
 # How many earlier periods a run looks at for usage rated after their invoice was issued.
 LATE_LOOKBACK = 2
+ISSUED_VERSION = 2  # an invoice's Issued event's version
 
 PeriodId = Callable[[UUID, str], UUID]  # (account, period label) -> that period's BillingPeriod id
 
@@ -53,25 +54,25 @@ def late_usage(store: Application[UUID], period: str, accounts: list[UUID], peri
     ``period`` that no invoice has billed yet; the answer ``late_usage_exact`` gives, reached
     for most accounts with two bulk queries and no aggregate loaded."""
     labels = lookback_labels(period)
-    wanted = {(a, label): invoice_id(a, label) for a in accounts for label in labels}
-    issued = latest_states(store, wanted.values(), Invoice.Issued)  # type: ignore[attr-defined]
-    recorded: dict[UUID, dict[str, int]] = {}
-    for a in accounts:
-        state = issued.get(wanted[(a, labels[0])])
-        versions = orjson.loads(state).get("usage_versions") if state is not None else None
-        recorded[a] = versions if isinstance(versions, dict) else {}
+    invoices = [[invoice_id(a, label).hex for label in labels] for a in accounts]
+    # An invoice's Issued event is always its second: it is drafted (created) and issued in
+    # one save, and nothing else can happen to it before it is issued.
+    issued = latest_states(store, (i for ids in invoices for i in ids), Invoice.Issued,  # type: ignore[attr-defined]
+                           version=ISSUED_VERSION)
     # Periods whose invoice was issued, by account: only those can have late usage.
-    checks = {(a, label): period_id(a, label) for a in accounts for label in labels if wanted[(a, label)] in issued}
-    now = current_versions(store, checks.values())
+    checks = [[(label, period_id(a, label).hex) for label, i in zip(labels, ids, strict=True) if i in issued]
+              for a, ids in zip(accounts, invoices, strict=True)]
+    now = current_versions(store, (p for account_checks in checks for _, p in account_checks))
     result: dict[UUID, LateUsage] = {}
     exact: list[UUID] = []
-    for a in accounts:
+    for a, ids, account_checks in zip(accounts, invoices, checks, strict=True):
+        state = issued.get(ids[0])
+        versions = orjson.loads(state).get("usage_versions") if state is not None else None
+        recorded = versions if isinstance(versions, dict) else {}
         found = LateUsage()
-        for label in labels:
-            if (a, label) not in checks:
-                continue  # no issued invoice for it: left to its own run
-            version = now.get(checks[(a, label)], 0)
-            if recorded[a].get(label) != version:
+        for label, billing_period in account_checks:
+            version = now.get(billing_period, 0)
+            if recorded.get(label) != version:
                 exact.append(a)
                 break
             found.versions[label] = version

@@ -15,7 +15,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 from decimal import Decimal
-from typing import Any, cast
+from typing import Any
 from uuid import UUID
 
 import orjson
@@ -23,7 +23,7 @@ from eventsourcing.application import Application
 from eventsourcing.utils import get_topic
 
 from .billing_period import BillingPeriod
-from .bulk import CHUNK, events_after, latest_snapshots, load_aggregates
+from .bulk import CHUNK, Row, load_aggregates, rows_after, snapshot_rows
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,6 +41,7 @@ class _NotPlain(Exception):
 _OPENED = get_topic(BillingPeriod.Opened)  # type: ignore[attr-defined]
 _RATED = get_topic(BillingPeriod.UsageRated)  # type: ignore[attr-defined]
 _FAIR_USE = get_topic(BillingPeriod.FairUseCapReached)  # type: ignore[attr-defined]
+_PERIOD_TOPIC = get_topic(BillingPeriod)
 
 
 def _snapshot_topic(store: Application[UUID]) -> str | None:
@@ -69,48 +70,46 @@ def period_usage(store: Application[UUID], ids: Iterable[UUID]) -> dict[UUID, Pe
     found: dict[UUID, PeriodUsage] = {}
     for offset in range(0, len(wanted), CHUNK):
         chunk = wanted[offset:offset + CHUNK]
-        folded: dict[UUID, tuple[int, dict[str, dict[str, Any]]]] = {}
-        odd: set[UUID] = set()
-        after: dict[UUID, int] = {}
-        stored_events = []
+        keys = {i.hex: i for i in chunk}  # rows name their aggregate by its hex text
+        folded: dict[str, tuple[int, dict[str, dict[str, Any]]]] = {}
+        odd: set[str] = set()
+        after: dict[str, int] = {}
+        rows: list[Row] = []
         if store.snapshots is not None:
-            snapshots = latest_snapshots(store.snapshots.recorder, chunk)
-            after = {cast(UUID, s.originator_id): s.originator_version for s in snapshots}
-            stored_events += snapshots
-        stored_events += events_after(store.recorder, chunk, after)
-        for stored in stored_events:
-            key = cast(UUID, stored.originator_id)  # bulk reads give UUIDs
+            rows = snapshot_rows(store.snapshots.recorder, chunk)
+            after = {row[0]: row[1] for row in rows}
+        rows += rows_after(store.recorder, chunk, [after.get(k, 0) for k in keys])
+        for key, version, topic, stored_state in rows:
             if key in odd:
                 continue
             try:
                 if not plain:
                     raise _NotPlain
-                state = orjson.loads(stored.state)
+                state = orjson.loads(stored_state)
                 if "class_version" in state:
                     raise _NotPlain
-                topic = stored.topic
-                if topic == snapshot_topic and state.get("topic") == get_topic(BillingPeriod):
+                if topic == snapshot_topic and state.get("topic") == _PERIOD_TOPIC:
                     totals = state["state"]["usage_totals"]
                     if type(totals) is not dict:
                         raise _NotPlain
-                    folded[key] = (stored.originator_version, totals)
+                    folded[key] = (version, totals)
                 elif topic == _OPENED:
-                    folded[key] = (stored.originator_version, {})
+                    folded[key] = (version, {})
                 elif topic in (_RATED, _FAIR_USE) and key in folded:
                     totals = folded[key][1]
                     if topic == _RATED:
                         _add(totals, state["lines"])
-                    folded[key] = (stored.originator_version, totals)
+                    folded[key] = (version, totals)
                 else:
                     raise _NotPlain
             except (_NotPlain, orjson.JSONDecodeError, KeyError, TypeError):
                 odd.add(key)
         for key, (version, totals) in folded.items():
             if key not in odd:
-                found[key] = PeriodUsage(version, totals)
+                found[keys[key]] = PeriodUsage(version, totals)
         if odd:
-            for key, period in load_aggregates(store, BillingPeriod, odd).items():
-                found[key] = PeriodUsage(period.version, period.usage_totals)
+            for aggregate_id, period in load_aggregates(store, BillingPeriod, [keys[k] for k in odd]).items():
+                found[aggregate_id] = PeriodUsage(period.version, period.usage_totals)
     return found
 
 
