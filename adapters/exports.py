@@ -8,16 +8,19 @@ from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import TYPE_CHECKING, Any, BinaryIO
 
-import pandas as pd
-import pyarrow as pa
-import pyarrow.parquet as pq
 from sqlalchemy import Engine, Select, func, select
 
 from domain.calendar import period_for_label
 from projections import tables as t
 from projections.finance import chunks
+
+if TYPE_CHECKING:  # pandas and pyarrow are imported by the export itself: they are most of the
+    # import time of every `wispgate` command and of `serve`'s start (-X importtime), and only
+    # an export needs them.
+    import pandas as pd
+    import pyarrow as pa
 
 KINDS = ("invoices", "invoice-lines", "journal", "usage")
 FORMATS = ("csv", "xlsx", "parquet")
@@ -86,12 +89,16 @@ def _query(kind: str, period: str | None) -> tuple[Select[Any], Callable[[dict[s
 
 def frames(engine: Engine, kind: str, period: str | None = None, chunk_size: int = 20_000) -> Iterator[pd.DataFrame]:
     """The export as DataFrames of at most ``chunk_size`` rows."""
+    import pandas as pd
+
     query, shape = _query(kind, period)
     for rows in chunks(engine, query, chunk_size):
         yield pd.DataFrame([shape(r) for r in rows])
 
 
 def _arrow(frame: pd.DataFrame) -> pa.Table:
+    import pyarrow as pa
+
     fields = []
     for name in frame.columns:
         sample = frame[name].iloc[0] if len(frame) else None
@@ -105,6 +112,10 @@ def write_export(engine: Engine, kind: str, fmt: str, out: Path | BinaryIO, *, p
     """Write the export to ``out`` (a path or a binary file); returns the rows written."""
     if fmt not in FORMATS:
         raise ValueError(f"unknown format {fmt!r}; one of {', '.join(FORMATS)}")
+    import pandas as pd
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
     written = 0
     if fmt == "csv":
         for frame in frames(engine, kind, period, chunk_size):

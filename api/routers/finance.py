@@ -21,7 +21,6 @@ from starlette.concurrency import run_in_threadpool
 
 from adapters.billing_runs import catch_up, run_billing, run_dunning
 from adapters.exports import MEDIA_TYPES, write_export
-from adapters.invoice_pdf import Seller, daily_usage, invoice_document, render_invoice
 from domain.money import parse_amount
 from projections import finance, queries
 
@@ -151,6 +150,8 @@ def _pdf(runtime: Runtime, invoice_id: UUID, request: Request) -> Response:
     tag = f'"{invoice.number}"'  # an issued invoice never changes
     if tag in request.headers.get("if-none-match", ""):
         return Response(status_code=304, headers={"ETag": tag})
+    from adapters.invoice_pdf import Seller, daily_usage, invoice_document, render_invoice  # reportlab: on first use
+
     settings = runtime.settings
     seller = Seller(settings.seller_name, settings.seller_address, settings.seller_tax_id,
                     settings.payment_instructions)
