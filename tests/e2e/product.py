@@ -76,6 +76,8 @@ class Product(ApiCalls):
             except httpx.HTTPError:
                 pass
             time.sleep(0.1)
+        # Not left running behind the failed test (its children hold ports and CPU).
+        self.stop()
         raise RuntimeError("wispgate serve did not become healthy in 90 s")
 
     def kill(self) -> None:
