@@ -32,6 +32,9 @@ def register(commands: Any) -> None:
     parser.add_argument("--nas-ip", default="127.0.0.1", help="NAS-IP-Address sent (default 127.0.0.1)")
     parser.add_argument("--prefix", default="demo", help="usernames are PREFIX0001, PREFIX0002, ...")
     parser.add_argument("--seed", type=int, default=1, help="traffic pattern seed")
+    parser.add_argument("--timeout", type=float, default=2.0,
+                        help="seconds to wait for an answer before retransmitting (default 2)")
+    parser.add_argument("--retries", type=int, default=3, help="retransmissions of an unanswered request (default 3)")
     parser.add_argument("--setup", action="store_true",
                         help="first create the NAS (if its address is new), a plan and the accounts through the API")
     parser.add_argument("--token", help="an admin API token (needed with --setup)")
@@ -43,8 +46,12 @@ def demo(settings: Settings, args: argparse.Namespace) -> int:
         if getattr(args, name) < (1 if name == "subscribers" else 0):
             print(f"wispgate demo: --{name} must be positive", file=sys.stderr)
             return 2
-    if args.interval < 0:
-        print("wispgate demo: --interval must not be negative", file=sys.stderr)
+    if args.interval < 0 or args.retries < 0:
+        print(f"wispgate demo: --{'interval' if args.interval < 0 else 'retries'} must not be negative",
+              file=sys.stderr)
+        return 2
+    if args.timeout <= 0:
+        print("wispgate demo: --timeout must be positive", file=sys.stderr)
         return 2
     usernames = [f"{args.prefix}{n:04d}" for n in range(1, args.subscribers + 1)]
     if args.setup:
@@ -60,7 +67,7 @@ def demo(settings: Settings, args: argparse.Namespace) -> int:
             return 1
         print(f"set up through {api}: {created}", flush=True)
     feed = DemoFeed(settings.radius_host, settings.radius_port, args.secret, usernames, nas_ip=args.nas_ip,
-                    seed=args.seed)
+                    seed=args.seed, timeout=args.timeout, retries=args.retries)
     print(f"simulated BNG {args.nas_ip}: {len(usernames)} subscribers -> "
           f"{settings.radius_host}:{settings.radius_port}/udp, {args.rounds} interims {args.interval:g} s apart",
           flush=True)

@@ -57,9 +57,14 @@ def test_demo_feed_is_rated_and_accounts_are_found_by_username(product: Product)
 
 def test_demo_says_clearly_when_nothing_answers(product: Product) -> None:
     # No NAS registered: the site drops every request (unknown client), the demo says so.
-    done = demo(product, "--subscribers", "1", "--rounds", "0")
+    # A short timeout and one retransmission: the defaults (2 s, 3) wait 16 s for two requests.
+    done = demo(product, "--subscribers", "1", "--rounds", "0", "--timeout", "0.5", "--retries", "1")
     assert done.returncode == 1
+    assert "done: 0/2 acknowledged" in done.stdout, done.stdout  # the Start and the Stop
     assert "never answered" in done.stderr and "is the NAS registered" in done.stderr
     bad = demo(product, "--setup", "--subscribers", "1")
     assert bad.returncode == 2 and "--setup needs --token" in bad.stderr
+    for wrong in (("--timeout", "0"), ("--retries", "-1")):
+        refused = demo(product, *wrong)
+        assert refused.returncode == 2 and wrong[0] in refused.stderr, refused.stderr
     assert product.get("/v1/accounts", params={"status": "frozen"}, token=product.create_token()).status_code == 422
