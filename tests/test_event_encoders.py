@@ -112,7 +112,7 @@ def _same_as_reference(event: Any) -> None:
 
 
 @given(events())
-@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 def test_well_typed_events_take_the_generated_encoder_and_store_the_reference_bytes(drawn: tuple[Any, bool]) -> None:
     event, _ = drawn
     _same_as_reference(event)
@@ -135,19 +135,19 @@ def _too_big(value: Any) -> bool:
 
 
 @given(events(odd_values=1))
-@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 def test_an_event_with_one_odd_value_is_stored_as_the_reference_stores_it(drawn: tuple[Any, bool]) -> None:
     _same_as_reference(drawn[0])
 
 
 @given(events(any_values=True))
-@settings(max_examples=50, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 def test_an_event_with_any_values_is_stored_as_the_reference_stores_it(drawn: tuple[Any, bool]) -> None:
     _same_as_reference(drawn[0])
 
 
 @given(events(), st.randoms(use_true_random=False))
-@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 def test_fields_in_another_order_are_written_in_that_order(drawn: tuple[Any, bool], rng: random.Random) -> None:
     """A decoded event has its originator id and version last; any other order is kept too."""
     event, _ = drawn
@@ -159,7 +159,7 @@ def test_fields_in_another_order_are_written_in_that_order(drawn: tuple[Any, boo
 
 
 @given(anything)
-@settings(max_examples=60, deadline=None)
+@settings(max_examples=40, deadline=None)
 def test_plain_tree_accepts_exactly_what_needs_no_transcoding(value: Any) -> None:
     def reference(v: Any) -> bool:
         if type(v) in (list, tuple):
