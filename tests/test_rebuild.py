@@ -125,6 +125,26 @@ def tables(runtime: Runtime) -> dict[str, list[tuple[Any, ...]]]:
     return runtime.projector.table_rows()
 
 
+def rebuild_while_another_projector_moves(runtime: Runtime, rng: random.Random, head: int,
+                                          live: dict[str, list[tuple[Any, ...]]], seed: int) -> None:
+    """From position 0, a rebuild during which another projector moves the position (between
+    two of the fold's windows): the fold's next window sees it and writes nothing, the rebuild
+    goes on from the stored position the windowed way, and the tables are the live ones."""
+    runtime.projector.reset()
+    recorder = runtime.ledger.recorder
+    interfered: list[int] = []
+
+    def interfere(done: int) -> None:
+        if not interfered:
+            interfered.append(done)
+            runtime.projector.process(recorder.select_notifications(start=runtime.projector.position() + 1,
+                                                                    limit=rng.randint(1, 20)))
+
+    runtime.projector.rebuild(recorder, window=rng.randint(5, 50), progress=interfere)
+    assert interfered and runtime.projector.position() == head
+    assert tables(runtime) == live, f"seed {seed}: a rebuild interrupted by another projector differs"
+
+
 def test_rebuild_in_large_windows_equals_live_projection(runtime: Runtime) -> None:
     seed = int(time.time_ns() % 1_000_000)
     print(f"seed {seed}")
@@ -154,19 +174,7 @@ def test_rebuild_in_large_windows_equals_live_projection(runtime: Runtime) -> No
     # Another projector moves the position while the fold runs (here: between two of its
     # windows): the fold's next window sees it, writes nothing, and the rebuild goes on from
     # the stored position the windowed way.
-    runtime.projector.reset()
-    recorder = runtime.ledger.recorder
-    interfered = []
-
-    def interfere(done: int) -> None:
-        if not interfered:
-            interfered.append(done)
-            runtime.projector.process(recorder.select_notifications(start=runtime.projector.position() + 1,
-                                                                    limit=rng.randint(1, 20)))
-
-    runtime.projector.rebuild(recorder, window=rng.randint(5, 50), progress=interfere)
-    assert interfered and runtime.projector.position() == head
-    assert tables(runtime) == live, f"seed {seed}: a rebuild interrupted by another projector differs"
+    rebuild_while_another_projector_moves(runtime, rng, head, live, seed)
     # The operator's command does the same.
     argv = ["projections", "rebuild", "--data-dir", str(runtime.settings.data_dir)]
     if runtime.settings.database_url:

@@ -19,7 +19,7 @@ from projections import rebuild
 from projections import tables as t
 from projections.window_writer import WindowWriter
 
-from .test_rebuild import tables, traffic
+from .test_rebuild import rebuild_while_another_projector_moves, tables, traffic
 
 
 def _streaming(monkeypatch: Any, rng: random.Random, runtime: Runtime, *, two: bool) -> list[int]:
@@ -66,19 +66,7 @@ def test_journal_lines_written_during_the_fold_give_the_live_tables(
             assert rebuilt[name] == rows, f"seed {seed}, window {window}: table {name} differs"
     # Another projector moves the position between two windows: the next window's writer
     # refuses it, the journal lines handed to it are dropped, the rebuild goes on the windowed way.
-    runtime.projector.reset()
-    recorder = runtime.ledger.recorder
-    interfered: list[int] = []
-
-    def interfere(done: int) -> None:
-        if not interfered:
-            interfered.append(done)
-            runtime.projector.process(recorder.select_notifications(start=runtime.projector.position() + 1,
-                                                                    limit=rng.randint(1, 20)))
-
-    runtime.projector.rebuild(recorder, window=rng.randint(5, 50), progress=interfere)
-    assert interfered and runtime.projector.position() == head
-    assert tables(runtime) == live, f"seed {seed}: a rebuild interrupted by another projector differs"
+    rebuild_while_another_projector_moves(runtime, rng, head, live, seed)
 
 
 def test_a_fold_that_fails_mid_window_writes_nothing_of_it(monkeypatch: Any, runtime: Runtime) -> None:
