@@ -128,22 +128,22 @@ def build_encoder(event_class: type, transcoder: JSONTranscoder) -> Any:
              "        raise Unusual",
              f"    {', '.join(f'v{i}' for i in range(len(names)))}, = state.values()"]
     items, plain, trees = [], [], []
-    for index, (name, kind) in enumerate(fields[2:], start=2):
+    for index, (name, field_kind) in enumerate(fields[2:], start=2):
         v = f"v{index}"
         items.append(f"{name!r}: {v}")
-        if kind in _TRANSCODED:
-            name_, data = _TRANSCODED[kind]
-            lines += [f"    if type({v}) is {kind}:",
+        if field_kind in _TRANSCODED:
+            name_, data = _TRANSCODED[field_kind]
+            lines += [f"    if type({v}) is {field_kind}:",
                       f"        {v} = {{'_type_': '{name_}', '_data_': {data.format(v=v)}}}",
                       f"    elif {v} is not None:", "        raise Unusual"]
-        elif kind == "plain":
+        elif field_kind == "plain":
             plain.append(v)
         else:
-            trees.append((v, kind))
+            trees.append((v, field_kind))
     if plain:  # (set.issuperset over map(type, ...) took more instructions than this)
         lines += ["    if " + " or ".join(f"type({v}) not in PLAIN" for v in plain) + ":", "        raise Unusual"]
-    for v, kind in trees:
-        shape = _TREE_CHECKS.get(kind)
+    for v, field_kind in trees:
+        shape = _TREE_CHECKS.get(field_kind)
         if shape is not None:
             lines += [line.format(v=v) for line in shape]
             lines.append(f"    elif type({v}) not in PLAIN and not plain_tree({v}):")
