@@ -38,27 +38,17 @@ def decode_state(transcoder: Transcoder, data: bytes) -> Any:
 def _hooked(value: Any, names: dict[str, Any]) -> Any:
     """``value`` (as orjson parsed it) with the object hook applied, innermost first."""
     kind = type(value)
-    if kind is dict:
-        for key, item in value.items():
+    if kind is dict or kind is list:
+        for place, item in (value.items() if kind is dict else enumerate(value)):
             item_kind = type(item)
             if item_kind is dict or item_kind is list:
                 new = _hooked(item, names)
                 if new is not item:
-                    value[key] = new
+                    value[place] = new
             elif item_kind is float:
                 raise _NotQuick
-        if len(value) == 2 and "_type_" in value and "_data_" in value:
+        if kind is dict and len(value) == 2 and "_type_" in value and "_data_" in value:
             return names[value["_type_"]].decode(value["_data_"])  # unknown name: KeyError
-        return value
-    if kind is list:
-        for index, item in enumerate(value):
-            item_kind = type(item)
-            if item_kind is dict or item_kind is list:
-                new = _hooked(item, names)
-                if new is not item:
-                    value[index] = new
-            elif item_kind is float:
-                raise _NotQuick
         return value
     if kind is float:
         raise _NotQuick
