@@ -10,12 +10,13 @@ logged before it would have made), ``apply_rated`` says so instead of folding.""
 from __future__ import annotations
 
 import random
-import time
 from decimal import Context, localcontext
 from types import SimpleNamespace
 from typing import Any
 
 from projections.fold import SESSION_PROCESS_EVENTS, Fold, SessionWrites
+
+from .rebuild_support import seeded
 
 T0 = 1_793_491_200
 ACCOUNTS = [f"{n:032x}" for n in range(1, 4)]
@@ -81,9 +82,7 @@ def _comparable(writes: SessionWrites) -> tuple[Any, ...]:
 
 
 def test_the_second_process_order_gives_the_one_process_rows() -> None:
-    seed = int(time.time_ns() % 1_000_000)
-    print(f"seed {seed}")
-    rng = random.Random(seed)
+    seed, rng = seeded()
     split = refused = 0
     with localcontext(Context(prec=80)):
         for _ in range(300):

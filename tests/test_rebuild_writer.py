@@ -7,7 +7,6 @@ was handed over; the writer itself commits, refuses and rolls back as it says.""
 from __future__ import annotations
 
 import random
-import time
 from typing import Any
 
 import pytest
@@ -19,7 +18,7 @@ from projections import rebuild
 from projections import tables as t
 from projections.window_writer import WindowWriter
 
-from .test_rebuild import rebuild_while_another_projector_moves, tables, traffic
+from .rebuild_support import assert_tables_equal, rebuild_while_another_projector_moves, seeded_traffic, tables
 
 
 def _streaming(monkeypatch: Any, rng: random.Random, runtime: Runtime, *, two: bool) -> list[int]:
@@ -47,12 +46,7 @@ def _streaming(monkeypatch: Any, rng: random.Random, runtime: Runtime, *, two: b
 @pytest.mark.parametrize("two", [False, True])
 def test_journal_lines_written_during_the_fold_give_the_live_tables(
         monkeypatch: Any, runtime: Runtime, two: bool) -> None:
-    seed = int(time.time_ns() % 1_000_000)
-    print(f"seed {seed}")
-    rng = random.Random(seed)
-    traffic(runtime, rng)
-    live = tables(runtime)
-    head = runtime.ledger.recorder.max_notification_id()
+    seed, rng, live, head = seeded_traffic(runtime)
     handed = _streaming(monkeypatch, rng, runtime, two=two)
     for window in (1_000_000, rng.randint(2, 50)):
         runtime.projector.reset()
@@ -61,9 +55,7 @@ def test_journal_lines_written_during_the_fold_give_the_live_tables(
         # The path under test: lines handed over during a one-process fold, none beside a
         # forked second process.
         assert (sum(handed) > 0) != (two and not runtime.settings.database_url)
-        rebuilt = tables(runtime)
-        for name, rows in live.items():
-            assert rebuilt[name] == rows, f"seed {seed}, window {window}: table {name} differs"
+        assert_tables_equal(runtime, live, f"seed {seed}, window {window}")
     # Another projector moves the position between two windows: the next window's writer
     # refuses it, the journal lines handed to it are dropped, the rebuild goes on the windowed way.
     rebuild_while_another_projector_moves(runtime, rng, head, live, seed)
@@ -72,11 +64,7 @@ def test_journal_lines_written_during_the_fold_give_the_live_tables(
 def test_a_fold_that_fails_mid_window_writes_nothing_of_it(monkeypatch: Any, runtime: Runtime) -> None:
     """Journal lines already handed to the writer are rolled back with the window when the
     fold fails later in it; the rebuild run again gives the live tables."""
-    seed = int(time.time_ns() % 1_000_000)
-    print(f"seed {seed}")
-    rng = random.Random(seed)
-    traffic(runtime, rng)
-    live = tables(runtime)
+    seed, rng, live, _ = seeded_traffic(runtime)
     handed = _streaming(monkeypatch, rng, runtime, two=False)
     monkeypatch.setattr(rebuild, "JOURNAL_CHUNK", 1)
     monkeypatch.setattr(rebuild, "READ_CHUNK", 1)  # lines handed over after every event
