@@ -17,7 +17,7 @@ from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from decimal import Context, Decimal, Inexact
 from functools import lru_cache
-from typing import TYPE_CHECKING, Any, TypeVar, cast
+from typing import TYPE_CHECKING, Any, NamedTuple, TypeVar, cast
 from uuid import UUID
 
 from eventsourcing.application import Application, ProcessingEvent
@@ -78,10 +78,12 @@ class RunResult:
         self.retries += other.retries
 
 
-@dataclass(frozen=True, slots=True)
-class _Draft:
+class _Draft(NamedTuple):
     """One account's invoice, drafted: the Invoice's arguments and the journal postings of
-    issuing it (balanced already: computed where it is drafted, which may be another process)."""
+    issuing it (balanced already: computed where it is drafted, which may be another process).
+    A named tuple, not a frozen dataclass with slots: those are pickled and unpickled through
+    Python code that calls ``dataclasses.fields`` each time (a tenth of the recording process's
+    main thread when another process drafts), a tuple by pickle's own C code."""
 
     drafted: dict[str, Any]
     postings: list[dict[str, str]]
