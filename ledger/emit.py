@@ -10,6 +10,11 @@ body, which is what replaying it does. ``tests/test_emit.py`` checks that both p
 equal events, stored bytes and aggregate state.
 
 The rater's hot events use it; everything else keeps the decorator (clearer, and not hot).
+``create`` does the same for a new aggregate (what calling its class does through
+eventsourcing's metaclass: positional arguments turned into keywords, the id's parameters
+filtered out, the event built through its dataclass ``__init__``, the aggregate through the
+event's ``mutate``, which filters the event's fields twice more): a session is created for
+every Start the rater applies.
 
 ``snapshots_due`` lets the rater take a snapshot at an interval version reached in the middle
 of a batch from memory, as the event is emitted, instead of replaying the aggregate from the
@@ -27,7 +32,16 @@ from functools import cache
 from typing import Any
 from uuid import UUID
 
-from eventsourcing.domain import Aggregate, Snapshot, datetime_now_with_tzinfo, decorated_funcs
+from eventsourcing.domain import (
+    Aggregate,
+    CanMutateAggregate,
+    Snapshot,
+    _created_event_classes,
+    _init_mentions_id,
+    datetime_now_with_tzinfo,
+    decorated_funcs,
+)
+from eventsourcing.utils import get_topic
 
 _watch = threading.local()
 
@@ -71,6 +85,48 @@ def _layout(event_class: type) -> tuple[tuple[str, ...], Callable[..., None]]:
     names = tuple(f.name for f in dataclasses.fields(event_class))
     assert names[:3] == ("originator_id", "originator_version", "timestamp"), names
     return names[3:], decorated_funcs[event_class]
+
+
+@cache
+def _created_layout(aggregate_class: type) -> tuple[Any, tuple[str, ...], frozenset[str], str] | None:
+    """The class's "created" event class, its own field names in declaration order and the
+    aggregate's topic; None when creating it takes more than its ``__init__`` body (an
+    explicit topic to check, an ``id`` parameter, an ``apply`` on the event, a choice of
+    created events), so that ``create`` leaves it to the metaclass."""
+    created = _created_event_classes.get(aggregate_class, [])
+    if len(created) != 1 or getattr(aggregate_class, "TOPIC", None) or aggregate_class in _init_mentions_id:
+        return None
+    event_class: Any = created[0]
+    if event_class.apply is not CanMutateAggregate.apply:
+        return None
+    names = tuple(f.name for f in dataclasses.fields(event_class))
+    assert names[:4] == ("originator_id", "originator_version", "timestamp", "originator_topic"), names
+    return event_class, names[4:], frozenset(names[4:]), get_topic(aggregate_class)
+
+
+def create(aggregate_class: Any, originator_id: UUID, **fields: Any) -> Any:
+    """A new ``aggregate_class`` named ``originator_id`` (what its ``create_id`` gives for
+    ``fields``), with its "created" event pending: what ``aggregate_class(**fields)`` makes,
+    ``fields`` being every argument of its ``__init__`` by name."""
+    layout = _created_layout(aggregate_class)
+    if layout is None or fields.keys() != layout[2]:  # (defaults, unknown names: its errors)
+        return aggregate_class(**fields)
+    event_class, names, _, topic = layout
+    version = aggregate_class.INITIAL_VERSION
+    timestamp = datetime_now_with_tzinfo()
+    event = event_class.__new__(event_class)
+    state = event.__dict__  # in the dataclass's field order, as emit() writes (the stored bytes)
+    state["originator_id"] = originator_id
+    state["originator_version"] = version
+    state["timestamp"] = timestamp
+    state["originator_topic"] = topic
+    for name in names:
+        state[name] = fields[name]
+    aggregate = aggregate_class.__new__(aggregate_class)
+    aggregate.__base_init__(originator_id, version, timestamp)
+    aggregate_class.__init__(aggregate, **fields)
+    aggregate._pending_events.append(event)  # noqa: SLF001 - what BaseAggregate._create does
+    return aggregate
 
 
 def emit(aggregate: Aggregate, event_class: Any, **fields: Any) -> None:

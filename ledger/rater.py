@@ -24,7 +24,7 @@ from .account import Account, UsernameClaim
 from .batch_record import record_batch
 from .billing_period import BillingPeriod
 from .bulk import load_aggregates
-from .emit import DueSnapshots, snapshots_due
+from .emit import DueSnapshots, create, snapshots_due
 from .journal import subscriber_account
 from .nas_sessions import NasSessions
 from .session import Session
@@ -342,28 +342,29 @@ class _Batch:
         return loaded
 
     def _session(self, nas_id: str, acct_session_id: str) -> Session:
-        session = self._load(Session.create_id(nas_id, acct_session_id))
+        session_id = Session.create_id(nas_id, acct_session_id)
+        session = self._load(session_id)
         if session is None:
-            session = Session(nas_id=nas_id, acct_session_id=acct_session_id)
-            self.touched[session.id] = session
+            session = self.touched[session_id] = create(Session, session_id, nas_id=nas_id,
+                                                        acct_session_id=acct_session_id)
         assert isinstance(session, Session)
         return session
 
     def _registry(self, nas_id: str) -> NasSessions:
-        registry = self._load(NasSessions.create_id(nas_id, self.shard))
+        registry_id = NasSessions.create_id(nas_id, self.shard)
+        registry = self._load(registry_id)
         if registry is None:
-            registry = NasSessions(nas_id=nas_id, shard=self.shard)
-            self.touched[registry.id] = registry
+            registry = self.touched[registry_id] = create(NasSessions, registry_id, nas_id=nas_id, shard=self.shard)
         assert isinstance(registry, NasSessions)
         return registry
 
     def _period(self, tariff: Tariff, at: int) -> BillingPeriod:
         start, end = self.pricing.period(tariff, at)
-        period = self._load(BillingPeriod.create_id(tariff.account_id, start))
+        period_id = BillingPeriod.create_id(tariff.account_id, start)
+        period = self._load(period_id)
         if period is None:
-            period = BillingPeriod(account_id=tariff.account_id, start=start, end=end,
-                                   currency=tariff.terms.currency)
-            self.touched[period.id] = period
+            period = self.touched[period_id] = create(BillingPeriod, period_id, account_id=tariff.account_id,
+                                                      start=start, end=end, currency=tariff.terms.currency)
         assert isinstance(period, BillingPeriod)
         return period
 
