@@ -307,12 +307,11 @@ class _Batch:
         """Load, in a few queries, the sessions and billing periods the batch will touch that
         are not in memory already (one repository read each would be a query each)."""
         live = self.ledger.live_sessions
-        session_ids = {Session.create_id(r.nas_id, r.acct_session_id) for r in records if not r.status.closes_nas}
+        usage_records = [r for r in records if not r.status.closes_nas]
+        session_ids = {Session.create_id(r.nas_id, r.acct_session_id) for r in usage_records}
         period_ids: set[UUID] = set()
-        self.pricing.preload({r.username for r in records if not r.status.closes_nas})
-        for record in records:
-            if record.status.closes_nas:
-                continue
+        self.pricing.preload({r.username for r in usage_records})
+        for record in usage_records:
             tariff = self.pricing.tariff(record.username, record.event_time)
             if tariff is not None:
                 start, _ = self.pricing.period(tariff, record.event_time)
@@ -393,20 +392,21 @@ class _Batch:
                                    still_open=still_open)
             return
         session = self._session(record.nas_id, record.acct_session_id)
-        before = set(session.open_incarnations())
         account = self.pricing.account(record.username)
         incarnation = session.incarnation_for(record.session_start)
+        # A record changes only the incarnation it names (made by it when new), and a closed
+        # incarnation never reopens: the session's open set changes by at most that one.
+        was_open = incarnation is not None and session.incarnations[incarnation]["closed_at"] is None
         key = record.idempotency_key()
         usage = session.apply_record(record, account.id if account else None, key)
-        after = set(session.open_incarnations())
-        if after - before or before - after:
-            changes = self.registry_changes.setdefault(record.nas_id, [])
-            session_key = str(session.id)
-            changes += ["+" + session_key] * len(after - before)
-            changes += ["-" + session_key] * len(before - after)
-        if usage is None or usage.total_bytes == 0 or account is None:
+        if usage is None:
+            return  # seen before: nothing changed
+        if incarnation is None:
+            incarnation = str(record.session_start)  # the one apply_record made
+        if was_open is not (session.incarnations[incarnation]["closed_at"] is None):
+            self.registry_changes.setdefault(record.nas_id, []).append(("-" if was_open else "+") + str(session.id))
+        if usage.total_bytes == 0 or account is None:
             return
-        incarnation = incarnation or session.incarnation_for(record.session_start) or str(record.session_start)
         self._price(session, incarnation, record, key, usage, account)
 
     def _price(self, session: Session, incarnation: str, record: AccountingRecord, key: str, usage: Any,
