@@ -102,6 +102,30 @@ SESSION_EVENTS = frozenset({"Session.RecordApplied", "Session.Registered", "Sess
 SESSION_PROCESS_EVENTS = SESSION_EVENTS - {"BillingPeriod.UsageRated"}
 
 
+# The accounts (by the last hex digit of their id) whose rated usages a second process folds
+# whole (the session amount, usage buckets, journal lines and balance change; ``Fold(share=)``)
+# when it folds the sessions part: the rebuild's own process, which folds everything else and
+# writes every table, bounded the two-process rebuild with the second one idle a third of it.
+# By account, so that each usage bucket is made by one process; balances are merged.
+SECOND_SHARE = frozenset("012345")
+
+
+class ShareMismatch(Exception):
+    """A rated usage whose account is not of the share the process was given (the log's
+    query split them otherwise): the window must be folded another way."""
+
+
+def account_digit(s: dict[str, Any]) -> str | None:
+    """The last hex digit of a stored rated usage's account id (what the share is by), None
+    when it has no stored id."""
+    account = s["account_id"]
+    if account.__class__ is dict and account.get("_type_") == "uuid_hex":
+        data = account["_data_"]
+        if data.__class__ is str and len(data) == 32:
+            return data[-1]
+    return None
+
+
 class SessionWrites(NamedTuple):
     """What a window's flush writes to the sessions part's tables (picklable: a second
     process may fold the sessions part)."""
@@ -119,7 +143,10 @@ class Fold:
     """State of the catalog, money and sessions read models during a rebuild: both parts, or
     one of them (``sessions`` / ``money`` False) when another process folds the other."""
 
-    def __init__(self, *, sessions: bool = True, money: bool = True) -> None:
+    def __init__(self, *, sessions: bool = True, money: bool = True, share: frozenset[str] = frozenset()) -> None:
+        """``share``: with ``sessions`` and not ``money``, the accounts whose rated usages
+        this fold folds whole (journal lines and balance changes taken with ``take_share``);
+        with ``money`` and not ``sessions``, those this fold must not be given."""
         by_id: Callable[[Row], Any] = lambda r: r["id"]  # noqa: E731
         self.nas = TableRows(t.nas, by_id)
         self.plans = TableRows(t.plans, by_id)
@@ -170,6 +197,13 @@ class Fold:
             # one hands it each one's session amount (``rated``, in log order).
             self.hot["BillingPeriod.UsageRated"] = self.usage_rated_elsewhere
         self.rated: list[tuple[int, str, str, str, str]] = []  # position, session id, incarnation, amount, currency
+        self.share = share
+        if share and sessions and not money:
+            self.hot["BillingPeriod.UsageRated"] = self.usage_rated_share
+        # Session row -> position of the rated usage its currency is from: with a share, the
+        # session amounts of one session come in two orders (its share's in log order, the
+        # others' after), and the currency must be the one logged last.
+        self.currency_at: dict[str, int] = {}
         self.closes_unmatched: dict[str, int] = {}  # session row id -> position of a close that found no row
 
     # Hot events: (position, originator id as text, originator version, stored state).
@@ -222,6 +256,8 @@ class Fold:
     def usage_rated_elsewhere(self, position: int, period_id: str, version: int, s: dict[str, Any]) -> None:
         """A rated usage's money part, and its session amount kept for the process folding the
         sessions part (``take_rated``)."""
+        if self.share and account_digit(s) in self.share:
+            raise ShareMismatch(f"position {position}: a rated usage of the second process's share")
         amount = s["amount"]
         if amount.__class__ is not dict or amount.get("_type_") != "decimal_str":
             raise ValueError(f"not a decimal: {amount!r}")
@@ -246,9 +282,67 @@ class Fold:
                 closed_at = unmatched.get(f"{session_id}:{incarnation}")
                 if closed_at is not None and position < closed_at:
                     return False
-            self._session_amount(session_id, incarnation, Decimal(amount), currency)
+            if self.share:
+                self._session_amount_at(position, session_id, incarnation, Decimal(amount), currency)
+            else:
+                self._session_amount(session_id, incarnation, Decimal(amount), currency)
         self.closes_unmatched = {}
         return True
+
+    def usage_rated_share(self, position: int, period_id: str, version: int, s: dict[str, Any]) -> None:
+        """A rated usage of this process's share (the second's): all of it, in log order with
+        the sessions part's own events."""
+        if account_digit(s) not in self.share:
+            raise ShareMismatch(f"position {position}: a rated usage outside the share")
+        self._session_amount_at(position, uuid_text(s["session_id"]), s["incarnation"], decimal_value(s["amount"]),
+                                s["currency"])
+        self.usage_rated_money(position, period_id, version, s)
+
+    def _session_amount_at(self, position: int, session_id: str, incarnation: str, amount: Decimal,
+                           currency: str) -> None:
+        """``_session_amount`` where the amounts may come out of log order: the currency is the
+        one of the latest position."""
+        key = f"{session_id}:{incarnation}"
+        sessions = self.sessions
+        row = sessions.rows.get(key) or self._new_session(session_id, incarnation)
+        row["amount"] += amount
+        if position >= self.currency_at.get(key, 0):
+            self.currency_at[key] = position
+            row["currency"] = currency
+        if key not in sessions.new:  # TableRows.changed
+            sessions.dirty[key] = row
+
+    def take_share(self) -> tuple[list[tuple[Any, ...]], list[Row]]:
+        """The share's journal lines and balance changes folded since the last call: one row
+        per account as if its balance had none before (``merge_balances`` adds them up)."""
+        journal, self.journal = self.journal, []
+        changes, _ = self.balances.take()
+        self.balances = TableRows(t.balances, lambda r: r["account_id"])
+        return journal, changes
+
+    def merge_balances(self, changes: list[Row]) -> None:
+        """Add the other process's balance changes of a window (``take_share``) to the
+        balances, once this window's own events are folded: the same rows as folding every
+        posting here in log order (sums; the latest time; the latest position, with its
+        currency for a balance made in this window, as ``_balance`` keeps it)."""
+        balances = self.balances
+        rows, new = balances.rows, balances.new
+        for change in changes:
+            account_id = change["account_id"]
+            row = rows.get(account_id)
+            if row is None:
+                balances.insert(dict(change))
+                continue
+            if account_id in new:
+                if change["position"] > row["position"]:
+                    row["currency"] = change["currency"]
+            else:
+                balances.dirty[account_id] = row
+            row["receivable"] += change["receivable"]
+            if change["updated_at"] > row["updated_at"]:
+                row["updated_at"] = change["updated_at"]
+            if change["position"] > row["position"]:
+                row["position"] = change["position"]
 
     def usage_rated_money(self, position: int, period_id: str, version: int, s: dict[str, Any]) -> None:
         """A rated usage's usage buckets, journal lines and balance (a third of a log's events,

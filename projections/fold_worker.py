@@ -25,8 +25,9 @@ import traceback
 from collections.abc import Callable
 from decimal import Context, localcontext
 from multiprocessing.connection import Connection
+from typing import Any
 
-from .fold import Fold, SessionWrites
+from .fold import Fold, Row, SessionWrites, ShareMismatch
 
 # Reads the window (after, upto] of the log and folds its sessions-part events into the fold.
 Reading = Callable[[Fold, int, int], None]
@@ -37,13 +38,13 @@ def can_fork() -> bool:
     return "fork" in multiprocessing.get_all_start_methods() and threading.active_count() == 1
 
 
-def _serve(conn: Connection, reading: Reading) -> None:
+def _serve(conn: Connection, reading: Reading, share: frozenset[str]) -> None:
     """The second process: fold each window it is told of and send its writes at once (the
     rebuild's process takes them when it has written its own part; meanwhile this one's
     send waits on the full pipe, with nothing else to do)."""
     gc.freeze()  # what it inherited stays out of the collector's sight
     gc.disable()  # and its fold makes no cycles (see rebuild.collector_paused)
-    fold = Fold(money=False)
+    fold = Fold(money=False, share=share)
     try:
         # Exact sums: rated amounts may carry more digits than Decimal's default 28.
         with localcontext(Context(prec=80)):
@@ -51,11 +52,18 @@ def _serve(conn: Connection, reading: Reading) -> None:
                 message = conn.recv()
                 if message == "stop":
                     return
-                reading(fold, *message)
-                if not fold.apply_rated(conn.recv()):  # the rated usages' session amounts
+                try:
+                    reading(fold, *message)
+                except ShareMismatch:
                     conn.send(("out of order", None))
                     return
-                conn.send(("writes", fold.take_session_writes()))
+                rated = conn.recv()  # the other rated usages' session amounts
+                if rated == "stop":  # the window was given up
+                    return
+                if not fold.apply_rated(rated):
+                    conn.send(("out of order", None))
+                    return
+                conn.send(("writes", (fold.take_session_writes(), fold.take_share())))
     except EOFError:  # the rebuild's process went away
         return
     except BaseException:
@@ -66,10 +74,11 @@ class SessionFoldProcess:
     """The rebuild's handle on the forked second process; ``reading`` is inherited by the
     fork, not sent."""
 
-    def __init__(self, reading: Reading) -> None:
+    def __init__(self, reading: Reading, share: frozenset[str] = frozenset()) -> None:
+        """``share``: the accounts whose rated usages it folds whole (``fold.SECOND_SHARE``)."""
         context = multiprocessing.get_context("fork")
         self.conn, child = context.Pipe()
-        self.process = context.Process(target=_serve, args=(child, reading), name="wispgate-rebuild-sessions",
+        self.process = context.Process(target=_serve, args=(child, reading, share), name="wispgate-rebuild-sessions",
                                        daemon=True)
         self.process.start()
         child.close()
@@ -96,10 +105,12 @@ class SessionFoldProcess:
         self.sender = threading.Thread(target=send, name="wispgate-rebuild-rated", daemon=True)
         self.sender.start()
 
-    def take(self) -> SessionWrites | None:
+    def take(self) -> tuple[SessionWrites, tuple[list[tuple[Any, ...]], list[Row]]] | None:
         """The writes of the window it was given first among those not taken yet (waits for
-        its fold); None when it could not fold the window from the rated amounts given
-        (``Fold.apply_rated``: the rebuild goes on another way, and this process has ended)."""
+        its fold): the sessions part's, and the share's journal lines and balance changes
+        (``Fold.take_share``); None when it could not fold the window (``Fold.apply_rated``, or
+        a rated usage outside its share: the rebuild goes on another way, and this process has
+        ended)."""
         if self.sender is not None:
             self.sender.join()
             self.sender = None

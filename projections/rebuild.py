@@ -31,7 +31,7 @@ from ledger import cores
 
 from . import tables as t
 from .decoding import DECODERS
-from .fold import SESSION_PROCESS_EVENTS, Fold, Row, SessionWrites, balance_values
+from .fold import SECOND_SHARE, SESSION_PROCESS_EVENTS, Fold, Row, SessionWrites, ShareMismatch, balance_values
 from .fold_worker import SessionFoldProcess, can_fork
 from .invoices import _InvoiceBatch
 from .live_log import recorder_kind
@@ -95,11 +95,14 @@ class LogReader:
     (``read(after, upto)`` gives the number of notifications in the window, then the window's
     rows in pieces, in log order: on SQLite only the rows of handled events)."""
 
-    def __init__(self, recorder: Any, topics: Sequence[str], path: str | None = None) -> None:
+    def __init__(self, recorder: Any, topics: Sequence[str], path: str | None = None, *,
+                 leave_out: tuple[str, Sequence[Any]] | None = None) -> None:
         """``path``: the SQLite file the log is in, read through a connection of the reader's
-        own (memory-mapped, see ``open_log``) instead of the recorder's."""
+        own (memory-mapped, see ``open_log``) instead of the recorder's. ``leave_out``: a
+        condition on SQLite's rows (and its parameters) that leaves a row out when true."""
         self.recorder = recorder
         self.topics = list(topics)
+        self.leave_out = leave_out
         self.ids: dict[Any, str] = {}  # stored originator id -> hyphenated text
         self.path = path
         self.own: Any = None  # opened at the first read (after any fork)
@@ -143,14 +146,17 @@ class LogReader:
             transaction: Any = contextlib.closing(self.own.cursor())
         else:
             transaction = self.recorder.datastore.transaction(commit=False)
+        leave_out, parameters = self.leave_out or ("", ())
+        if leave_out:
+            leave_out = f"AND NOT ({leave_out}) "
         with transaction as c:
             cursor = getattr(c, "sqlite_cursor", c)
             cursor.row_factory = None  # plain tuples: no sqlite3.Row per event
             cursor.execute(f"SELECT count(*) FROM {table} WHERE rowid > ? AND rowid <= ?", [after, upto])
             yield cursor.fetchone()[0]
             cursor.execute(f"SELECT rowid, originator_id, originator_version, topic, state FROM {table} "
-                           f"WHERE rowid > ? AND rowid <= ? AND topic IN ({marks}) ORDER BY rowid",
-                           [after, upto, *self.topics])
+                           f"WHERE rowid > ? AND rowid <= ? AND topic IN ({marks}) {leave_out}ORDER BY rowid",
+                           [after, upto, *self.topics, *parameters])
             # In pieces: folding (and the second process) starts before the window is read.
             while rows := cursor.fetchmany(READ_CHUNK):
                 yield rows
@@ -192,6 +198,20 @@ def open_log(path: str) -> Any:
     connection = sqlite3.connect(path, check_same_thread=False)
     connection.execute(f"PRAGMA mmap_size={LOG_MMAP}")
     return connection
+
+
+# How a stored rated usage names its account (its first typed id, see ``share_condition``).
+_ACCOUNT_KEY = b'"account_id":{"_type_":"uuid_hex","_data_":"'
+
+
+def share_condition(topic: str, share: frozenset[str]) -> tuple[str, list[Any]]:
+    """A condition on SQLite's log rows (and its parameters): a rated usage (``topic``) whose
+    account's last hex digit is in ``share``, found in the stored bytes (``instr``: a rated
+    usage's account id comes first, ~60 bytes in). Both processes split the rated usages by
+    it; each checks the parsed account of those it folds (``fold.ShareMismatch`` otherwise)."""
+    digit = f"substr(state, instr(state, ?) + {len(_ACCOUNT_KEY) + 31}, 1)"
+    return (f"topic = ? AND {digit} IN ({', '.join('?' * len(share))})",
+            [topic, _ACCOUNT_KEY, *sorted(d.encode() for d in share)])
 
 
 def _hyphenated(originator_id: str) -> str:
@@ -256,6 +276,7 @@ class FastRebuild:
         self.reader = LogReader(recorder, sorted(self.topics), self._sqlite_file())
         self.parallel = parallel
         self.fold = Fold()
+        self.share = SECOND_SHARE  # rated usages the second process folds whole (see fold.SECOND_SHARE)
         self.worker: SessionFoldProcess | None = None
         self.session_log: Any = None  # the forked second process's own connection to the log
         self.classes: dict[str, tuple[type, int]] = {}
@@ -270,13 +291,13 @@ class FastRebuild:
         if parallel is None:
             parallel = head >= PARALLEL_MIN_EVENTS and cores.second_core_free()
         if parallel and can_fork() and self._sqlite_file() is not None:
-            # The forked process reads and folds the sessions part; this one reads only the
-            # events of its own part.
-            fold = self.fold = Fold(sessions=False)
+            # The forked process reads and folds the sessions part and the share's rated
+            # usages; this one reads only the events of its own part.
+            fold = self.fold = Fold(sessions=False, share=self.share)
             own = {topic for topic, name in self.topics.items()
                    if name in fold.hot or name in fold.cold or name in INVOICE_EVENTS}
-            self.reader = LogReader(self.recorder, sorted(own), self._sqlite_file())
-            self.worker = SessionFoldProcess(self._fold_sessions_window)
+            self.reader = LogReader(self.recorder, sorted(own), self._sqlite_file(), leave_out=self._share_condition())
+            self.worker = SessionFoldProcess(self._fold_sessions_window, self.share)
         try:
             with collector_paused():
                 return self._run(upto=upto, window=window, progress=progress, advanced=advanced)
@@ -357,10 +378,12 @@ class FastRebuild:
                         self._hand_journal(writer)
                 if self.worker is not None:
                     self.worker.give_rated(self.fold.take_rated())
-        except BaseException:
+        except BaseException as error:
             if pieces is not None:
                 pieces.close()  # its read ends before the reader's connection is closed
             writer.abandon()
+            if isinstance(error, ShareMismatch):  # the caller goes on the windowed way from ``after``
+                return None
             raise
         try:
             written = writer.finish(lambda conn: self._write_rest(conn, stored[0] is not None, upto, invoice_events))
@@ -390,19 +413,24 @@ class FastRebuild:
     def _write_rest(self, conn: Connection, stored: bool, upto: int, invoice_events: list[Any]) -> bool:
         """Write the window's rows not written yet and its position (``stored``: the position
         has a row), in the window's transaction; in the writer's thread, once the fold is done."""
-        self._write(conn)  # the money part first: the second process folds meanwhile
+        worker = self.worker
+        self._write(conn, balances=worker is None)  # the money part first: the second process folds meanwhile
         if invoice_events:
             batch = _InvoiceBatch(conn)  # its new rows go through bulk_insert
             batch.prepare([event for _, event in invoice_events])
             for position, event in invoice_events:
                 batch.apply(position, event)
             batch.flush()
-        if self.worker is not None:
-            writes = self.worker.take()
-            if writes is None:
+        if worker is not None:
+            taken = worker.take()
+            if taken is None:
                 raise _OutOfOrder
-            write_sessions(conn, writes)
-            write_usage(conn, *self.fold.take_usage())  # the buckets are this process's part
+            writes, (journal, balances) = taken
+            self.fold.merge_balances(balances)
+            self._write_balances(conn)
+            bulk_insert(conn, t.journal, journal)
+            write_sessions(conn, writes)  # with the share's usage buckets
+            write_usage(conn, *self.fold.take_usage())  # and this process's
         else:
             write_sessions(conn, self.fold.take_session_writes())
         if stored:
@@ -430,12 +458,14 @@ class FastRebuild:
             assert name is not None
             self.session_log = open_log(name)
         names = {topic: name for topic, name in self.topics.items() if name in SESSION_PROCESS_EVENTS}
+        share, parameters = self._share_condition()
         statement = (f"SELECT rowid, originator_id, originator_version, topic, state "
                      f"FROM {self.recorder.events_table_name} WHERE rowid > ? AND rowid <= ? "
-                     f"AND topic IN ({','.join('?' * len(names))}) ORDER BY rowid")
+                     f"AND (topic IN ({','.join('?' * len(names))}) OR {share}) ORDER BY rowid")
         hot, cold, loads = fold.hot, fold.cold, orjson.loads
         ids, hyphenated = self.reader.ids, self.reader._hyphenated
-        cursor = self.session_log.execute(statement, [after, upto, *names])
+        cursor = self.session_log.execute(statement, [after, upto, *names, *parameters])
+        names = dict(self.topics)  # and the share's rated usages
         while rows := cursor.fetchmany(READ_CHUNK):
             for position, stored_id, version, topic, state in rows:
                 name = names[topic]
@@ -446,6 +476,11 @@ class FastRebuild:
                 else:
                     cold[name](position, self._event(position, topic, originator_id, version, state))
         self.session_log.rollback()  # ends the read transaction: the next window sees the log as it is then
+
+    def _share_condition(self) -> tuple[str, list[Any]]:
+        """The condition on log rows that gives the second process's share of rated usages."""
+        rated = next(topic for topic, name in self.topics.items() if name == "BillingPeriod.UsageRated")
+        return share_condition(rated, self.share)
 
     def _event(self, position: int, topic: str, originator_id: str, version: int, state: bytes) -> Any:
         """The decoded event: lean when it can be, by the projector's decoder otherwise."""
@@ -486,19 +521,24 @@ class FastRebuild:
         object.__setattr__(event, "__dict__", values)
         return event
 
-    def _write(self, conn: Connection) -> None:
-        """The money part's new and changed rows (the catalog, balances, journal, payments)."""
+    def _write(self, conn: Connection, *, balances: bool = True) -> None:
+        """The money part's new and changed rows (the catalog, balances unless not
+        ``balances``, journal, payments)."""
         fold = self.fold
         for rows in (fold.nas, fold.plans, fold.accounts, fold.usernames, fold.api_tokens):
             new, dirty = rows.take()
             bulk_insert(conn, rows.table, new)
             _update_by_key(conn, rows.table, dirty)
-        new, dirty = fold.balances.take()
-        bulk_insert(conn, t.balances, [balance_values(r) for r in new])
-        _update_by_key(conn, t.balances, [balance_values(r) for r in dirty])
+        if balances:
+            self._write_balances(conn)
         bulk_insert(conn, t.journal, fold.journal)
         bulk_insert(conn, t.payments, fold.payments)
         fold.journal, fold.payments = [], []
+
+    def _write_balances(self, conn: Connection) -> None:
+        new, dirty = self.fold.balances.take()
+        bulk_insert(conn, t.balances, [balance_values(r) for r in new])
+        _update_by_key(conn, t.balances, [balance_values(r) for r in dirty])
 
 
 def write_sessions(conn: Connection, writes: SessionWrites) -> None:

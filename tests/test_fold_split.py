@@ -10,11 +10,11 @@ logged before it would have made), ``apply_rated`` says so instead of folding.""
 from __future__ import annotations
 
 import random
-from decimal import Context, localcontext
+from decimal import Context, Decimal, localcontext
 from types import SimpleNamespace
 from typing import Any
 
-from projections.fold import SESSION_PROCESS_EVENTS, Fold, SessionWrites
+from projections.fold import SESSION_PROCESS_EVENTS, Fold, SessionWrites, account_digit
 
 from .rebuild_support import seeded
 
@@ -52,6 +52,8 @@ def log(rng: random.Random) -> list[tuple[str, str, Any]]:
             for _ in range(rng.randint(0, 4)):
                 start = int(incarnation) + rng.randint(0, 9000)
                 amount = f"{rng.randint(0, 10**6)}.{rng.randint(0, 99999):05d}"
+                if rng.random() < 0.2:  # now and then another account's usage of the session
+                    account = rng.choice(ACCOUNTS)
                 events.append((rng.uniform(0, 100), "BillingPeriod.UsageRated", f"period-{account}", {
                     "session_id": _typed_id(session_id), "incarnation": incarnation,
                     "amount": {"_type_": "decimal_str", "_data_": amount}, "currency": rng.choice(["USD", "EUR"]),
@@ -64,6 +66,19 @@ def log(rng: random.Random) -> list[tuple[str, str, Any]]:
             if rng.random() < 0.4:
                 events.append((rng.uniform(0, 100), "Session.ClosedByNas", hyphenated, SimpleNamespace(
                     originator_id=hyphenated, incarnation=incarnation, event_time=int(incarnation) + 5000)))
+    for n, account in enumerate(ACCOUNTS):  # money events of the rebuild's own process that touch balances
+        if rng.random() < 0.7:
+            events.append((rng.uniform(0, 100), "Account.Opened", account, {  # its balance: the postings' key
+                "name": f"a{n}", "plan_id": _typed_id(f"{n:032x}"), "currency": rng.choice(["USD", "EUR"]),
+                "opened_at": T0 + n, "usernames": [f"u{n}"]}))
+        for p in range(rng.randint(0, 2)):
+            amount = Decimal(rng.randint(1, 10**5)) / 100
+            currency = rng.choice(["USD", "EUR"])
+            events.append((rng.uniform(0, 100), "Payment.Received", f"pay-{n}-{p}", SimpleNamespace(
+                originator_id=f"pay-{n}-{p}", account_id=account, amount=amount, currency=currency, method="bank",
+                reference=f"r{n}{p}", received_at=T0 + rng.randint(0, 10**6), postings=[
+                    {"ledger_account": f"receivable:{account}", "amount": str(-amount), "currency": currency},
+                    {"ledger_account": "cash:bank", "amount": str(amount), "currency": currency}])))
     events.sort(key=lambda e: e[0])
     return [(name, originator, state) for _, name, originator, state in events]
 
@@ -131,3 +146,52 @@ def test_a_refused_order_is_one_that_log_order_folds_differently() -> None:
         _fold(sessions if name in SESSION_PROCESS_EVENTS else money, position, name, originator, state)
     assert whole.sessions.rows[f"{session}:{T0}"]["stopped_at"] == T0 + 99  # closed in log order
     assert not sessions.apply_rated(money.take_rated())
+
+
+def test_a_share_of_rated_usages_folded_whole_by_the_second_process_gives_the_one_process_rows() -> None:
+    """``Fold(share=)``: the second process folds the share's rated usages whole (in log order
+    with its own events: session amounts, usage buckets, journal lines, balance changes per
+    window), the rebuild's process the rest and merges the share's balance changes
+    (``merge_balances``): the same rows as the one-process fold, whatever the share (none,
+    some or all of the accounts), with balances made, changed and paid on either side and
+    currencies that change."""
+    seed, rng = seeded()
+    shared = refused = 0
+    with localcontext(Context(prec=80)):
+        for _ in range(300):
+            events = log(rng)
+            share = frozenset(rng.sample("0123456789abcdef", k=rng.randint(0, 16)))
+            whole, second, first = Fold(), Fold(money=False, share=share), Fold(sessions=False, share=share)
+            cuts = sorted(rng.sample(range(1, len(events) + 1), k=min(len(events), rng.randint(1, 4))))
+            position, ok = 0, True
+            for cut in cuts:
+                for name, originator, state in events[position:cut]:
+                    position += 1
+                    _fold(whole, position, name, originator, state)
+                    if name in SESSION_PROCESS_EVENTS or (name == "BillingPeriod.UsageRated"
+                                                          and account_digit(state) in share):
+                        shared += name == "BillingPeriod.UsageRated"
+                        _fold(second, position, name, originator, state)
+                    else:
+                        _fold(first, position, name, originator, state)
+                expected = whole.take_session_writes()
+                if not second.apply_rated(first.take_rated()):
+                    ok = False
+                    break
+                journal, changes = second.take_share()
+                first.merge_balances(changes)
+                writes = second.take_session_writes()
+                usage_new, usage_dirty = first.take_usage()
+                writes = writes._replace(usage_new=writes.usage_new + usage_new,
+                                         usage_dirty=writes.usage_dirty + usage_dirty)
+                assert _comparable(writes) == _comparable(expected), f"seed {seed}"
+                assert sorted(first.journal + journal) == sorted(whole.journal), f"seed {seed}"
+                assert _by_account(first.balances.take()) == _by_account(whole.balances.take()), f"seed {seed}"
+                first.journal, whole.journal = [], []
+            refused += not ok
+    assert shared > 500 and refused < 100, f"seed {seed}: {shared} rated usages in shares, {refused} refused"
+
+
+def _by_account(taken: tuple[list[Any], list[Any]]) -> tuple[list[Any], list[Any]]:
+    new, dirty = taken
+    return sorted(new, key=lambda r: r["account_id"]), sorted(dirty, key=lambda r: r["account_id"])

@@ -13,12 +13,14 @@ from decimal import Context, Decimal, localcontext
 from typing import Any
 from uuid import UUID
 
+import orjson
+
 from api.bootstrap import Runtime
 from api.cli import main
 from ledger import cores
 from projections.base import fmt
 from projections.decoding import event_decoder
-from projections.fold import _CANONICAL
+from projections.fold import _CANONICAL, Fold
 from projections.rebuild import FastRebuild, fold_covers_models
 
 from .rebuild_support import assert_tables_equal, rebuild_while_another_projector_moves, seeded, seeded_traffic, tables
@@ -118,8 +120,9 @@ def test_a_model_handler_without_its_fold_rule_sends_rebuilds_the_windowed_way(
 def test_rebuild_with_the_sessions_part_in_a_second_process_equals_live_projection(
         monkeypatch: Any, runtime: Runtime) -> None:
     """The two-process fold (``fold_worker.py``: forked, reading the sessions part itself, on
-    a SQLite store) gives the live tables, in any window and read size; next to PostgreSQL's
-    pool threads nothing is forked and the one-process fold gives them. A second process that
+    a SQLite store, and the rated usages of a share of the accounts whole) gives the live
+    tables, in any window, read size and share; next to PostgreSQL's pool threads nothing is
+    forked and the one-process fold gives them. A second process that
     dies fails the rebuild before its window commits, and the rebuild resumed afterwards gives
     the live tables again."""
     import os
@@ -131,8 +134,8 @@ def test_rebuild_with_the_sessions_part_in_a_second_process_equals_live_projecti
     started: list[Any] = []
 
     class Recorded(rebuild.SessionFoldProcess):
-        def __init__(self, reading: Any) -> None:
-            super().__init__(reading)
+        def __init__(self, *args: Any) -> None:
+            super().__init__(*args)
             started.append(self)
 
     monkeypatch.setattr(rebuild, "SessionFoldProcess", Recorded)
@@ -144,15 +147,29 @@ def test_rebuild_with_the_sessions_part_in_a_second_process_equals_live_projecti
         # left idle threads behind (the product's own check is tested on PostgreSQL below,
         # whose pool threads must keep it from forking).
         monkeypatch.setattr(rebuild, "can_fork", lambda: True)
+    digits = _rated_account_digits(runtime)
+    kept: list[int] = []  # rated usages the rebuild's own process folded
+    elsewhere = Fold.usage_rated_elsewhere
+
+    def counted(self: Fold, *args: Any) -> None:
+        kept.append(args[0])
+        elsewhere(self, *args)
+
+    monkeypatch.setattr(Fold, "usage_rated_elsewhere", counted)
     for window in (1_000_000, rng.randint(2, 50)):
         monkeypatch.setattr(rebuild, "READ_CHUNK", rng.randint(1, 30))
         monkeypatch.setattr(rebuild, "SQLITE_PARAMETERS", rng.randint(1, 80))  # multi-row inserts of any size
+        share = frozenset(rng.sample(sorted(set(digits)), k=rng.randint(1, len(set(digits)))))
+        monkeypatch.setattr(rebuild, "SECOND_SHARE", share)
         runtime.projector.reset()
         started.clear()
+        kept.clear()
         assert runtime.projector.rebuild(runtime.ledger.recorder, window=window) == head
         assert len(started) == forks  # the path under test
         assert not started or not started[-1].process.is_alive()  # and it ended
-        assert_tables_equal(runtime, live, f"seed {seed}, window {window}")
+        if forks:  # and the share's rated usages were left to the second process
+            assert len(kept) == sum(digit not in share for digit in digits), f"seed {seed}, share {sorted(share)}"
+        assert_tables_equal(runtime, live, f"seed {seed}, window {window}, share {sorted(share)}")
     if not forks:
         return
     window = rng.randint(5, head // 3)
@@ -173,13 +190,48 @@ def test_rebuild_with_the_sessions_part_in_a_second_process_equals_live_projecti
     assert tables(runtime) == live, f"seed {seed}: a rebuild resumed after the second process died differs"
 
 
+def _rated_account_digits(runtime: Runtime) -> list[str]:
+    """The last hex digit of the account of every rated usage in the log (what the second
+    process's share is by)."""
+    notifications = runtime.ledger.recorder.select_notifications(start=1, limit=1_000_000)
+    return [orjson.loads(n.state)["account_id"]["_data_"][-1] for n in notifications
+            if n.topic.endswith(":BillingPeriod.UsageRated")]
+
+
+def test_a_share_split_that_does_not_follow_the_accounts_is_folded_the_windowed_way(
+        monkeypatch: Any, runtime: Runtime) -> None:
+    """When the log's query splits the rated usages otherwise than by their parsed accounts
+    (here: by position), a process given a rated usage outside its share says so
+    (``fold.ShareMismatch``): nothing of that window is written by the fold, the rebuild goes
+    on the windowed way, and the tables equal live projection's."""
+    from projections import rebuild
+
+    if runtime.settings.database_url:
+        return  # nothing is forked next to PostgreSQL's pool threads
+    seed, rng, live, head = seeded_traffic(runtime)
+    monkeypatch.setattr(rebuild, "share_condition", lambda topic, share: ("topic = ? AND rowid % 2 = 0", [topic]))
+    monkeypatch.setattr(rebuild, "PARALLEL_MIN_EVENTS", 0)
+    monkeypatch.setattr(cores, "second_core_free", lambda: True)
+    monkeypatch.setattr(rebuild, "can_fork", lambda: True)
+    fell_back: list[int] = []
+    process = runtime.projector.process
+
+    def windowed(notifications: Any) -> None:
+        fell_back.append(len(notifications))
+        process(notifications)
+
+    monkeypatch.setattr(runtime.projector, "process", windowed)
+    runtime.projector.reset()
+    assert runtime.projector.rebuild(runtime.ledger.recorder, window=rng.randint(2, head)) == head
+    assert fell_back, f"seed {seed}: the mismatched window was not folded the windowed way"
+    assert_tables_equal(runtime, live, f"seed {seed}")
+
+
 def test_postings_read_without_parsing_a_rated_usage_equal_the_full_parse() -> None:
     """``fold.rated_postings`` (what the money part reads of a UsageRated when the sessions
     part is folded elsewhere) gives the postings and end the full parse gives, on random
     stored JSON made to trip it: brackets, quotes and the key names inside strings, the keys
     nested or twice, postings empty, an end that is not an integer."""
-    import orjson
-
     from projections.fold import rated_postings
 
     seed, rng = seeded()
