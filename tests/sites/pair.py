@@ -234,16 +234,16 @@ def flatten(session_packets: list[list[dict[str, object]]], rounds: bool = True)
 Traffic = list[list[dict[str, object]]]
 
 
-def split(pair: Pair, users: list[str], rng: random.Random) -> tuple[Traffic, Traffic, Traffic]:
+def split(pair: Pair, users: list[str], rng: random.Random, a_interims: int = 3) -> tuple[Traffic, Traffic, Traffic]:
     """Cut the link both ways, wait until B has promoted itself (lost heartbeat) while A stays
-    active, then send: the first 3 users' sessions to A only, the next 3 to B only, and the rest
-    to both (A acknowledges their first 3 packets, then the BNG re-sends all to B).
-    Returns (only_a, only_b, both)."""
+    active, then send: the first 3 users' sessions (``a_interims`` interims each) to A only, the
+    next 3 to B only, and the rest to both (A acknowledges their first 3 packets, then the BNG
+    re-sends all to B). Returns (only_a, only_b, both)."""
     pair.to_a.cut()
     pair.to_b.cut()
     wait_until(lambda: site(pair.b)["serving_as"] == "active", timeout=30)
     assert site(pair.a)["serving_as"] == "active"
-    only_a = sessions(users[:3], "A", rng, start=1_795_050_000)
+    only_a = sessions(users[:3], "A", rng, interims=a_interims, start=1_795_050_000)
     only_b = sessions(users[3:6], "B", rng, start=1_795_050_000)
     both = sessions(users[6:], "AB", rng, start=1_795_050_000)
     send(pair.a, flatten(only_a) + flatten([packets[:3] for packets in both]))

@@ -8,8 +8,9 @@ both directions, driven through their real RADIUS ports and APIs.
   unique), and the old site, back, is fenced and re-submits to the distributed site's API:
   nothing acknowledged lost, nothing charged twice;
 - a split where the distributed site is the one fenced: its divergent tail set aside, its read
-  models rebuilt, its raw records re-submitted from its Kafka accounting topic, and balances
-  equal to a single-site run of the same records.
+  models rebuilt, its raw records re-submitted from its Kafka accounting topic (its relay,
+  which hosts the site controller, SIGKILLed in the middle of that, the link broken), and
+  balances equal to a single-site run of the same records.
 """
 
 from __future__ import annotations
@@ -148,7 +149,8 @@ def test_split_fences_the_distributed_site_and_resubmits_from_kafka(tmp_path: Pa
             wait_until(lambda: balances(pair.a, pair.accounts) == expected_charge(before), timeout=60)
             converged(pair, timeout=60)
             time.sleep(2 * CHECKPOINT_EVERY)  # A notes where its raters stand in the shipped log
-            only_a, only_b, both = split(pair, users, rng)
+            # A accepts ~1,500 records alone: re-submitting them takes several requests.
+            only_a, only_b, both = split(pair, users, rng, a_interims=500)
             expected = merged(expected_charge(before), expected_charge(only_a), expected_charge(only_b),
                               expected_charge(both))
             # A rates what it acknowledged before it learns of the split.
@@ -156,8 +158,18 @@ def test_split_fences_the_distributed_site_and_resubmits_from_kafka(tmp_path: Pa
                 expected_charge(before), expected_charge(only_a),
                 expected_charge([packets[:3] for packets in both])), timeout=60)
 
+            # A reaches B again, sees it active at a higher epoch and fences itself; its
+            # re-submission (pieces of 500 records, 150-300 kB each) breaks the link after 250 kB,
+            # and the relay hosting the site controller is SIGKILLed in the middle of it.
             pair.to_a.heal()
+            pair.to_b.heal(budget=250_000)
+            wait_until(lambda: pair.to_b.listener is None, timeout=90)
+            assert site(pair.a)["replication"]["resubmission_pending_from"] is not None
+            a.cluster.kill("relay")
+            status = json.loads(pair.a.cli("site", "status", "--json").stdout)
+            assert status["role"] == "standby" and status["resubmission_pending_from"] is not None, status
             pair.to_b.heal()
+            a.cluster.start("relay")  # its controller resumes the re-submission from the noted offsets
             wait_until(lambda: site(pair.a)["serving_as"] == "standby", timeout=30)
             wait_until(lambda: balances(pair.b, pair.accounts) == expected, timeout=90)
             converged(pair, timeout=60)
@@ -167,10 +179,16 @@ def test_split_fences_the_distributed_site_and_resubmits_from_kafka(tmp_path: Pa
             assert status["epoch"] == site(pair.b)["epoch"] == 2
             assert status["divergent_events_set_aside"] > 0  # kept for audit, never merged
             assert status["replication"]["resubmission_pending_from"] is None
-            # Re-submitted from the accounting topic: what A accepted during the split (3 x 5 +
-            # 3 x 3 records), not what both sites already held before it.
+            # Re-submitted from the accounting topic: what A accepted during the split (its own
+            # sessions and the first 3 packets of the shared ones), not what both sites already
+            # held before it; once, although the first controller died in the middle of it.
+            alone_at_a = len(flatten(only_a)) + 3 * len(both)
             resubmitted = re.findall(r"re-submitting (\d+) raw records", (a.data_dir / "relay.log").read_text())
-            assert resubmitted and 24 <= int(resubmitted[-1]) < 24 + len(flatten(before)), resubmitted
+            assert len(resubmitted) == 1, resubmitted  # one fence, whose plan survived the crash
+            assert alone_at_a <= int(resubmitted[0]) < alone_at_a + len(flatten(before)), resubmitted
+            # Only the restarted controller finished it, from the offsets noted after each piece.
+            finished = re.findall(r"re-submitted (\d+) raw accounting", (a.data_dir / "relay.log").read_text())
+            assert len(finished) == 1 and 0 < int(finished[0]) <= int(resubmitted[0]), (finished, resubmitted)
             late = radclient(pair.a.radius_port, SECRET, sessions(["user0"], "Y", rng)[0][:1], retries=1)
             assert late.returncode != 0  # fenced: silent on RADIUS
             a.cluster.assert_running()
