@@ -85,6 +85,21 @@ def execute_many(conn: Connection, statement: Executable, rows: list[dict[str, A
         cursor.close()
 
 
+def execute_rows(conn: Connection, statement: Executable, names: tuple[str, ...],
+                 rows: list[tuple[Any, ...]]) -> None:
+    """``execute_many`` with each row a tuple of the values of ``names``, the statement's
+    parameters in the order its SQL has them (checked when it is first compiled): the driver
+    binds them by position, with no dict to build per row nor a lookup per parameter (binding
+    by name was a third of the driver's time on the hot writes). Same rules as ``execute_many``."""
+    if not rows:
+        return
+    cursor = conn.connection.cursor()
+    try:
+        cursor.executemany(_positional(conn, statement, names), rows)
+    finally:
+        cursor.close()
+
+
 def fetch_raw(conn: Connection, statement: Executable, values: dict[str, Any]) -> list[tuple[Any, ...]]:
     """``conn.execute(statement, values)`` by the driver, as ``execute_many`` does (SQLAlchemy's
     work around each of a batch's few fixed statements was a tenth of a small batch): the
@@ -134,4 +149,23 @@ def _compiled(conn: Connection, statement: Executable) -> str:
             dialect = type(dialect)(paramstyle="named")
         compile_for: Any = statement
         sql = _COMPILED[(statement, dialect.name)] = str(compile_for.compile(dialect=dialect))
+    return sql
+
+
+_POSITIONAL: dict[tuple[Executable, str], str] = {}
+
+
+def _positional(conn: Connection, statement: Executable, names: tuple[str, ...]) -> str:
+    """``statement``'s SQL for ``conn``'s dialect with positional parameters (``?`` on SQLite,
+    ``%s`` otherwise), compiled once; a ValueError when its parameters are not ``names`` in
+    that order (a row's values would land in the wrong columns)."""
+    dialect: Any = conn.dialect
+    sql = _POSITIONAL.get((statement, dialect.name))
+    if sql is None:
+        style = "qmark" if dialect.name == "sqlite" else "format"
+        compile_for: Any = statement
+        compiled = compile_for.compile(dialect=type(dialect)(paramstyle=style))
+        if tuple(compiled.positiontup) != names:
+            raise ValueError(f"the statement's parameters are {compiled.positiontup}, not {names}")
+        sql = _POSITIONAL[(statement, dialect.name)] = str(compiled)
     return sql

@@ -16,7 +16,7 @@ from sqlalchemy import bindparam, insert, update
 from ledger.journal import subscriber_of
 
 from . import tables as t
-from .base import ModelBatch, ReadModel, dec, execute_many, fetch_in, fmt
+from .base import ModelBatch, ReadModel, dec, execute_many, execute_rows, fetch_in, fmt
 
 MAX_KEPT = 500_000  # balances kept between batches
 
@@ -30,7 +30,7 @@ class _MoneyBatch(ModelBatch):
         super().__init__(conn)
         self.kept = KeptBalances() if kept is None else kept
         self.balance_delta: dict[str, tuple[str, Decimal, int, int]] = {}
-        self.journal_rows: list[dict[str, Any]] = []
+        self.journal_rows: list[tuple[Any, ...]] = []  # in _JOURNAL_PARAMETERS' order
         self.payment_rows: list[dict[str, Any]] = []
 
     def on_Account_Opened(self, position: int, e: Any) -> None:
@@ -63,13 +63,12 @@ class _MoneyBatch(ModelBatch):
         for line, posting in enumerate(postings):
             text = posting["amount"]
             amount = Decimal(text)
-            self.journal_rows.append({
-                "position": position, "line": line, "transaction_ref": ref, "event_time": event_time,
-                "ledger_account": posting["ledger_account"], "amount": canonical_amount(text, amount),
-                "currency": posting["currency"]})
-            subscriber = _subscriber(posting["ledger_account"])
+            ledger_account, currency = posting["ledger_account"], posting["currency"]
+            self.journal_rows.append((position, line, ref, event_time, ledger_account,
+                                      canonical_amount(text, amount), currency))
+            subscriber = _subscriber(ledger_account)
             if subscriber is not None:
-                self._balance(subscriber, posting["currency"], amount, event_time, position)
+                self._balance(subscriber, currency, amount, event_time, position)
 
     def _balance(self, account_id: str, currency: str, amount: Decimal, at: int, position: int) -> None:
         _, total, last_at, _ = self.balance_delta.get(account_id, (currency, Decimal(0), at, position))
@@ -77,7 +76,7 @@ class _MoneyBatch(ModelBatch):
 
     def flush(self) -> None:
         execute_many(self.conn, _INSERT_PAYMENT, self.payment_rows)
-        execute_many(self.conn, _INSERT_JOURNAL, self.journal_rows)
+        execute_rows(self.conn, _INSERT_JOURNAL, _JOURNAL_PARAMETERS, self.journal_rows)
         self.payment_rows, self.journal_rows = [], []
         if not self.balance_delta:
             return
@@ -97,11 +96,10 @@ class _MoneyBatch(ModelBatch):
                 kept[account_id] = (amount, at)
             else:
                 total, updated_at = old[0] + amount, max(old[1], at)
-                changed.append({"key": account_id, "new_receivable": fmt(total),
-                                "new_updated_at": updated_at, "new_position": position})
+                changed.append((fmt(total), updated_at, position, account_id))
                 kept[account_id] = (total, updated_at)
         execute_many(self.conn, _INSERT_BALANCE, new)
-        execute_many(self.conn, _UPDATE_BALANCE, changed)
+        execute_rows(self.conn, _UPDATE_BALANCE, _BALANCE_UPDATE_PARAMETERS, changed)
         self.balance_delta = {}
         if len(kept) > MAX_KEPT:
             kept.clear()
@@ -110,9 +108,11 @@ class _MoneyBatch(ModelBatch):
 _BALANCE_COLUMNS = ("account_id", "receivable", "updated_at")
 _INSERT_PAYMENT = insert(t.payments)
 _INSERT_JOURNAL = insert(t.journal)
+_JOURNAL_PARAMETERS = ("position", "line", "transaction_ref", "event_time", "ledger_account", "amount", "currency")
 _INSERT_BALANCE = insert(t.balances)
 _UPDATE_BALANCE = update(t.balances).where(t.balances.c.account_id == bindparam("key")).values(
     receivable=bindparam("new_receivable"), updated_at=bindparam("new_updated_at"), position=bindparam("new_position"))
+_BALANCE_UPDATE_PARAMETERS = ("new_receivable", "new_updated_at", "new_position", "key")
 _subscribers: dict[str, str | None] = {}
 # Plain decimal text without exponent, leading or trailing zeros, short enough that Decimal's
 # context (80 digits while projecting) keeps every digit: ``fmt`` would give it back unchanged.

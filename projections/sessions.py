@@ -7,7 +7,9 @@ batch reads only the rows it has not seen; usage buckets are added to by upserts
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from decimal import Decimal
+from operator import itemgetter
 from typing import Any
 
 from sqlalchemy import BigInteger, ColumnElement, bindparam, case, delete, insert, literal_column, select, update
@@ -15,7 +17,7 @@ from sqlalchemy import BigInteger, ColumnElement, bindparam, case, delete, inser
 from rating import UsageDelta, split_by_hour
 
 from . import tables as t
-from .base import ModelBatch, ReadModel, chunks, dec, execute_many, fetch_in, fmt
+from .base import ModelBatch, ReadModel, chunks, dec, execute_many, execute_rows, fetch_in, fmt
 
 DAY = 86_400
 
@@ -203,18 +205,19 @@ class _SessionBatch(ModelBatch):
     def flush(self) -> None:
         conn = self.conn
         execute_many(conn, _INSERT_REGISTERED, self.registered)
-        execute_many(conn, _INSERT_SESSION, [_clean(r) for r in self.touched.values() if r["_new"]])
         # Most updates leave the indexed columns as they were: leaving them out of the SET
         # spares SQLite the index maintenance (it updates every index a SET column is in).
-        moved, kept = [], []
+        made, moved, kept = [], [], []
         for r in self.touched.values():
-            if not r["_new"]:
-                if (r["account_id"], r["framed_ip"]) != r["_indexed"]:
-                    moved.append(_clean(r))
-                else:
-                    kept.append(_clean(r, _UNINDEXED))
-        execute_many(conn, _UPDATE_SESSION, moved)
-        execute_many(conn, _UPDATE_UNINDEXED, kept)
+            if r["_new"]:
+                made.append(_INSERT_VALUES(r))
+            elif (r["account_id"], r["framed_ip"]) != r["_indexed"]:
+                moved.append(_UPDATE_VALUES(r))
+            else:
+                kept.append(_UNINDEXED_VALUES(r))
+        execute_rows(conn, _INSERT_SESSION, _COLUMNS, made)
+        execute_rows(conn, _UPDATE_SESSION, _UPDATE_PARAMETERS, moved)
+        execute_rows(conn, _UPDATE_UNINDEXED, _UNINDEXED_PARAMETERS, kept)
         self._flush_keyless()
         self._flush_usage()
         for r in self.touched.values():  # as stored now, for the next batch
@@ -237,13 +240,13 @@ class _SessionBatch(ModelBatch):
         """Add the batch's usage to its buckets: one upsert per bucket, nothing read."""
         if not self.usage_delta:
             return
-        rows = [{"account_id": account_id, "granularity": granularity, "bucket_start": start, "band": band,
-                 "upload_bytes": min(up, BIGINT_MAX), "download_bytes": min(down, BIGINT_MAX)}
+        rows = [(account_id, granularity, start, band, min(up, BIGINT_MAX), min(down, BIGINT_MAX))
                 for (account_id, granularity, start, band), (up, down) in sorted(self.usage_delta.items())]
-        execute_many(self.conn, _usage_upsert(self.conn.dialect.name), rows)
+        execute_rows(self.conn, _usage_upsert(self.conn.dialect.name), _USAGE_PARAMETERS, rows)
 
 
 BIGINT_MAX = 2**63 - 1
+_USAGE_PARAMETERS = ("account_id", "granularity", "bucket_start", "band", "upload_bytes", "download_bytes")
 _USAGE_UPSERTS: dict[str, Any] = {}
 
 
@@ -283,16 +286,32 @@ _INSERT_KEYLESS = insert(t.sessions_keyless)
 _DELETE_KEYLESS = delete(t.sessions_keyless).where(t.sessions_keyless.c.row_id == bindparam("k_row"))
 
 
-def _clean(row: dict[str, Any], columns: tuple[str, ...] = _COLUMNS) -> dict[str, Any]:
-    """Row values for the table; byte totals saturate at BIGINT's range (only absurd counters
-    from a faulty NAS get there; the ledger keeps the exact figures, the projector keeps going)."""
-    values = {name: row[name] for name in columns}
-    if values.get("amount").__class__ is Decimal:
-        values["amount"] = fmt(values["amount"])
-    for key in ("upload_bytes", "download_bytes"):
-        if values[key] > BIGINT_MAX:
-            values[key] = BIGINT_MAX
+def _row_values(names: tuple[str, ...]) -> Callable[[dict[str, Any]], tuple[Any, ...]]:
+    """A kept row's values of ``names``, in that order, for the table: the amount as text, byte
+    totals saturated at BIGINT's range (only absurd counters from a faulty NAS get there; the
+    ledger keeps the exact figures, the projector keeps going)."""
+    pick = itemgetter(*names)
+    amount, upload, download = names.index("amount"), names.index("upload_bytes"), names.index("download_bytes")
+
+    def values(row: dict[str, Any]) -> tuple[Any, ...]:
+        picked = pick(row)
+        if picked[amount].__class__ is Decimal or picked[upload] > BIGINT_MAX or picked[download] > BIGINT_MAX:
+            fixed = list(picked)
+            if fixed[amount].__class__ is Decimal:
+                fixed[amount] = fmt(fixed[amount])
+            fixed[upload], fixed[download] = min(fixed[upload], BIGINT_MAX), min(fixed[download], BIGINT_MAX)
+            return tuple(fixed)
+        return picked  # type: ignore[no-any-return]
+
     return values
+
+
+# Each statement's parameters in the order of its SQL (``execute_rows`` checks it).
+_UPDATE_PARAMETERS = (*_ALL_BUT_ID, "id")
+_UNINDEXED_PARAMETERS = (*_UNINDEXED[1:], "id")
+_INSERT_VALUES = _row_values(_COLUMNS)
+_UPDATE_VALUES = _row_values(_UPDATE_PARAMETERS)
+_UNINDEXED_VALUES = _row_values(_UNINDEXED_PARAMETERS)
 
 
 class SessionModel(ReadModel):
