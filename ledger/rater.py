@@ -7,7 +7,7 @@ per packet."""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar, cast
 from uuid import UUID
 
 from eventsourcing.application import AggregateNotFoundError, ProcessingEvent
@@ -186,6 +186,9 @@ class CatalogCache:
         self.checked = 0
 
 
+_UNSEEN = object()
+
+
 class _Pricing:
     """Resolves username -> account -> plan version through the ledger's catalogue cache."""
 
@@ -196,6 +199,10 @@ class _Pricing:
         self.unclaimed: set[str] = set()
         self.packs: dict[UUID, tuple[DataPack, ...]] = {}
         self.periods: dict[tuple[int, str], tuple[int, int]] = {}
+        # Per username, its account and tariff schedule for this batch (the catalogue is checked
+        # once, before it): tariff() runs several times a record, and each lookup by account
+        # id hashes a UUID in Python.
+        self.subscribers: dict[str, tuple[Account, list[tuple[int, Tariff]]] | None] = {}
 
     def preload(self, usernames: set[str]) -> None:
         """Read the claims and accounts of usernames not in the cache in a few queries (one
@@ -231,13 +238,27 @@ class _Pricing:
             account = self.cache.accounts[account_id] = self.ledger.get_account(account_id)
         return account
 
+    def subscriber(self, username: str) -> tuple[Account, list[tuple[int, Tariff]]] | None:
+        """``username``'s account and its tariff schedule (see _schedule), or None when the
+        username belongs to no account."""
+        found = self.subscribers.get(username, _UNSEEN)
+        if found is _UNSEEN:
+            account = self.account(username)
+            if account is None:
+                found = None
+            else:
+                schedule = self.cache.schedules.get(account.id)
+                if schedule is None:
+                    schedule = self.cache.schedules[account.id] = self._schedule(account)
+                found = (account, schedule)
+            self.subscribers[username] = found
+        return cast("tuple[Account, list[tuple[int, Tariff]]] | None", found)
+
     def tariff(self, username: str, at: int) -> Tariff | None:
-        account = self.account(username)
-        if account is None:
+        subscriber = self.subscriber(username)
+        if subscriber is None:
             return None
-        schedule = self.cache.schedules.get(account.id)
-        if schedule is None:
-            schedule = self.cache.schedules[account.id] = self._schedule(account)
+        schedule = subscriber[1]
         chosen = schedule[0][1]
         for since, tariff in schedule:
             if since > at:
@@ -392,7 +413,8 @@ class _Batch:
                                    still_open=still_open)
             return
         session = self._session(record.nas_id, record.acct_session_id)
-        account = self.pricing.account(record.username)
+        subscriber = self.pricing.subscriber(record.username)
+        account = subscriber[0] if subscriber is not None else None
         incarnation = session.incarnation_for(record.session_start)
         # A record changes only the incarnation it names (made by it when new), and a closed
         # incarnation never reopens: the session's open set changes by at most that one.

@@ -227,3 +227,32 @@ def test_create_leaves_to_the_metaclass_what_it_was_not_made_for() -> None:
     assert (event.shard, registry.shard) == ("", "")
     with pytest.raises(TypeError):
         create(NasSessions, NasSessions.create_id("nas"), nas_id="nas", shard="", colour="red")
+
+
+def test_the_rater_s_pricing_answers_each_username_with_its_own_account() -> None:
+    """_Pricing remembers each username's account and schedule for its batch: usernames of
+    different accounts, asked in turn, each get their own account's tariff; a username no
+    account claims gets none, and is found by the next batch's pricing once claimed."""
+    from ledger.rater import _Pricing
+
+    ledger = Ledger()
+    cheap = ledger.create_plan(name="cheap", terms=PlanTerms.parse("USD", "10", "0.1"), effective_from=0)
+    dear = ledger.create_plan(name="dear", terms=PlanTerms.parse("EUR", "20", "0.9"), effective_from=0)
+    accounts = {
+        "alice": ledger.open_account(name="a", plan_id=cheap.id, usernames=["alice"], opened_at=0),
+        "bob": ledger.open_account(name="b", plan_id=dear.id, usernames=["bob"], opened_at=0),
+    }
+    plans = {"alice": cheap.id, "bob": dear.id}
+    pricing = _Pricing(ledger)
+    for username in ["alice", "bob", "carol", "bob", "alice", "carol", "alice"]:
+        tariff = pricing.tariff(username, BASE)
+        if username == "carol":
+            assert tariff is None and pricing.account(username) is None
+            continue
+        assert tariff is not None
+        assert (tariff.account_id, tariff.plan_id) == (accounts[username].id, plans[username])
+        found = pricing.subscriber(username)
+        assert found is not None and found[0].id == accounts[username].id
+    carol = ledger.open_account(name="c", plan_id=dear.id, usernames=["carol"], opened_at=0)
+    tariff = _Pricing(ledger).tariff("carol", BASE)
+    assert tariff is not None and tariff.account_id == carol.id
