@@ -2,12 +2,13 @@
 
 The rebuild's own process reads the log, folds the money part (catalog, balances, journal,
 payments, usage buckets, invoices) and writes every table; a second process, forked from it,
-reads the sessions part's events (``fold.SESSION_PROCESS_EVENTS``) of each window from a
-connection of its own and folds them, then the session amounts of the window's rated usages
-that the first process read (rated usages are ~30 % of a log and it parses them anyway), and
-sends that window's ``SessionWrites`` back, which the first process writes in the same
-transaction as its own rows and the position. A failure in it fails the rebuild before its
-window commits.
+reads the sessions part's events (``fold.SESSION_PROCESS_EVENTS``) and the rated usages of a
+share of the accounts (``fold.SECOND_SHARE``) of each window from a connection of its own and
+folds them (the share's rated usages whole), sends the share's journal lines and balance
+changes, then folds the session amounts of the window's other rated usages, which the first
+process read, and sends that window's ``SessionWrites``; the first process writes both in
+the same transaction as its own rows and the position. A failure in it fails the rebuild
+before its window commits.
 
 Only a single-threaded process forks (forking one whose other threads hold locks is unsafe):
 where that is not so (PostgreSQL's connection pools run threads), or the log is not in a
@@ -41,7 +42,7 @@ def can_fork() -> bool:
 def _serve(conn: Connection, reading: Reading, share: frozenset[str]) -> None:
     """The second process: fold each window it is told of and send its writes at once (the
     rebuild's process takes them when it has written its own part; meanwhile this one's
-    send waits on the full pipe, with nothing else to do)."""
+    send waits on the full pipe, with nothing else to do). ``share``: see ``Fold(share=)``."""
     gc.freeze()  # what it inherited stays out of the collector's sight
     gc.disable()  # and its fold makes no cycles (see rebuild.collector_paused)
     fold = Fold(money=False, share=share)
@@ -57,13 +58,16 @@ def _serve(conn: Connection, reading: Reading, share: frozenset[str]) -> None:
                 except ShareMismatch:
                     conn.send(("out of order", None))
                     return
+                # The share's journal lines and balance changes first: the rebuild's process
+                # writes them while this one folds the rated amounts and makes its rows.
+                conn.send(("share", fold.take_share()))
                 rated = conn.recv()  # the other rated usages' session amounts
                 if rated == "stop":  # the window was given up
                     return
                 if not fold.apply_rated(rated):
                     conn.send(("out of order", None))
                     return
-                conn.send(("writes", (fold.take_session_writes(), fold.take_share())))
+                conn.send(("writes", fold.take_session_writes()))
     except EOFError:  # the rebuild's process went away
         return
     except BaseException:
@@ -105,24 +109,32 @@ class SessionFoldProcess:
         self.sender = threading.Thread(target=send, name="wispgate-rebuild-rated", daemon=True)
         self.sender.start()
 
-    def take(self) -> tuple[SessionWrites, tuple[list[tuple[Any, ...]], list[Row]]] | None:
-        """The writes of the window it was given first among those not taken yet (waits for
-        its fold): the sessions part's, and the share's journal lines and balance changes
-        (``Fold.take_share``); None when it could not fold the window (``Fold.apply_rated``, or
-        a rated usage outside its share: the rebuild goes on another way, and this process has
-        ended)."""
+    def take_share(self) -> tuple[list[tuple[Any, ...]], list[Row]] | None:
+        """The share's journal lines and balance changes of the window it was given first
+        among those not taken yet (``Fold.take_share``; waits for its own fold, not for the
+        rated amounts); None when a rated usage was outside its share (the rebuild goes on
+        another way, and this process has ended)."""
+        return self._receive("share")  # type: ignore[no-any-return]
+
+    def take(self) -> SessionWrites | None:
+        """The sessions part's writes of that window (after ``take_share``); None when it
+        could not fold the window from the rated amounts given (``Fold.apply_rated``: the
+        rebuild goes on another way, and this process has ended)."""
         if self.sender is not None:
             self.sender.join()
             self.sender = None
+        return self._receive("writes")  # type: ignore[no-any-return]
+
+    def _receive(self, expected: str) -> Any:
         try:
             kind, value = self.conn.recv()
         except (EOFError, OSError):
             raise self._died() from None
         if kind == "out of order":
             return None
-        if kind != "writes":
+        if kind != expected:
             raise RuntimeError(f"the rebuild's session fold process failed:\n{value}")
-        return value  # type: ignore[no-any-return]
+        return value
 
     def _died(self) -> RuntimeError:
         self.process.join(timeout=1)

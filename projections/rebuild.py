@@ -422,13 +422,16 @@ class FastRebuild:
                 batch.apply(position, event)
             batch.flush()
         if worker is not None:
-            taken = worker.take()
-            if taken is None:
+            share = worker.take_share()
+            if share is None:
                 raise _OutOfOrder
-            writes, (journal, balances) = taken
+            journal, balances = share
             self.fold.merge_balances(balances)
             self._write_balances(conn)
-            bulk_insert(conn, t.journal, journal)
+            bulk_insert(conn, t.journal, journal)  # while the second process makes its rows
+            writes = worker.take()
+            if writes is None:
+                raise _OutOfOrder
             write_sessions(conn, writes)  # with the share's usage buckets
             write_usage(conn, *self.fold.take_usage())  # and this process's
         else:
