@@ -22,10 +22,12 @@ import tempfile
 import time
 import uuid
 from pathlib import Path
+from typing import Any
 
 from adapters.billing_runs import run_billing
 from api.bootstrap import build_runtime
 from api.settings import Settings
+from ledger.application import Ledger
 
 from .billing import LATE_EVERY, _check_late, late_usage, populate
 from .billing_store import PERIODS, ts
@@ -54,6 +56,21 @@ def cached_store(accounts: int) -> Path:
     return store
 
 
+class _DraftedHere:
+    """Counts the batches this process drafts (the drafting process's are not counted): how
+    the run shared the drafting between the two."""
+
+    def __init__(self) -> None:
+        self.batches = 0
+        draft = Ledger.draft_batch
+
+        def counted(ledger: Ledger, *args: Any, **kwargs: Any) -> Any:
+            self.batches += 1
+            return draft(ledger, *args, **kwargs)
+
+        Ledger.draft_batch = counted  # type: ignore[method-assign]
+
+
 def _children_cpu() -> float:
     usage = resource.getrusage(resource.RUSAGE_CHILDREN)
     return usage.ru_utime + usage.ru_stime
@@ -70,6 +87,7 @@ def main() -> None:
     store = cached_store(args.accounts)
     options = {} if args.draft == "auto" else {"draft_process": args.draft == "1"}
     print(f"steady-state billing run, {args.accounts:,} accounts (1 in {LATE_EVERY} with late usage), SQLite")
+    here = _DraftedHere()
     for run in range(args.runs):
         with tempfile.TemporaryDirectory() as scratch:
             shutil.copytree(store, scratch, dirs_exist_ok=True)
@@ -78,9 +96,11 @@ def main() -> None:
                 if args.stop_before_run:
                     print("stopped before the run")
                     continue
+                here.batches = 0
                 started, cpu, drafting = time.perf_counter(), time.process_time(), _children_cpu()
                 result = run_billing(runtime, PERIODS[1], at=ts("2026-11-02T06:00:00"), **options)
                 wall, cpu = time.perf_counter() - started, time.process_time() - cpu
+                drafted_here = here.batches
                 drafting = _children_cpu() - drafting
                 assert len(result.issued) == args.accounts, result
                 ids = [uuid.UUID(line) for line in (Path(scratch) / "ids.txt").read_text().split()]
@@ -88,7 +108,9 @@ def main() -> None:
                 _check_late(runtime, ids, late)
             finally:
                 runtime.close()
-            print(f"run {run + 1}: wall {wall:.2f} s, CPU {cpu:.2f} s here + {drafting:.2f} s drafting", flush=True)
+            batches = -(-args.accounts // 1000)
+            print(f"run {run + 1}: wall {wall:.2f} s, CPU {cpu:.2f} s here + {drafting:.2f} s drafting; "
+                  f"{drafted_here} of {batches} batches drafted here", flush=True)
 
 
 if __name__ == "__main__":

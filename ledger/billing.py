@@ -43,6 +43,8 @@ from .invoice import (
     drafted_state,
     drafted_state_tail,
     invoice_id,
+    issued_state,
+    issued_state_tail,
     new_invoice_events,
     stored_invoice_event,
 )
@@ -54,7 +56,8 @@ A = TypeVar("A", bound=Aggregate)
 # Called with a committed batch's (notification id, event) pairs, in notification order.
 Recorded = Callable[[list[tuple[int, Any]]], object]
 DAY = 86_400
-_DRAFTED_TOPIC = get_topic(Invoice.Drafted)  # type: ignore[attr-defined]
+# The topics of a new invoice's events, stored with the states encoded ahead.
+_INVOICE_TOPICS = {kind: get_topic(kind) for kind in (Invoice.Drafted, Invoice.Issued)}  # type: ignore[attr-defined]
 CREDIT_NOTES = "credit_notes"  # contra-revenue: what credit notes gave back
 _ZERO = Decimal(0)
 
@@ -89,9 +92,11 @@ class _Draft(NamedTuple):
     postings: list[dict[str, str]]
     subscriber: str
     usage_versions: dict[str, int]
-    # The Drafted event's stored state but its timestamp (``invoice.drafted_state_tail``):
-    # encoded where it is drafted, so that the process recording the run does not.
+    # The Drafted event's stored state but its timestamp (``invoice.drafted_state_tail``), and
+    # the Issued event's from its subscriber on (``invoice.issued_state_tail``): encoded where
+    # it is drafted, so that the process recording the run does not.
     drafted_tail: bytes | None = None
+    issued_tail: bytes | None = None
 
 
 @dataclass
@@ -320,7 +325,8 @@ class BillingRun:
                 "subscriber": draft.subscriber, "postings": draft.postings, "usage_versions": draft.usage_versions})
             events += new
             states += [None if draft.drafted_tail is None else drafted_state(mapper, new[0].timestamp,
-                                                                             draft.drafted_tail), None]
+                                                                             draft.drafted_tail),
+                       None if draft.issued_tail is None else issued_state(mapper, new[1], draft.issued_tail)]
             issued.append(number)
         # The series and every invoice in one transaction: a concurrent run conflicts on the series.
         committed = [(r.notification.id, r.domain_event) for r in self._record_batch(series, events, states)]
@@ -342,8 +348,8 @@ class BillingRun:
         mapper: Any = self.mapper
         stored = [mapper.to_stored_event(e) for e in series_events] + [
             stored_invoice_event(mapper, e) if state is None else
-            StoredEvent(originator_id=e.originator_id, originator_version=e.originator_version, topic=_DRAFTED_TOPIC,
-                        state=state)
+            StoredEvent(originator_id=e.originator_id, originator_version=e.originator_version,
+                        topic=_INVOICE_TOPICS[type(e)], state=state)
             for e, state in zip(events, states, strict=True)]
         ids = self.recorder.insert_events(stored) or []
         recordings = [Recording(e, Notification(id=n, originator_id=s.originator_id,
@@ -401,8 +407,9 @@ class BillingRun:
         }
         own_version = usage_period.version if usage_period is not None else 0
         postings = balanced_postings(issue_postings(draft.lines, subscriber, currency))
-        return _Draft(drafted, postings, subscriber, recorded_versions(period, own_version, late),
-                      drafted_state_tail(self.mapper, drafted))
+        usage_versions = recorded_versions(period, own_version, late)
+        return _Draft(drafted, postings, subscriber, usage_versions, drafted_state_tail(self.mapper, drafted),
+                      issued_state_tail(self.mapper, subscriber, postings, usage_versions))
 
     def get_invoice(self, invoice: UUID) -> Invoice:
         return self._get(Invoice, invoice, "invoice")

@@ -10,8 +10,11 @@ from __future__ import annotations
 
 import os
 import random
+import tempfile
+import time
 import uuid
 from decimal import Decimal
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -180,6 +183,39 @@ def test_batches_drafted_here_while_the_drafting_process_is_busy_are_the_same_dr
         str(a) for a in b) & known) for b in batches}
     assert sorted(map(tuple, (c.account_ids for c in came))) == sorted(expected), f"seed {seed}"
     assert all(c == expected[tuple(c.account_ids)] for c in came), f"seed {seed}"
+
+
+def test_drafted_batches_wait_in_files_while_this_process_reads_none(
+        runtime: Runtime, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The drafting process hands each batch over in a file of a scratch directory, not through
+    the socket (whose buffer a large batch fills, blocking it until this process reads): the
+    batches in flight are drafted while this process takes none; each file is removed once
+    taken, the directory when the run ends; the batches are ``draft_batch``'s."""
+    scratches = tmp_path / "scratch"
+    scratches.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(scratches))
+    rng = random.Random(11)
+    history = _ProjectedHistory(runtime, rng, accounts=10)
+    ids = list(history.accounts)
+    for account_id in ids:
+        history.use(account_id, MONTHS[2])
+    label = MONTHS[2]
+    at = max(period_for_label(label, a.anchor_day)[1] for a in history.accounts.values()) + 86_400
+    batches = [ids[n:n + 2] for n in range(0, len(ids), 2)]
+    drafted = drafted_ahead(runtime.settings, label, batches, at=at, carried={}, known=frozenset(), ahead=3)
+    came = [next(drafted)]
+    [scratch] = scratches.iterdir()
+    waiting: list[Path] = []
+    for _ in range(1200):  # the two other batches in flight, drafted while none is read
+        waiting = sorted(scratch.iterdir())
+        if len(waiting) == 2:
+            break
+        time.sleep(0.1)
+    assert len(waiting) == 2, waiting
+    came += list(drafted)
+    assert not scratch.exists()
+    assert came == [runtime.ledger.draft_batch(label, b, at=at, carried={}) for b in batches]
+    assert sum(len(c.drafts) for c in came) == len(ids)
 
 
 def test_a_drafted_batch_another_run_issued_meanwhile_is_not_issued_twice(runtime: Runtime) -> None:
