@@ -2,12 +2,14 @@
 as the bench's replay row runs it, with CPU times: wall events/s, CPU of this process and of the
 forked second process (if any), peak RSS of each.
 
-    python -m bench.replay_cpu DATA_DIR [auto|two|one] [DATABASE_URL]
+    python -m bench.replay_cpu DATA_DIR [auto|two|one] [DATABASE_URL] [--share DIGITS]
 
 ``two`` forks the second process even when no core looks idle (a loaded machine; run it at
 raised priority, e.g. ``chrt -f 10``, for wall figures like an idle machine's), ``one`` keeps the
 fold in one process, ``auto`` decides as the product does. The store's read models are rebuilt
 in place: use a copy of a bench store (e.g. ``bench/out/embedded/run0/var``), one run at a time.
+``--share`` sets the accounts (last hex digits of their ids, e.g. ``012345``; ``-``: none) whose
+rated usages the second process folds whole (``projections.fold.SECOND_SHARE``), for tuning it.
 
 A/B against older code: ``git worktree add --detach /tmp/wt <commit>``, then run it from that
 tree with ``PYTHONPATH=/tmp/wt`` (``python -m`` puts the current directory first on sys.path, so
@@ -24,8 +26,17 @@ from pathlib import Path
 
 
 def main() -> None:
+    share = None
+    if "--share" in sys.argv:
+        at = sys.argv.index("--share")
+        share = frozenset(sys.argv[at + 1].strip("-"))
+        del sys.argv[at:at + 2]
     if len(sys.argv) < 2:
         raise SystemExit(__doc__)
+    if share is not None:
+        from projections import rebuild
+
+        rebuild.SECOND_SHARE = share
     mode = sys.argv[2] if len(sys.argv) > 2 else "auto"
     from ledger import cores
 
