@@ -22,6 +22,7 @@ import tempfile
 import time
 from pathlib import Path
 
+from adapters import projector_worker
 from adapters.persistence import eventstore_env, read_model_engine
 from ledger import Ledger
 from projections import ReadModelProjector
@@ -76,10 +77,15 @@ def one_run(ledger: Ledger, work: Path, batch: int, database_url: str, profile: 
     engine = read_model_engine(data_dir=work, database_url=database_url)
     projector = ReadModelProjector(engine, ledger.mapper)
     projector.create_tables()
-    # As `serve`'s child does once started: what exists now is never traversed by the cyclic
-    # collector, whose work otherwise grows with everything the process has imported.
-    gc.collect()
-    gc.freeze()
+    # As `serve`'s child does once started (older trees: collect and freeze): what exists now
+    # is never traversed by the cyclic collector, whose work otherwise grows with everything
+    # the process has imported.
+    settle = getattr(projector_worker, "settle_collector", None)
+    if settle is not None:
+        settle()
+    else:
+        gc.collect()
+        gc.freeze()
     if database_url:  # a database kept between runs: emptied
         projector.reset()
     first = first_accounting_position(ledger)
