@@ -9,7 +9,7 @@ RecordApplied event carrying the usage delta; the BillingPeriod prices it.
 from __future__ import annotations
 
 from functools import lru_cache
-from typing import Any
+from typing import Any, cast
 from uuid import UUID
 
 from eventsourcing.domain import Aggregate, event
@@ -30,6 +30,7 @@ START_TOLERANCE = 120
 # weeks would carry thousands of keys in every snapshot (snapshots grow quadratically).
 SEEN_HORIZON = 86_400
 SEEN_PRUNE_AT = 128
+_FIND = object()  # apply_record's incarnation, when the caller did not look it up
 
 
 class Session(Aggregate):
@@ -57,15 +58,17 @@ class Session(Aggregate):
         return [key for key, inc in self.incarnations.items() if inc["closed_at"] is None]
 
     def apply_record(self, record: AccountingRecord, account_id: UUID | None,
-                     key: str | None = None) -> UsageDelta | None:
+                     key: str | None = None, incarnation: str | None | object = _FIND) -> UsageDelta | None:
         """Apply one record; returns the usage it carries (over its interval), or None when
         the record was seen before (no event). Pricing is the billing period's job. ``key``:
-        the record's idempotency_key() when the caller has it already (a sha256 each)."""
+        the record's idempotency_key() when the caller has it already (a sha256 each);
+        ``incarnation``: what incarnation_for(record.session_start) returns, likewise."""
         if key is None:
             key = record.idempotency_key()
         if key in self.seen:
             return None
-        inc_key = self.incarnation_for(record.session_start)
+        inc_key = (self.incarnation_for(record.session_start) if incarnation is _FIND
+                   else cast("str | None", incarnation))
         opened = inc_key is None
         if inc_key is None:
             inc_key = str(record.session_start)

@@ -256,3 +256,33 @@ def test_the_rater_s_pricing_answers_each_username_with_its_own_account() -> Non
     carol = ledger.open_account(name="c", plan_id=dear.id, usernames=["carol"], opened_at=0)
     tariff = _Pricing(ledger).tariff("carol", BASE)
     assert tariff is not None and tariff.account_id == carol.id
+
+
+def test_a_session_given_the_incarnation_applies_records_as_one_that_looks_it_up() -> None:
+    """The rater passes apply_record the incarnation it looked up already: the same events
+    and state as a session that looks it up itself (restarts, late and repeated records)."""
+    seed = random.randrange(2**32)
+    print(f"seed {seed}")
+    rng = random.Random(seed)
+    ledger = Ledger()
+    for n in range(20):
+        told = Session(nas_id="nas", acct_session_id=f"s{n}")
+        looking = _twin(told)
+        told.collect_events()
+        start = BASE + rng.randrange(10**6)
+        sent: list[Any] = []
+        for _ in range(rng.randrange(1, 15)):
+            if sent and rng.random() < 0.2:
+                rec = rng.choice(sent)
+            else:
+                begin = start + rng.choice([0, 0, 60, 5000])
+                rec = record(rng.choice(["start", "interim", "stop"]), f"s{n}", at=begin + rng.randrange(0, 4000),
+                             start=begin, up=rng.randrange(2**40), down=rng.randrange(2**34))
+                sent.append(rec)
+            account_id = rng.choice([None, UUID(int=5)])
+            ours = told.apply_record(rec, account_id, rec.idempotency_key(), told.incarnation_for(rec.session_start))
+            assert ours == looking.apply_record(rec, account_id)
+        for event, theirs in zip(told.collect_events(), looking.collect_events(), strict=True):
+            object.__setattr__(theirs, "timestamp", event.timestamp)
+            assert ledger.mapper.to_stored_event(event) == ledger.mapper.to_stored_event(theirs)
+        assert _state(told) == _state(looking)
