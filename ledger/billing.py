@@ -97,6 +97,7 @@ class _Draft(NamedTuple):
     # it is drafted, so that the process recording the run does not.
     drafted_tail: bytes | None = None
     issued_tail: bytes | None = None
+    invoice: UUID | None = None  # the invoice's id (``invoice_id`` of the account and period)
 
 
 @dataclass
@@ -322,7 +323,8 @@ class BillingRun:
             number = document_number(series_name, first + offset)
             new = new_invoice_events(draft.drafted, {
                 "number": number, "series": series_name, "issued_at": at, "due_at": at + net_days * DAY,
-                "subscriber": draft.subscriber, "postings": draft.postings, "usage_versions": draft.usage_versions})
+                "subscriber": draft.subscriber, "postings": draft.postings, "usage_versions": draft.usage_versions},
+                draft.invoice)
             events += new
             states += [None if draft.drafted_tail is None else drafted_state(mapper, new[0].timestamp,
                                                                              draft.drafted_tail),
@@ -409,7 +411,8 @@ class BillingRun:
         postings = balanced_postings(issue_postings(draft.lines, subscriber, currency))
         usage_versions = recorded_versions(period, own_version, late)
         return _Draft(drafted, postings, subscriber, usage_versions, drafted_state_tail(self.mapper, drafted),
-                      issued_state_tail(self.mapper, subscriber, postings, usage_versions))
+                      issued_state_tail(self.mapper, subscriber, postings, usage_versions),
+                      invoice_id(account.id, period))
 
     def get_invoice(self, invoice: UUID) -> Invoice:
         return self._get(Invoice, invoice, "invoice")

@@ -155,6 +155,9 @@ def test_a_second_process_drafts_what_this_one_drafts(runtime: Runtime) -> None:
     there = list(drafted_ahead(runtime.settings, label, batches, at=at, carried=carried, known=known))
     assert there == here, f"seed {seed}"
     assert sum(len(b.drafts) for b in here) > 0, f"seed {seed}: nothing drafted"
+    # Each draft carries its invoice's id (the recording process does not derive it again).
+    assert all(d.invoice == invoice_id(d.drafted["account_id"], label) for b in here for d in b.drafts), \
+        f"seed {seed}"
 
 
 def test_batches_drafted_here_while_the_drafting_process_is_busy_are_the_same_drafts(runtime: Runtime) -> None:
