@@ -84,7 +84,7 @@ def _metric(text: str, name: str) -> float:
 
 
 def one_run(pythonpath: str, sessions: int, interims: int, inflight: int, seed: int, tag: str,
-            spy: Path | None, timeout: float = 2.0) -> dict[str, float]:
+            spy: Path | None, timeout: float = 2.0, close_timeout: float = 15.0) -> dict[str, float]:
     """Start the RADIUS child on a fresh store, warm it up, measure one load; figures per record."""
     from adapters.radius.worker import RadiusWorker
     from api.logs import configure
@@ -140,7 +140,7 @@ def one_run(pythonpath: str, sessions: int, interims: int, inflight: int, seed: 
                 profiler.send_signal(signal.SIGINT)
                 profiler.wait()
         finally:
-            worker.close()
+            worker.close(timeout=close_timeout)
         acked = load.acknowledged
         expected = sum(len(s.packets) for s in warm) + sum(len(s.packets) for s in load_sessions)
         with sqlite3.connect(data_dir / "accountinglog.db") as conn:
@@ -173,13 +173,20 @@ def instructions(pythonpath: str, sessions: int, interims: int, inflight: int, s
     real_popen = child_process.subprocess.Popen
 
     def under_valgrind(args: list[str], **kwargs: Any) -> Any:
-        return real_popen(["valgrind", "--tool=cachegrind", "--cache-sim=no", "--log-file=/dev/null",
-                           f"--cachegrind-out-file={out}", *args], **kwargs)
+        process = real_popen(["valgrind", "--tool=cachegrind", "--cache-sim=no", "--log-file=/dev/null",
+                              f"--cachegrind-out-file={out}", *args], **kwargs)
+        # The supervisor gives a closing child 5 s before killing it; under valgrind on a loaded
+        # machine its last commit and exit take longer, and a killed child writes no counts.
+        real_wait = process.wait
+        process.wait = lambda timeout=None: real_wait(None if timeout is None else max(timeout, 300.0))
+        return process
 
     child_process.subprocess.Popen = under_valgrind  # type: ignore[assignment, misc]
     worker_module.START_TIMEOUT = 600.0  # Python's start-up under valgrind
     try:
-        one_run(pythonpath, sessions, interims, inflight, seed, tag, None, timeout=30.0)
+        # A child under valgrind on a loaded machine takes longer than the usual 15 s to commit
+        # its last batch and exit; killed, it would write no counts.
+        one_run(pythonpath, sessions, interims, inflight, seed, tag, None, timeout=30.0, close_timeout=300.0)
     finally:
         child_process.subprocess.Popen = real_popen  # type: ignore[misc]
     for line in out.read_text().splitlines():

@@ -338,7 +338,7 @@ def decode_accounting_with_response(
                 proxy_states.append(data[pos:end])
         pos = end
     _check_accounting_authenticators(data, length, ma_offset, secret, require_message_authenticator)
-    record = _record_of(fields, others, nas_id, received_at)
+    record = _record_fast(fields, others, nas_id, received_at)
     return record, _response(data, secret, b"".join(proxy_states), ma_offset >= 0, ma_vector=_ZERO16)
 
 
@@ -359,15 +359,7 @@ def _record_of(fields: dict[int, bytes], others: list[tuple[int, bytes]], nas_id
     """The record of a verified Accounting-Request: ``fields`` the first occurrence of each
     record attribute, ``others`` every other attribute but the Message-Authenticator, in
     packet order (they go into ``extra``)."""
-    extra: dict[str, str] = {}
-    if others:
-        specs = _specs()
-        for atype, value in others:
-            if atype == _VENDOR_SPECIFIC:
-                _add_vendor_specific(extra, value, specs)
-            else:
-                _add_extra(extra, specs.get(atype), f"0:{atype}", value)
-
+    extra = _extra_of(others)
     status_value = fields.get(_ACCT_STATUS_TYPE)
     if status_value is None:
         raise PacketDropped(DropReason.INVALID_RECORD, "no Acct-Status-Type")
@@ -416,6 +408,113 @@ def _record_of(fields: dict[int, bytes], others: list[tuple[int, bytes]], nas_id
         )
     except ValueError as exc:
         raise PacketDropped(DropReason.INVALID_RECORD, str(exc)) from None
+
+
+def _extra_of(others: list[tuple[int, bytes]]) -> dict[str, str]:
+    """``extra`` of a record: every attribute that is not a record field, by name."""
+    extra: dict[str, str] = {}
+    if others:
+        specs = _specs()
+        for atype, value in others:
+            if atype == _VENDOR_SPECIFIC:
+                _add_vendor_specific(extra, value, specs)
+            else:
+                _add_extra(extra, specs.get(atype), f"0:{atype}", value)
+    return extra
+
+
+class _Unusual(Exception):
+    """A record attribute ``_record_fast`` leaves to ``_record_of``."""
+
+
+_U32_ZERO = bytes(4)
+_EIGHT_U32 = struct.Struct("!8I").unpack
+_ALL_FOUR = [4] * 8
+
+
+def _statuses_by_value() -> dict[bytes, StatusType]:
+    statuses: dict[bytes, StatusType] = {}
+    for code in range(256):
+        try:
+            statuses[code.to_bytes(4, "big")] = StatusType.from_code(code)
+        except ValueError:
+            continue
+    return statuses
+
+
+# Acct-Status-Type as sent (4 octets) -> the status; other values and sizes are not in it.
+_STATUS_BY_VALUE = _statuses_by_value()
+
+
+def _record_fast(fields: dict[int, bytes], others: list[tuple[int, bytes]], nas_id: str,
+                 received_at: int) -> AccountingRecord:
+    """``_record_of`` for what NASes send, with fewer steps: a known status, every integer and
+    address attribute of 4 octets, text that is UTF-8 without NULs. Anything else, and a
+    record the domain refuses, is left to ``_record_of``, so a drop has the reason and message
+    it always had. The server decodes every packet this way: the record fields were over half
+    of a packet's decoding (tests/test_radius_record_fast.py compares the two)."""
+    extra = _extra_of(others)
+    get = fields.get
+    try:
+        status = _STATUS_BY_VALUE.get(get(_ACCT_STATUS_TYPE, b""))
+        if status is None:
+            raise _Unusual
+        counters = (get(_ACCT_DELAY_TIME, _U32_ZERO), get(_ACCT_SESSION_TIME, _U32_ZERO),
+                    get(_ACCT_INPUT_OCTETS, _U32_ZERO), get(_ACCT_INPUT_GIGAWORDS, _U32_ZERO),
+                    get(_ACCT_OUTPUT_OCTETS, _U32_ZERO), get(_ACCT_OUTPUT_GIGAWORDS, _U32_ZERO),
+                    get(_ACCT_INPUT_PACKETS, _U32_ZERO), get(_ACCT_OUTPUT_PACKETS, _U32_ZERO))
+        if list(map(len, counters)) != _ALL_FOUR:
+            raise _Unusual
+        (delay, session_time, input_octets, input_gigawords, output_octets, output_gigawords,
+         input_packets, output_packets) = _EIGHT_U32(b"".join(counters))
+        timestamp = get(_EVENT_TIMESTAMP)
+        if timestamp is None:
+            event_time = received_at - delay
+        elif len(timestamp) == 4:
+            event_time = int.from_bytes(timestamp, "big")
+        else:
+            raise _Unusual
+        cause = get(_ACCT_TERMINATE_CAUSE)
+        terminate_cause = ""
+        if cause is not None:
+            if len(cause) != 4:
+                raise _Unusual
+            terminate_cause = (_specs()[_ACCT_TERMINATE_CAUSE].names.get(cause)
+                               or str(int.from_bytes(cause, "big")))
+        nas_ip = get(_NAS_IP_ADDRESS)
+        framed_ip = get(_FRAMED_IP_ADDRESS)
+        if (nas_ip is not None and len(nas_ip) != 4) or (framed_ip is not None and len(framed_ip) != 4):
+            raise _Unusual
+        texts = (get(_ACCT_SESSION_ID, b""), get(_USER_NAME, b""), get(_CALLING_STATION_ID, b""),
+                 get(_ACCT_MULTI_SESSION_ID, b""))
+        if b"\0" in b"".join(texts):
+            raise _Unusual
+        # Strict UTF-8 raises (UnicodeDecodeError) where _text would write escapes.
+        acct_session_id, username, calling_station_id, multi_session_id = (
+            texts[0].decode(), texts[1].decode(), texts[2].decode(), texts[3].decode())
+        return AccountingRecord(
+            nas_id=nas_id,
+            status=status,
+            event_time=event_time,
+            received_at=received_at,
+            acct_session_id=acct_session_id,
+            username=username,
+            session_time=session_time,
+            input_octets=input_gigawords << 32 | input_octets,
+            output_octets=output_gigawords << 32 | output_octets,
+            input_packets=input_packets,
+            output_packets=output_packets,
+            delay_time=delay,
+            event_timestamp_sent=timestamp is not None,
+            nas_ip="" if nas_ip is None else socket.inet_ntoa(nas_ip),
+            framed_ip="" if framed_ip is None else socket.inet_ntoa(framed_ip),
+            calling_station_id=calling_station_id,
+            terminate_cause=terminate_cause,
+            multi_session_id=multi_session_id,
+            extra=extra,
+        )
+    except (_Unusual, UnicodeDecodeError, ValueError):
+        return _record_of(fields, others, nas_id, received_at)
 
 
 def _u32(value: bytes | None, name: str) -> int:
