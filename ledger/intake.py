@@ -9,6 +9,7 @@ import dataclasses
 import hashlib
 import operator
 from collections.abc import Callable
+from datetime import UTC
 from typing import Any
 from uuid import UUID
 
@@ -144,8 +145,10 @@ class AccountingLog(Application[UUID]):
         state: bytes | None = None
         if self._json and _writes_alike(record):
             try:
+                # orjson writes a UTC datetime as isoformat() does, in a tenth of its time.
+                when = timestamp if timestamp.tzinfo is UTC else timestamp.isoformat()
                 state = orjson.dumps({
-                    "timestamp": {"_type_": "datetime_iso", "_data_": timestamp.isoformat()},
+                    "timestamp": {"_type_": "datetime_iso", "_data_": when},
                     "originator_topic": _ORIGINATOR_TOPIC, "key": key, "record": record})
             except orjson.JSONEncodeError:  # e.g. a lone surrogate, or an int beyond 64 bits
                 state = None

@@ -5,6 +5,7 @@ store, whichever encoder wrote them (orjson for plain records, the transcoder ot
 from __future__ import annotations
 
 import hashlib
+from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
@@ -109,3 +110,19 @@ def test_a_large_batch_keeps_its_order_and_dedupes(intake: AccountingLog) -> Non
     second[550] = second[10]  # twice in the batch
     assert intake.append(second) == [i not in (300, 550) for i in range(600)]
     assert intake.position() == start + 600 + 598
+
+
+@pytest.mark.parametrize("when", [
+    datetime(2026, 11, 26, 22, 40, 0, 0, tzinfo=UTC), datetime(2026, 11, 26, 22, 40, 1, 7, tzinfo=UTC),
+    datetime(1999, 1, 2, 3, 4, 5, 999999, tzinfo=UTC),
+    datetime(2026, 11, 26, 23, 40, 0, 120, tzinfo=timezone(timedelta(hours=1))),
+])
+def test_the_event_time_is_written_as_the_mapper_writes_it(
+        intake: AccountingLog, monkeypatch: pytest.MonkeyPatch, when: datetime) -> None:
+    """orjson writes a UTC timestamp itself (whole seconds too); another zone is written as text."""
+    monkeypatch.setattr(ReceivedRecord.Received, "create_timestamp", lambda: when)  # type: ignore[attr-defined]
+    record = AccountingRecord(nas_id="n", status=StatusType.INTERIM, event_time=5, received_at=5,
+                              acct_session_id="s", extra={"NAS-Port": "1"})
+    state = intake._event_state("k", record)
+    assert intake.mapper.transcoder.decode(state)["timestamp"] == when
+    assert state == reference_state(intake, "k", record, state)
