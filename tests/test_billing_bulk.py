@@ -11,6 +11,8 @@ import json
 import os
 import random
 import uuid
+from dataclasses import replace
+from datetime import UTC, datetime, timedelta, timezone
 from decimal import Decimal
 from typing import Any
 from uuid import UUID
@@ -215,6 +217,15 @@ def test_invoice_events_encoded_the_quick_way_are_the_mappers_bytes(runtime: Run
         made_issued = new_invoice_events(drafted, issued)[1]
         assert issued_tail is not None and issued_state(mapper, made_issued, issued_tail) == \
             mapper.to_stored_event(made_issued).state, f"seed {seed}"
+        # At any moment (the timestamp's head is made from a template): with or without
+        # microseconds, in UTC, another offset, or none.
+        moment = datetime.fromtimestamp(rng.randrange(2**31) + rng.choice([0, rng.random()]),
+                                        rng.choice([UTC, timezone(timedelta(hours=-6)), None]))
+        assert drafted_state(mapper, moment, tail) == \
+            mapper.to_stored_event(replace(made, timestamp=moment)).state, f"seed {seed}"
+        issued_then = replace(made_issued, timestamp=moment)
+        assert issued_state(mapper, issued_then, issued_tail) == mapper.to_stored_event(issued_then).state, \
+            f"seed {seed}"
         # A number the transcoder would walk (not a string): not encoded ahead (None), the mapper's way.
         odd = new_invoice_events(drafted, issued | {"number": account_id})[1]
         assert issued_state(mapper, odd, issued_tail) is None, f"seed {seed}"
