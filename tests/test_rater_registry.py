@@ -90,3 +90,46 @@ def test_the_registry_names_every_open_session_after_random_batches(runtime: Run
 
 def _exists(runtime: Runtime, nas: str) -> bool:
     return bool(runtime.ledger.recorder.select_events(NasSessions.create_id(nas), limit=1))
+
+
+def test_the_registry_follows_sessions_through_start_interim_and_stop(runtime: Runtime) -> None:
+    """Sessions that start, send interims and stop (each record naming its incarnation's own
+    start), over random batches, some restarted under the same Acct-Session-Id, some
+    records retransmitted or late: after every batch the registry names exactly the open ones (the
+    random test above mostly closes incarnations that its Stop itself began)."""
+    seed = random.randrange(2**32)
+    print(f"seed {seed}")
+    rng = random.Random(seed)
+    acct_ids = [f"s{n}" for n in range(10)]
+    clock = BASE
+    running: dict[str, int] = {}  # Acct-Session-Id -> its current incarnation's start
+    sent: list[Any] = []
+    late: list[Any] = []
+    for _ in range(15):
+        batch = []
+        for _ in range(rng.randrange(1, 12)):
+            clock += rng.randrange(1, 60)
+            acct_id = rng.choice(acct_ids)
+            if acct_id not in running:
+                running[acct_id] = clock
+                status = "start"
+            else:
+                status = rng.choice(["interim", "interim", "stop"])
+            batch.append(record(status, acct_id, at=clock, start=running[acct_id], up=clock - BASE, nas="nas-a"))
+            if status == "stop":
+                if rng.random() < 0.5:  # an Interim arriving after the Stop, maybe after a restart
+                    late.append(record("interim", acct_id, at=clock - 1, start=running[acct_id], up=clock - BASE - 1,
+                                       nas="nas-a"))
+                del running[acct_id]
+                clock += 300  # a new incarnation of the id starts well apart
+        if sent and rng.random() < 0.3:
+            batch.append(rng.choice(sent))  # a retransmission
+        while late and rng.random() < 0.5:  # the closed incarnation stays closed
+            batch.append(late.pop(0))
+        sent += batch
+        runtime.intake.append(batch)
+        settle(runtime)
+        registry = runtime.ledger.repository.get(NasSessions.create_id("nas-a"))
+        expected = _open_sessions(runtime, "nas-a", acct_ids)
+        assert registry.open == expected
+        assert len(expected) == len(running)
