@@ -544,7 +544,7 @@ class Fold:
 
     def take_sessions(self) -> tuple[list[tuple[Any, ...]], list[tuple[Any, ...]]]:
         """Session rows to insert and to update, as the table stores them (tuples in its column
-        order, amounts formatted, byte totals saturated at BIGINT like sessions._clean)."""
+        order, amounts formatted, byte totals saturated at BIGINT like sessions._row_values)."""
         new, dirty = self.sessions.take()
         return [_session_values(r) for r in new], [_session_values(r) for r in dirty]
 

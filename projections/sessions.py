@@ -252,7 +252,7 @@ _USAGE_UPSERTS: dict[str, Any] = {}
 
 def _usage_upsert(dialect: str) -> Any:
     """INSERT ... ON CONFLICT DO UPDATE adding to a bucket's totals, saturating at BIGINT's
-    range like ``_clean`` (without overflowing on the way: deltas are never negative)."""
+    range like ``_row_values`` (without overflowing on the way: deltas are never negative)."""
     statement = _USAGE_UPSERTS.get(dialect)
     if statement is None:
         # Imported here: the PostgreSQL dialects package takes ~0.3 s to import.
