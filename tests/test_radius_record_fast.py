@@ -56,7 +56,10 @@ def _fields(draw: st.DrawFn) -> dict[int, bytes]:
     return fields
 
 
-_others = st.lists(st.tuples(st.sampled_from([5, 26, 33, 61, 87, 200]), st.binary(max_size=10)), max_size=3)
+# NAS-Port (5), NAS-Port-Type (61, with VALUE names) and 85 are plain integers; 64 is not in the
+# dictionary (kept in hex), 26 a Vendor-Specific, 33 a Proxy-State.
+_others = st.lists(st.tuples(st.sampled_from([5, 26, 33, 61, 64, 85, 87, 200]),
+                             st.one_of(st.binary(max_size=10), st.integers(0, 40).map(_u32))), max_size=4)
 
 
 @settings(max_examples=1500, deadline=None)
