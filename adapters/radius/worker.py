@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import gc
 import logging
 import sys
 import threading
@@ -43,10 +42,6 @@ log = logging.getLogger(__name__)
 
 START_TIMEOUT = 60.0
 METRICS_TIMEOUT = 2.0
-# The cyclic collector's youngest generation is collected once this many more containers were
-# made than freed (CPython's default: 700, a collection every ~20 records here, each traversing
-# and promoting the records in flight and the answers kept for retransmissions).
-COLLECT_AFTER = 50_000
 
 
 class RadiusWorker(ChildSupervisor):
@@ -173,15 +168,6 @@ def expose_child_metrics(worker: RadiusWorker) -> Callable[[], None]:
 # ---- the child ------------------------------------------------------------------------
 
 
-def settle_collector() -> None:
-    """Once the child has started: collect, freeze what exists (start-up objects live as long
-    as the child: full collections need not traverse them) and collect the youngest generation
-    every ``COLLECT_AFTER`` containers. Cyclic garbage is still collected, less often."""
-    gc.collect()
-    gc.freeze()
-    gc.set_threshold(COLLECT_AFTER, *gc.get_threshold()[1:])
-
-
 async def _child_main(conn: Connection) -> int:
     from prometheus_client import generate_latest
 
@@ -206,7 +192,6 @@ async def _child_main(conn: Connection) -> int:
     # After each commit that stored records (on the writer thread): wake the parent's rater.
     intake.listeners.append(lambda: send(("durable",)))
     registry.refresh(force=True)
-    settle_collector()
     server = AccountingServer(registry, intake.append, batch_max=settings.radius_batch_max,
                               duplicate_window=settings.duplicate_cache_seconds)
     loop = asyncio.get_running_loop()
