@@ -97,6 +97,13 @@ class AccountingRecord:
     def session_start(self) -> int:
         return self.event_time - self.session_time
 
+    @property
+    def session_time_unknown(self) -> bool:
+        """An Interim-Update or Stop without Acct-Session-Time (an absent attribute reads as 0;
+        RFC 2866 defines it for Stop only, and some NAS leave it out of Interim-Updates): its
+        session's start cannot be derived from it."""
+        return self.session_time == 0 and (self.status is StatusType.INTERIM or self.status is StatusType.STOP)
+
     def idempotency_key(self) -> str:
         """Content key: the same record re-sent (new Identifier, other instance, other site)
         has the same key. Deliberately excludes the UDP tuple, Identifier, Acct-Delay-Time and

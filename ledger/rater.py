@@ -417,7 +417,7 @@ class _Batch:
         session = self._session(record.nas_id, record.acct_session_id)
         subscriber = self.pricing.subscriber(record.username)
         account = subscriber[0] if subscriber is not None else None
-        incarnation = session.incarnation_for(record.session_start)
+        incarnation = session.incarnation_of(record)
         # A record changes only the incarnation it names (made by it when new), and a closed
         # incarnation never reopens: the session's open set changes by at most that one.
         was_open = incarnation is not None and session.incarnations[incarnation]["closed_at"] is None

@@ -30,6 +30,8 @@ START_TOLERANCE = 120
 # weeks would carry thousands of keys in every snapshot (snapshots grow quadratically).
 SEEN_HORIZON = 86_400
 SEEN_PRUNE_AT = 128
+# Statuses whose records may come without Acct-Session-Time (their session's start unknown).
+_TIMELESS_STATUSES = frozenset({StatusType.INTERIM.value, StatusType.STOP.value})
 _FIND = object()  # apply_record's incarnation, when the caller did not look it up
 
 
@@ -54,6 +56,36 @@ class Session(Aggregate):
                 return key
         return None
 
+    def incarnation_of(self, record: AccountingRecord) -> str | None:
+        """The incarnation ``record`` belongs to; None: a new one. Its start is event time minus
+        Acct-Session-Time, matched within START_TOLERANCE. An Interim-Update or Stop without
+        that attribute (``session_time_unknown``) cannot say when its session started, so it
+        belongs to an incarnation not closed before its event time: the latest that started
+        before it, else the earliest that started after it (first seen through a later
+        record); only when every incarnation was closed before it (the id used again after a
+        Stop or a NAS reboot) does it start one. A Start older than the first record of an
+        incarnation first seen that way is its late Start. Otherwise each such Interim-Update
+        would start an incarnation of its own and charge its cumulative counters again from
+        zero."""
+        found = self.incarnation_for(record.session_start)
+        start_record = record.status is StatusType.START
+        if found is not None or not (start_record or record.session_time_unknown):
+            return found
+        at = record.event_time
+        before: str | None = None
+        after: str | None = None
+        for key, inc in self.incarnations.items():
+            if inc["closed_at"] is not None and inc["closed_at"] < at:
+                continue
+            if inc["start"] <= at:
+                if before is None or inc["start"] > self.incarnations[before]["start"]:
+                    before = key
+            elif after is None or inc["start"] < self.incarnations[after]["start"]:
+                after = key
+        if start_record:
+            return after if after is not None and self.incarnations[after].get("start_unknown") else None
+        return before if before is not None else after
+
     def open_incarnations(self) -> list[str]:
         return [key for key, inc in self.incarnations.items() if inc["closed_at"] is None]
 
@@ -62,12 +94,12 @@ class Session(Aggregate):
         """Apply one record; returns the usage it carries (over its interval), or None when
         the record was seen before (no event). Pricing is the billing period's job. ``key``:
         the record's idempotency_key() when the caller has it already (a sha256 each);
-        ``incarnation``: what incarnation_for(record.session_start) returns, likewise."""
+        ``incarnation``: what incarnation_of(record) returns, likewise."""
         if key is None:
             key = record.idempotency_key()
         if key in self.seen:
             return None
-        inc_key = (self.incarnation_for(record.session_start) if incarnation is _FIND
+        inc_key = (self.incarnation_of(record) if incarnation is _FIND
                    else cast("str | None", incarnation))
         opened = inc_key is None
         if inc_key is None:
@@ -142,6 +174,8 @@ class Session(Aggregate):
             {"start": int(incarnation), "closed_at": None, "input": 0, "output": 0,
              "last_event_time": int(incarnation), "username": username, "account_id": None},
         )
+        if opened and session_time == 0 and status in _TIMELESS_STATUSES:
+            inc["start_unknown"] = True  # first seen through a record without Acct-Session-Time
         inc["last_event_time"] = max(inc["last_event_time"], event_time)
         inc["input"], inc["output"] = input_total, output_total
         if account_id is not None:

@@ -133,6 +133,33 @@ def test_interim_without_start_creates_the_session(runtime: Runtime, alice: str)
     assert (row["upload_bytes"], row["stopped_at"]) == (10**9 + 5, T + 1200)
 
 
+def test_interim_and_stop_without_session_time_belong_to_the_started_session(runtime: Runtime, alice: str) -> None:
+    # Acct-Session-Time left out (RFC 2866 defines it for Stop only; some NAS omit it in
+    # Interim-Updates): the records belong to the session that started before them, and their
+    # cumulative counters are charged once, not each again from zero.
+    ingest(runtime, record("start", at=T), record("interim", at=T + 600, up=30 * 10**9, down=120 * 10**9))
+    ingest(runtime, record("stop", at=T + 1200, up=32 * 10**9, down=128 * 10**9))
+    row = only_session(runtime, alice)
+    assert (row["started_at"], row["stopped_at"]) == (T, T + 1200)
+    assert (row["upload_bytes"], row["download_bytes"]) == (32 * 10**9, 128 * 10**9)
+    assert owed(runtime, alice) == charge(160 * 10**9) == Decimal(80)
+    # a late Interim-Update of it, also without the attribute, counts nothing
+    ingest(runtime, record("interim", at=T + 900, up=31 * 10**9, down=125 * 10**9))
+    assert len(sessions(runtime, alice)) == 1 and owed(runtime, alice) == Decimal(80)
+
+
+def test_records_without_session_time_after_a_stop_are_a_new_session(runtime: Runtime, alice: str) -> None:
+    ingest(runtime, record("start", at=T), record("stop", at=T + 900, up=10**9, down=10**9))
+    # the id comes again later (its Start lost): the stopped session does not take it
+    later = T + 4 * 3600
+    ingest(runtime, record("interim", at=later, up=3 * 10**9, down=10**9))
+    ingest(runtime, record("stop", at=later + 600, up=4 * 10**9, down=10**9))
+    rows = sessions(runtime, alice)
+    assert [(r["started_at"], r["stopped_at"], r["upload_bytes"]) for r in rows] == [
+        (T, T + 900, 10**9), (later, later + 600, 4 * 10**9)]
+    assert owed(runtime, alice) == charge(7 * 10**9)
+
+
 def test_accounting_on_closes_every_open_session_of_that_nas_only(runtime: Runtime, alice: str) -> None:
     # Starts first, then usage (see the xfail test below for why the batches are split)
     ingest(runtime,
