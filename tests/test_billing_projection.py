@@ -221,6 +221,28 @@ def test_drafted_batches_wait_in_files_while_this_process_reads_none(
     assert sum(len(c.drafts) for c in came) == len(ids)
 
 
+def test_the_batch_files_go_to_a_memory_file_system_unless_a_temporary_directory_is_chosen(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Where the hand-off's scratch directory is made: MEMORY_SCRATCH (/dev/shm) when it is
+    there with room and no temporary directory is chosen; else the temporary directory."""
+    from adapters import billing_drafts
+
+    memory = tmp_path / "shm"
+    memory.mkdir()
+    monkeypatch.setattr(billing_drafts, "MEMORY_SCRATCH", str(memory))
+    monkeypatch.setattr(tempfile, "tempdir", None)
+    monkeypatch.delenv("TMPDIR", raising=False)
+    assert billing_drafts._scratch_root() == str(memory)
+    monkeypatch.setenv("TMPDIR", str(tmp_path))
+    assert billing_drafts._scratch_root() is None
+    monkeypatch.delenv("TMPDIR")
+    monkeypatch.setattr(billing_drafts, "MEMORY_SCRATCH_FREE", 2**62)  # no room
+    assert billing_drafts._scratch_root() is None
+    monkeypatch.setattr(billing_drafts, "MEMORY_SCRATCH", str(tmp_path / "absent"))
+    monkeypatch.setattr(billing_drafts, "MEMORY_SCRATCH_FREE", 0)
+    assert billing_drafts._scratch_root() is None
+
+
 def test_a_drafted_batch_another_run_issued_meanwhile_is_not_issued_twice(runtime: Runtime) -> None:
     """A batch drafted (by the drafting process) before a concurrent run issued some of its
     invoices: issuing it conflicts, it is billed again the usual way, and every account ends
