@@ -35,13 +35,21 @@ KAFKA_DATA = Path(__file__).resolve().parents[1] / ".cache" / "kafka" / "data"
 PARTITIONS = 4
 
 
-def _kafka_bytes(prefix: str) -> int:
+def _kafka_bytes(prefix: str) -> int | None:
     """Bytes on disk of this run's topics (every partition directory): blocks allocated, not
     file lengths, since the broker preallocates each active segment's offset and time indexes
-    as 10 MiB sparse files (20 MiB per partition that hold a few KiB)."""
-    if not KAFKA_DATA.is_dir():
-        return 0
-    return sum(f.stat().st_blocks * 512 for d in KAFKA_DATA.glob(f"{prefix}.*") for f in d.rglob("*") if f.is_file())
+    as 10 MiB sparse files (20 MiB per partition that hold a few KiB). None when the topics'
+    directories are not under this checkout's broker data (a broker another checkout or
+    machine runs): then the bytes at rest are not known, rather than PostgreSQL's alone."""
+    partitions = [d for d in KAFKA_DATA.glob(f"{prefix}.*") if d.is_dir()] if KAFKA_DATA.is_dir() else []
+    if not partitions:
+        return None
+    return sum(f.stat().st_blocks * 512 for d in partitions for f in d.rglob("*") if f.is_file())
+
+
+def _at_rest(url: str, prefix: str) -> int | None:
+    topics = _kafka_bytes(prefix)
+    return None if topics is None else _db_size(url) + topics
 
 
 class WispgateDistributed:
@@ -83,7 +91,7 @@ class WispgateDistributed:
             provisioned = self._provision(api_url, env, url, config)
             _wait_settled(url, env, prefix, processes)
             time.sleep(2.5)  # the radius role refreshes its NAS registry every 2 s
-            size_before = _db_size(url) + _kafka_bytes(prefix)
+            size_before = _at_rest(url, prefix)
             events_before = _ledger_events(url)
             port = int(env["WISPGATE_RADIUS_PORT"])
             sessions = build_sessions(config.sessions, config.interims, seed=config.seed + index, tag=f"D{index}")
@@ -100,7 +108,7 @@ class WispgateDistributed:
         loads = {f"D{index}": load, f"G{index}": fresh_load}
         missing, notes = _verify(url, loads)
         acked = load.acknowledged + fresh_load.acknowledged
-        size_after = _db_size(url) + _kafka_bytes(prefix)
+        size_after = _at_rest(url, prefix)
         events = _ledger_events(url) - events_before
         replay = replay_rate_on(database_url=url, data_dir=work / "replay")
         with psycopg.connect(admin_dsn(), autocommit=True) as conn:
@@ -118,7 +126,9 @@ class WispgateDistributed:
             "freshness_p50": fresh[0] * 1000,
             "freshness_p99": fresh[1] * 1000,
             "replay_rate": replay,
-            "bytes_per_record": (size_after - size_before) / max(1, acked),
+            "bytes_per_record": ((size_after - size_before) / max(1, acked)
+                                 if size_before is not None and size_after is not None else
+                                 f"n/a (topic files not under {KAFKA_DATA}: a broker this checkout did not start)"),
             "events_per_record": events / max(1, acked),
             "rss_server": server_rss,
             "rss_other": max(rss.values()),
