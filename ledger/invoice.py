@@ -9,6 +9,7 @@ Payment status (paid, partially paid, overdue) is derived from payments in the r
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import datetime
 from decimal import Decimal
 from functools import lru_cache
@@ -228,18 +229,17 @@ def drafted_state_tail(mapper: Mapper[UUID], drafted: dict[str, Any]) -> bytes |
     # What stored_invoice_event encodes after the timestamp (the event's fields in its order);
     # the fields a run builds plain are not walked, nor values of the types the JSON encoders
     # write alike (the others' UUIDs become transcoded objects).
-    state = {"originator_topic": _INVOICE_TOPIC} | drafted
     transcoder: Any = mapper.transcoder
-    try:
+
+    def state() -> dict[str, Any]:
+        fields = {"originator_topic": _INVOICE_TOPIC} | drafted
         for key in _DRAFT_WALKED:
-            value = state[key]
+            value = fields[key]
             if type(value) not in _WRITTEN_ALIKE:
-                state[key] = transcoder._prepare(value)  # noqa: SLF001
-        encoded: bytes = orjson.dumps(state, default=transcoder._transcode,  # noqa: SLF001
-                                      option=orjson.OPT_PASSTHROUGH_DATETIME)
-    except Exception:  # noqa: BLE001 - anything unusual: the mapper's way, where it is recorded
-        return None
-    return b"," + encoded[1:]
+                fields[key] = transcoder._prepare(value)  # noqa: SLF001
+        return fields
+
+    return _state_tail(transcoder, state)
 
 
 def drafted_state(mapper: Mapper[UUID], timestamp: datetime, tail: bytes) -> bytes | None:
@@ -260,12 +260,19 @@ def issued_state_tail(mapper: Mapper[UUID], subscriber: str, postings: list[dict
             getattr(_ISSUED, "class_version", 1) != 1:
         return None
     transcoder: Any = mapper.transcoder
+    return _state_tail(transcoder, lambda: {
+        "subscriber": subscriber if type(subscriber) in _WRITTEN_ALIKE else transcoder._prepare(subscriber),  # noqa: SLF001
+        "postings": postings,  # built plain (journal postings): not walked, as in stored_invoice_event
+        "usage_versions": usage_versions if type(usage_versions) in _WRITTEN_ALIKE else
+        transcoder._prepare(usage_versions)})  # noqa: SLF001
+
+
+def _state_tail(transcoder: Any, state: Callable[[], dict[str, Any]]) -> bytes | None:
+    """The members of the JSON object ``state()`` makes, encoded as the mapper's transcoder
+    would, after a comma (they follow the timestamp put in front later); None for anything
+    unusual (then the mapper's way, where the event is recorded)."""
     try:
-        state = {"subscriber": subscriber if type(subscriber) in _WRITTEN_ALIKE else transcoder._prepare(subscriber),  # noqa: SLF001
-                 "postings": postings,  # built plain (journal postings): not walked, as in stored_invoice_event
-                 "usage_versions": usage_versions if type(usage_versions) in _WRITTEN_ALIKE else
-                 transcoder._prepare(usage_versions)}  # noqa: SLF001
-        encoded: bytes = orjson.dumps(state, default=transcoder._transcode,  # noqa: SLF001
+        encoded: bytes = orjson.dumps(state(), default=transcoder._transcode,  # noqa: SLF001
                                       option=orjson.OPT_PASSTHROUGH_DATETIME)
     except Exception:  # noqa: BLE001 - anything unusual: the mapper's way, where it is recorded
         return None

@@ -210,18 +210,7 @@ def test_a_share_split_that_does_not_follow_the_accounts_is_folded_the_windowed_
         return  # nothing is forked next to PostgreSQL's pool threads
     seed, rng, live, head = seeded_traffic(runtime)
     monkeypatch.setattr(rebuild, "share_condition", lambda topic, share: ("topic = ? AND rowid % 2 = 0", [topic]))
-    monkeypatch.setattr(rebuild, "PARALLEL_MIN_EVENTS", 0)
-    monkeypatch.setattr(cores, "second_core_free", lambda: True)
-    monkeypatch.setattr(rebuild, "can_fork", lambda: True)
-    fell_back: list[int] = []
-    process = runtime.projector.process
-
-    def windowed(notifications: Any) -> None:
-        fell_back.append(len(notifications))
-        process(notifications)
-
-    monkeypatch.setattr(runtime.projector, "process", windowed)
-    runtime.projector.reset()
+    fell_back = folded_in_two_processes(runtime, monkeypatch)
     assert runtime.projector.rebuild(runtime.ledger.recorder, window=rng.randint(2, head)) == head
     assert fell_back, f"seed {seed}: the mismatched window was not folded the windowed way"
     assert_tables_equal(runtime, live, f"seed {seed}")
@@ -318,7 +307,6 @@ def test_a_window_the_second_process_cannot_fold_in_its_order_is_folded_the_wind
     events (``Fold.apply_rated``: a NAS's close before which usage made the row), nothing of
     that window is written by the fold and the rebuild goes on the windowed way from there:
     the tables equal live projection's all the same."""
-    from projections import rebuild
     from projections.fold import Fold
 
     if runtime.settings.database_url:
@@ -337,6 +325,19 @@ def test_a_window_the_second_process_cannot_fold_in_its_order_is_folded_the_wind
         return apply_rated(self, rated)
 
     monkeypatch.setattr(Fold, "apply_rated", refusing)
+    fell_back = folded_in_two_processes(runtime, monkeypatch)
+    assert runtime.projector.rebuild(runtime.ledger.recorder, window=window) == head
+    assert fell_back, f"seed {seed}: the refused window was not folded the windowed way"
+    assert runtime.projector.position() == head
+    assert_tables_equal(runtime, live, f"seed {seed}, refused window {refuse_at}")
+
+
+def folded_in_two_processes(runtime: Runtime, monkeypatch: Any) -> list[int]:
+    """Make the next rebuild fold in a forked second process whatever the machine and the log's
+    size; returns the sizes of the windows it then projects the windowed way instead (filled
+    as it goes). The projector is reset."""
+    from projections import rebuild
+
     monkeypatch.setattr(rebuild, "PARALLEL_MIN_EVENTS", 0)
     monkeypatch.setattr(cores, "second_core_free", lambda: True)
     monkeypatch.setattr(rebuild, "can_fork", lambda: True)
@@ -349,7 +350,4 @@ def test_a_window_the_second_process_cannot_fold_in_its_order_is_folded_the_wind
 
     monkeypatch.setattr(runtime.projector, "process", windowed)
     runtime.projector.reset()
-    assert runtime.projector.rebuild(runtime.ledger.recorder, window=window) == head
-    assert fell_back, f"seed {seed}: the refused window was not folded the windowed way"
-    assert runtime.projector.position() == head
-    assert_tables_equal(runtime, live, f"seed {seed}, refused window {refuse_at}")
+    return fell_back
