@@ -60,6 +60,12 @@ def money(amount: Any, currency: str) -> str:
     return f"{value:,f} {currency}".strip()
 
 
+def amount(value: Any, currency: str) -> str:
+    """``money`` without the currency's code: a table cell under a header that names it (a
+    unit price of 0 reads 0.00, like the others, not 0)."""
+    return money(value, currency).removesuffix(currency).strip()
+
+
 def _date(epoch: int | None, timezone: str = "UTC") -> str:
     return "" if epoch is None else datetime.fromtimestamp(epoch, zone(timezone)).strftime("%d %b %Y")
 
@@ -144,10 +150,9 @@ def render_invoice(doc: dict[str, Any], seller: Seller, daily_usage: Sequence[tu
     for line in doc["lines"]:
         quantity = Decimal(str(line["quantity"]))
         qty = f"{quantity.normalize():f} {line['unit']}".strip() if line["unit"] != "%" else ""
-        unit_price = money(line["unit_price"], "") if line["kind"] != "discount" or line["unit"] != "%" else ""
-        rows.append([Paragraph(_escape(line["description"]), s["body"]), qty, unit_price.strip(),
-                     money(line["net"], "").strip(), _percent(line["tax_rate"]),
-                     money(line["gross"], "").strip()])
+        unit_price = amount(line["unit_price"], currency) if line["kind"] != "discount" or line["unit"] != "%" else ""
+        rows.append([Paragraph(_escape(line["description"]), s["body"]), qty, unit_price,
+                     amount(line["net"], currency), _percent(line["tax_rate"]), amount(line["gross"], currency)])
     lines_table = Table(rows, colWidths=[width - 112 * mm, 22 * mm, 20 * mm, 24 * mm, 14 * mm, 32 * mm], repeatRows=1)
     lines_table.setStyle(TableStyle([
         ("FONT", (0, 0), (-1, 0), "Helvetica-Bold", 8), ("FONT", (0, 1), (-1, -1), "Helvetica", 8.5),

@@ -4,6 +4,7 @@ SQLite and PostgreSQL. Accounting records go through the accounting log."""
 from __future__ import annotations
 
 import io
+import re
 import secrets
 import subprocess
 import threading
@@ -264,6 +265,8 @@ def test_invoice_pdf_shows_number_totals_and_tax(client: TestClient, runtime: Ru
     for expected in ("INVOICE", "Subtotal (net)", "32.00 USD", "5.12 USD", "Amount due", "37.12 USD", "16 %",
                      "Due date", "Data usage this period: 3.00 GB", "How to pay"):
         assert expected in text, (expected, text)
+    # every amount in the lines at the currency's precision at least: the allowance's 0.00, not 0
+    assert re.search(r"included\s+1 GB\s+0\.00\s+0\.00\s", text), text
 
 
 def test_exports_match_the_ledger(client: TestClient, runtime: Runtime) -> None:
