@@ -99,10 +99,7 @@ class AccountingRecord:
 
     @property
     def session_time_unknown(self) -> bool:
-        """An Interim-Update or Stop without Acct-Session-Time (an absent attribute reads as 0;
-        RFC 2866 defines it for Stop only, and some NAS leave it out of Interim-Updates): its
-        session's start cannot be derived from it."""
-        return self.session_time == 0 and (self.status is StatusType.INTERIM or self.status is StatusType.STOP)
+        return session_time_unknown(self.status, self.session_time)
 
     def idempotency_key(self) -> str:
         """Content key: the same record re-sent (new Identifier, other instance, other site)
@@ -146,3 +143,14 @@ class AccountingRecord:
 
 
 _FIELDS = tuple(f.name for f in fields(AccountingRecord))
+
+
+_SESSION_TIME_OPTIONAL = frozenset({StatusType.INTERIM, StatusType.STOP})
+
+
+def session_time_unknown(status: str, session_time: int) -> bool:
+    """Whether a record of ``status`` (a StatusType or its value) with ``session_time`` is an
+    Interim-Update or Stop without Acct-Session-Time (an absent attribute reads as 0; RFC 2866
+    defines it for Stop only, and some NAS leave it out of Interim-Updates): its session's
+    start cannot be derived from it."""
+    return session_time == 0 and status in _SESSION_TIME_OPTIONAL

@@ -14,7 +14,7 @@ from uuid import UUID
 
 from eventsourcing.domain import Aggregate, event
 
-from domain.accounting import AccountingRecord, StatusType
+from domain.accounting import AccountingRecord, StatusType, session_time_unknown
 from domain.ids import session_id
 from rating import UsageDelta, counter_delta
 
@@ -30,8 +30,6 @@ START_TOLERANCE = 120
 # weeks would carry thousands of keys in every snapshot (snapshots grow quadratically).
 SEEN_HORIZON = 86_400
 SEEN_PRUNE_AT = 128
-# Statuses whose records may come without Acct-Session-Time (their session's start unknown).
-_TIMELESS_STATUSES = frozenset({StatusType.INTERIM.value, StatusType.STOP.value})
 _FIND = object()  # apply_record's incarnation, when the caller did not look it up
 
 
@@ -174,7 +172,7 @@ class Session(Aggregate):
             {"start": int(incarnation), "closed_at": None, "input": 0, "output": 0,
              "last_event_time": int(incarnation), "username": username, "account_id": None},
         )
-        if opened and session_time == 0 and status in _TIMELESS_STATUSES:
+        if opened and session_time_unknown(status, session_time):
             inc["start_unknown"] = True  # first seen through a record without Acct-Session-Time
         inc["last_event_time"] = max(inc["last_event_time"], event_time)
         inc["input"], inc["output"] = input_total, output_total
