@@ -97,6 +97,10 @@ class _History:
         self.accounts = {a.id: a for a in made}
         self.serial = 0
 
+    def billable_at(self, label: str) -> int:
+        """A day after every account's period of ``label`` has ended: a run then bills them all."""
+        return max(period_for_label(label, a.anchor_day)[1] for a in self.accounts.values()) + 86_400
+
     def period_id(self, account_id: UUID, label: str) -> UUID:
         return BillingPeriod.create_id(account_id, period_for_label(label, self.accounts[account_id].anchor_day)[0])
 
@@ -155,8 +159,7 @@ def test_late_usage_check_equals_the_exact_one_and_bills_once(runtime: Runtime) 
         fast = late_usage(runtime.ledger, label, asked, history.period_id)
         exact = late_usage_exact(runtime.ledger, label, asked, history.period_id)
         assert fast == exact, f"seed {seed}, step {step}, period {label}"
-        end = max(period_for_label(label, a.anchor_day)[1] for a in history.accounts.values())
-        runtime.ledger.bill_accounts(label, batch, at=end + 86_400, site="t")
+        runtime.ledger.bill_accounts(label, batch, at=history.billable_at(label), site="t")
         for account_id in rng.sample(ids, 4):  # usage arriving late, or in its own month
             history.use(account_id, rng.choice(MONTHS[1:5]))
     # Billed once: no usage key of any period is billed for more than its BillingPeriod holds.

@@ -22,7 +22,6 @@ import pytest
 from adapters.billing_drafts import drafted_ahead
 from adapters.billing_runs import run_billing
 from api.bootstrap import Runtime
-from domain.calendar import period_for_label
 from ledger.invoice import Invoice, invoice_id
 
 from .test_billing_bulk import MONTHS, _History
@@ -90,7 +89,7 @@ def _history_billed(runtime: Runtime, seed: int, interleave: bool, draft_process
 
         runtime.ledger.bill_accounts = paying  # type: ignore[method-assign]
     for label in MONTHS[2:5]:
-        at = max(period_for_label(label, a.anchor_day)[1] for a in history.accounts.values()) + 86_400
+        at = history.billable_at(label)
         for _ in range(rng.randrange(0, 4)):  # credit waiting before the invoice, or paying older ones
             _pay(runtime, rng, history, at - 3_600)
         result = run_billing(runtime, label, at=at, batch_size=rng.randrange(2, 7), draft_process=draft_process)
@@ -140,12 +139,12 @@ def test_a_second_process_drafts_what_this_one_drafts(runtime: Runtime) -> None:
         for label in rng.sample(MONTHS[:4], rng.randrange(0, 4)):
             history.use(account_id, label)
     label = MONTHS[2]
-    at = max(period_for_label(label, a.anchor_day)[1] for a in history.accounts.values()) + 86_400
+    at = history.billable_at(label)
     runtime.ledger.bill_accounts(label, rng.sample(ids, 4), at=at - 86_400 * rng.randrange(0, 2), site="t")
     for account_id in rng.sample(ids, 3):
         history.use(account_id, MONTHS[1])
     label = MONTHS[3]
-    at = max(period_for_label(label, a.anchor_day)[1] for a in history.accounts.values()) + 86_400
+    at = history.billable_at(label)
     runtime.ledger.bill_accounts(label, rng.sample(ids, 3), at=at, site="t")
     carried = {str(a): {"previous_balance": str(rng.randrange(100)), "payments": "1.5"} for a in ids[::2]}
     known = frozenset(str(a) for a in rng.sample(ids, 2))
@@ -171,7 +170,7 @@ def test_batches_drafted_here_while_the_drafting_process_is_busy_are_the_same_dr
     for account_id in ids:
         history.use(account_id, rng.choice(MONTHS[2:4]))
     label = MONTHS[3]
-    at = max(period_for_label(label, a.anchor_day)[1] for a in history.accounts.values()) + 86_400
+    at = history.billable_at(label)
     known = frozenset(str(a) for a in rng.sample(ids, 2))
     batches = [ids[n:n + 2] for n in range(0, len(ids), 2)]
     here: list[list[uuid.UUID]] = []
@@ -203,7 +202,7 @@ def test_drafted_batches_wait_in_files_while_this_process_reads_none(
     for account_id in ids:
         history.use(account_id, MONTHS[2])
     label = MONTHS[2]
-    at = max(period_for_label(label, a.anchor_day)[1] for a in history.accounts.values()) + 86_400
+    at = history.billable_at(label)
     batches = [ids[n:n + 2] for n in range(0, len(ids), 2)]
     drafted = drafted_ahead(runtime.settings, label, batches, at=at, carried={}, known=frozenset(), ahead=3)
     came = [next(drafted)]
@@ -253,7 +252,7 @@ def test_a_drafted_batch_another_run_issued_meanwhile_is_not_issued_twice(runtim
     for account_id in ids:
         history.use(account_id, MONTHS[2])
     label = MONTHS[2]
-    at = max(period_for_label(label, a.anchor_day)[1] for a in history.accounts.values()) + 86_400
+    at = history.billable_at(label)
     drafted = runtime.ledger.draft_batch(label, ids, at=at, carried={})
     concurrent = runtime.ledger.bill_accounts(label, ids[:2], at=at, site="t")
     result = runtime.ledger.issue_drafted(drafted, at=at, site="t")
