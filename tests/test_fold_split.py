@@ -10,6 +10,7 @@ logged before it would have made), ``apply_rated`` says so instead of folding.""
 from __future__ import annotations
 
 import random
+from collections.abc import Callable, Iterator
 from decimal import Context, Decimal, localcontext
 from types import SimpleNamespace
 from typing import Any
@@ -91,6 +92,20 @@ def _fold(fold: Fold, position: int, name: str, originator: str, state: Any) -> 
         fold.cold[name](position, state)
 
 
+def _windows(rng: random.Random, events: list[Any], whole: Fold, second: Fold, first: Fold,
+             in_second: Callable[[str, Any], bool]) -> Iterator[None]:
+    """Fold ``events`` in 1-4 random windows, each event into ``whole`` and into ``second``
+    where ``in_second(name, state)``, else into ``first``; yields after each window."""
+    cuts = sorted(rng.sample(range(1, len(events) + 1), k=min(len(events), rng.randint(1, 4))))
+    position = 0
+    for cut in cuts:
+        for name, originator, state in events[position:cut]:
+            position += 1
+            _fold(whole, position, name, originator, state)
+            _fold(second if in_second(name, state) else first, position, name, originator, state)
+        yield
+
+
 def _comparable(writes: SessionWrites) -> tuple[Any, ...]:
     """A window's writes with each list in one order (the processes make rows in other orders)."""
     return tuple(sorted(part, key=repr) for part in writes)
@@ -103,16 +118,8 @@ def test_the_second_process_order_gives_the_one_process_rows() -> None:
         for _ in range(300):
             events = log(rng)
             whole, sessions, money = Fold(), Fold(money=False), Fold(sessions=False)
-            cuts = sorted(rng.sample(range(1, len(events) + 1), k=min(len(events), rng.randint(1, 4))))
-            position, ok = 0, True
-            for cut in cuts:
-                for name, originator, state in events[position:cut]:
-                    position += 1
-                    _fold(whole, position, name, originator, state)
-                    if name in SESSION_PROCESS_EVENTS:
-                        _fold(sessions, position, name, originator, state)
-                    else:
-                        _fold(money, position, name, originator, state)
+            ok = True
+            for _ in _windows(rng, events, whole, sessions, money, lambda name, state: name in SESSION_PROCESS_EVENTS):
                 expected = whole.take_session_writes()
                 if not sessions.apply_rated(money.take_rated()):
                     ok = False
@@ -162,18 +169,15 @@ def test_a_share_of_rated_usages_folded_whole_by_the_second_process_gives_the_on
             events = log(rng)
             share = frozenset(rng.sample("0123456789abcdef", k=rng.randint(0, 16)))
             whole, second, first = Fold(), Fold(money=False, share=share), Fold(sessions=False, share=share)
-            cuts = sorted(rng.sample(range(1, len(events) + 1), k=min(len(events), rng.randint(1, 4))))
-            position, ok = 0, True
-            for cut in cuts:
-                for name, originator, state in events[position:cut]:
-                    position += 1
-                    _fold(whole, position, name, originator, state)
-                    if name in SESSION_PROCESS_EVENTS or (name == "BillingPeriod.UsageRated"
-                                                          and account_digit(state) in share):
-                        shared += name == "BillingPeriod.UsageRated"
-                        _fold(second, position, name, originator, state)
-                    else:
-                        _fold(first, position, name, originator, state)
+
+            def in_second(name: str, state: Any, share: frozenset[str] = share) -> bool:
+                nonlocal shared
+                rated_in_share = name == "BillingPeriod.UsageRated" and account_digit(state) in share
+                shared += rated_in_share
+                return rated_in_share or name in SESSION_PROCESS_EVENTS
+
+            ok = True
+            for _ in _windows(rng, events, whole, second, first, in_second):
                 expected = whole.take_session_writes()
                 if not second.apply_rated(first.take_rated()):
                     ok = False
