@@ -47,6 +47,12 @@ def thread_cpu(pid: int) -> dict[str, float]:
     return found
 
 
+def system_seconds(pid: int) -> float:
+    """System (kernel) CPU of a process (all its threads) so far."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return int(fields[12]) / TICKS
+
+
 def own_cpu() -> float:
     usage = resource.getrusage(resource.RUSAGE_SELF)
     return usage.ru_utime + usage.ru_stime
@@ -55,7 +61,7 @@ def own_cpu() -> float:
 def one_run(target: WispgateEmbedded, config: BenchConfig, index: int,
             settings: dict[str, str] | None = None) -> dict[str, float]:
     """Freshness p50/p99 (ms) and CPU microseconds per acknowledged record of each process
-    and of each serve-parent thread, over the paced load."""
+    (its system share) and of each thread of a process that has several, over the paced load."""
     assert target.provisioned is not None
     work = config.out / "freshness_cpu" / f"run{index}"
     shutil.rmtree(work, ignore_errors=True)
@@ -75,13 +81,15 @@ def one_run(target: WispgateEmbedded, config: BenchConfig, index: int,
         time.sleep(1.0)
         pids = {"serve parent": server.pid} | {role(pid): pid for pid in child_pids(server.pid)}
         before = {name: cpu_seconds(pid) for name, pid in pids.items()}
-        threads_before = thread_cpu(server.pid)
+        threads_before = {name: thread_cpu(pid) for name, pid in pids.items()}
+        system_before = {name: system_seconds(pid) for name, pid in pids.items()}
         mine_before = own_cpu()
         load, (p50, p99, samples) = run_freshness(
             url, int(env["WISPGATE_RADIUS_PORT"]), config, target.provisioned, tag=f"P{index}")
         mine = own_cpu() - mine_before
         after = {name: cpu_seconds(pid) for name, pid in pids.items()}
-        threads_after = thread_cpu(server.pid)
+        threads_after = {name: thread_cpu(pid) for name, pid in pids.items()}
+        system_after = {name: system_seconds(pid) for name, pid in pids.items()}
         wait_drained(url)
     finally:
         server.stop()
@@ -89,10 +97,14 @@ def one_run(target: WispgateEmbedded, config: BenchConfig, index: int,
     row = {"freshness p50 ms": p50 * 1000, "freshness p99 ms": p99 * 1000, "records/s offered": load.rate,
            "bench client (loadgen + prober)": mine / records * 1e6}
     row |= {name: (after[name] - before[name]) / records * 1e6 for name in pids}
-    for name, seconds in threads_after.items():
-        spent = seconds - threads_before.get(name, 0.0)
-        if spent > 0:
-            row[f"  parent thread {name}"] = spent / records * 1e6
+    for process, threads in threads_after.items():
+        row[f"  {process}: of which system"] = (system_after[process] - system_before[process]) / records * 1e6
+        if len(threads) < 2:
+            continue
+        for name, seconds in threads.items():
+            spent = seconds - threads_before[process].get(name, 0.0)
+            if spent > 0:
+                row[f"  {process} thread {name}"] = spent / records * 1e6
     row["samples"] = samples
     return row
 

@@ -12,7 +12,8 @@ is checked to be in the log afterwards.
 Variants run alternately, each a PYTHONPATH the child is started with (a git worktree of older
 code gives an A/B: ``--variant base:/tmp/wt-base --variant new:.``).
 
-``python -m bench.radius_cpu [--sessions 2000] [--runs 3] [--variant NAME:PATH ...] [--py-spy DIR]``
+``python -m bench.radius_cpu [--sessions 2000] [--runs 3] [--rate R] [--variant NAME:PATH ...] [--py-spy DIR]``
+(``--rate 2000``: paced as in the freshness load, where commits are small)
 """
 
 from __future__ import annotations
@@ -84,7 +85,8 @@ def _metric(text: str, name: str) -> float:
 
 
 def one_run(pythonpath: str, sessions: int, interims: int, inflight: int, seed: int, tag: str,
-            spy: Path | None, timeout: float = 2.0, close_timeout: float = 15.0) -> dict[str, float]:
+            spy: Path | None, timeout: float = 2.0, close_timeout: float = 15.0,
+            rate: float | None = None) -> dict[str, float]:
     """Start the RADIUS child on a fresh store, warm it up, measure one load; figures per record."""
     from adapters.radius.worker import RadiusWorker
     from api.logs import configure
@@ -132,7 +134,7 @@ def one_run(pythonpath: str, sessions: int, interims: int, inflight: int, seed: 
             before, threads_before = _cpu(Path(f"/proc/{pid}/stat")), thread_cpu(pid)
             system_before = _system_cpu(pid)
             load = asyncio.run(run_load("127.0.0.1", port, SECRET, load_sessions, inflight=inflight,
-                                        timeout=timeout))
+                                        timeout=timeout, rate=rate))
             after, threads_after = _cpu(Path(f"/proc/{pid}/stat")), thread_cpu(pid)
             system = _system_cpu(pid) - system_before
             metrics_after = worker.metrics_text()
@@ -207,6 +209,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--variant", action="append", default=[],
                         help="NAME:PYTHONPATH of the child's code (default: this checkout)")
     parser.add_argument("--py-spy", type=Path, default=None, help="write py-spy raw profiles here")
+    parser.add_argument("--rate", type=float, default=None,
+                        help="pace the measured load at this many records/s (the freshness load: 2000) "
+                             "instead of sending as fast as answers come back")
     parser.add_argument("--cachegrind", action="store_true",
                         help="instructions per record instead (valgrind; the child runs ~50x slower)")
     args = parser.parse_args(argv)
@@ -225,7 +230,7 @@ def main(argv: list[str] | None = None) -> int:
     for run in range(args.runs):
         for name, path in variants:
             figures = one_run(str(Path(path).resolve()), args.sessions, args.interims, args.inflight,
-                              args.seed + run, f"R{run}{name}", args.py_spy)
+                              args.seed + run, f"R{run}{name}", args.py_spy, rate=args.rate)
             results[name].append(figures)
             print(f"run {run} {name:>8}: " + ", ".join(f"{k} {v:,.1f}" for k, v in figures.items()), flush=True)
     print(f"\nmedians of {args.runs} runs, {args.sessions * (args.interims + 2):,} records each, "
