@@ -86,7 +86,7 @@ def _metric(text: str, name: str) -> float:
 
 def one_run(pythonpath: str, sessions: int, interims: int, inflight: int, seed: int, tag: str,
             spy: Path | None, timeout: float = 2.0, close_timeout: float = 15.0,
-            rate: float | None = None) -> dict[str, float]:
+            rate: float | None = None, commit_delay_ms: int | None = None) -> dict[str, float]:
     """Start the RADIUS child on a fresh store, warm it up, measure one load; figures per record."""
     from adapters.radius.worker import RadiusWorker
     from api.logs import configure
@@ -97,6 +97,8 @@ def one_run(pythonpath: str, sessions: int, interims: int, inflight: int, seed: 
         _provision(data_dir)
         port = free_port(2)  # SOCK_DGRAM
         settings = Settings(data_dir=data_dir, radius_port=port, log_level="warning", database_url="")
+        if commit_delay_ms is not None:
+            settings = settings.with_overrides(radius_commit_delay_ms=commit_delay_ms)
         failures: list[str] = []
         saved, cwd = os.environ.get("PYTHONPATH"), os.getcwd()
         # The child's code: ``python -m`` puts the working directory first on its path.
@@ -212,11 +214,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rate", type=float, default=None,
                         help="pace the measured load at this many records/s (the freshness load: 2000) "
                              "instead of sending as fast as answers come back")
+    parser.add_argument("--commit-delay-ms", type=int, action="append", default=[],
+                        help="the child's radius_commit_delay_ms (repeat to alternate several)")
     parser.add_argument("--cachegrind", action="store_true",
                         help="instructions per record instead (valgrind; the child runs ~50x slower)")
     args = parser.parse_args(argv)
     here = str(Path(__file__).resolve().parents[1])
     variants = [tuple(v.split(":", 1)) for v in args.variant] or [("this", here)]
+    delays: list[int | None] = args.commit_delay_ms or [None]
     if args.cachegrind:
         records = args.sessions * (args.interims + 2)
         for name, path in variants:
@@ -226,21 +231,24 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{name:>8}: {(full - base) / records:,.0f} instructions per acknowledged record "
                   f"(RADIUS child, {records:,} records, {args.inflight} in flight)", flush=True)
         return 0
-    results: dict[str, list[dict[str, float]]] = {name: [] for name, _ in variants}
+    results: dict[str, list[dict[str, float]]] = {}
     for run in range(args.runs):
-        for name, path in variants:
-            figures = one_run(str(Path(path).resolve()), args.sessions, args.interims, args.inflight,
-                              args.seed + run, f"R{run}{name}", args.py_spy, rate=args.rate)
-            results[name].append(figures)
+        for base, path in variants:
+            for delay in delays:
+                name = base if delay is None else f"{base}/{delay}ms"
+                figures = one_run(str(Path(path).resolve()), args.sessions, args.interims, args.inflight,
+                                  args.seed + run, f"R{run}{base}{delay}", args.py_spy, rate=args.rate,
+                                  commit_delay_ms=delay)
+                results.setdefault(name, []).append(figures)
             print(f"run {run} {name:>8}: " + ", ".join(f"{k} {v:,.1f}" for k, v in figures.items()), flush=True)
     print(f"\nmedians of {args.runs} runs, {args.sessions * (args.interims + 2):,} records each, "
           f"{args.inflight} in flight (load average {os.getloadavg()[0]:.1f} at the end)")
     keys: list[str] = list(next(iter(results.values()))[0])
-    print("variant   " + "  ".join(f"{k:>18}" for k in keys))
+    print("variant        " + "  ".join(f"{k:>18}" for k in keys))
     medians: dict[str, dict[str, Any]] = {}
     for name, runs in results.items():
         medians[name] = {k: statistics.median(r[k] for r in runs) for k in keys}
-        print(f"{name:<9} " + "  ".join(f"{medians[name][k]:>18,.1f}" for k in keys))
+        print(f"{name:<14} " + "  ".join(f"{medians[name][k]:>18,.1f}" for k in keys))
     return 0
 
 

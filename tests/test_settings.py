@@ -23,11 +23,26 @@ def test_the_environment_overrides_the_file(tmp_path: Path) -> None:
     ("WISPGATE_STAGE_GATHER_MS", "-1", "stage_gather_ms is from 0 to 1000"),
     ("WISPGATE_STAGE_GATHER_MS", "soon", "stage_gather_ms must be an integer"),
     ("WISPGATE_STAGE_NICE", "20", "stage_nice is from 0 to 19"),
+    ("WISPGATE_RADIUS_COMMIT_DELAY_MS", "1001", "radius_commit_delay_ms is from 0 to 1000"),
+    ("WISPGATE_RADIUS_COMMIT_DELAY_MS", "-5", "radius_commit_delay_ms is from 0 to 1000"),
     ("WISPGATE_PROJECTOR_PROCESS", "thread", "projector_process is 'separate' or 'inline'"),
 ])
 def test_a_bad_value_is_refused_by_name(name: str, value: str, message: str) -> None:
     with pytest.raises(ValueError, match=message):
         load_settings(environ={name: value})
+
+
+def test_the_radius_commit_delay_reaches_the_accounting_server() -> None:
+    from adapters.radius.registry import NasRegistry
+    from adapters.radius.server import configured_server
+
+    assert load_settings(environ={}).radius_commit_delay_ms == 5  # the default
+    settings = load_settings(environ={"WISPGATE_RADIUS_COMMIT_DELAY_MS": "12", "WISPGATE_RADIUS_BATCH_MAX": "64"})
+    server = configured_server(NasRegistry(), lambda records: [True] * len(records), settings)
+    try:
+        assert (server.commit_delay, server.batch_max) == (0.012, 64)
+    finally:
+        server.close()
 
 
 def test_an_unknown_name_in_the_file_is_refused(tmp_path: Path) -> None:

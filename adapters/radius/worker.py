@@ -175,7 +175,7 @@ async def _child_main(conn: Connection) -> int:
     from ledger.intake import AccountingLog
 
     from .registry import NasRegistry, keep_fresh
-    from .server import AccountingServer, start_accounting_server
+    from .server import configured_server, start_accounting_server
 
     settings, configure_logging = conn.recv()
     configure_logging(settings.log_level, settings.log_format)
@@ -192,8 +192,7 @@ async def _child_main(conn: Connection) -> int:
     # After each commit that stored records (on the writer thread): wake the parent's rater.
     intake.listeners.append(lambda: send(("durable",)))
     registry.refresh(force=True)
-    server = AccountingServer(registry, intake.append, batch_max=settings.radius_batch_max,
-                              duplicate_window=settings.duplicate_cache_seconds)
+    server = configured_server(registry, intake.append, settings)
     loop = asyncio.get_running_loop()
     stopped = loop.create_future()
 

@@ -17,7 +17,7 @@ from adapters.event_log import LedgerStore
 from adapters.kafka.accounting_topic import AccountingTopic
 from adapters.persistence import read_model_engine
 from adapters.radius.registry import NasRegistry, keep_fresh
-from adapters.radius.server import AccountingServer, start_accounting_server
+from adapters.radius.server import AccountingServer, configured_server, start_accounting_server
 from projections import tables
 
 from ..settings import Settings
@@ -46,8 +46,7 @@ async def radius(settings: Settings, topics: Any) -> int:
     registry.refresh(force=True)
     sink = AccountingTopic(settings.kafka_bootstrap, topics.accounting,
                            client_id=f"wispgate-radius-{socket.gethostname()}")
-    server = AccountingServer(registry, sink.append, batch_max=settings.radius_batch_max,
-                              duplicate_window=settings.duplicate_cache_seconds)
+    server = configured_server(registry, sink.append, settings)
     server.accepting = await asyncio.to_thread(_site_is_active, site_store, settings)  # a standby stays silent
     try:
         await start_accounting_server(settings.radius_host, settings.radius_port, server,

@@ -22,7 +22,7 @@ import uvicorn
 from adapters import event_loop
 from adapters.projector_worker import ProjectorWorker
 from adapters.radius.registry import NasRegistry, keep_fresh
-from adapters.radius.server import AccountingServer, start_accounting_server
+from adapters.radius.server import configured_server, start_accounting_server
 from adapters.radius.worker import RadiusWorker, expose_child_metrics
 from adapters.rater_worker import RaterWorker
 from adapters.shipping import SiteController
@@ -53,10 +53,7 @@ async def _listen_inline(settings: Settings, runtime: Runtime, site: SiteControl
     registry = NasRegistry(runtime.engine)
     runtime.projector.listeners.append(registry.mark_stale)
     registry.refresh(force=True)
-    accounting = AccountingServer(
-        registry, runtime.intake.append, batch_max=settings.radius_batch_max,
-        duplicate_window=settings.duplicate_cache_seconds,
-    )
+    accounting = configured_server(registry, runtime.intake.append, settings)
     site.attach_accounting(accounting)
     site.start()
     try:

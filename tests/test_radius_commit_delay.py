@@ -1,0 +1,156 @@
+"""The RADIUS server's commit delay: under a light load a batch waits (at most
+``commit_delay`` from its oldest record) for more records, so a trickle of records is
+committed in few batches; a batch of ``commit_min`` or more, or one following such a batch
+(a saturating load), starts as soon as the writer is free. Guarantee 1 holds throughout:
+every answer comes after its record's commit."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+
+from adapters.radius.codec import encode_accounting_request
+from adapters.radius.server import AccountingServer, start_accounting_server
+from domain.accounting import AccountingRecord
+from tests.test_radius_server import SECRET, local_nas, receive_answers, send_starts
+
+# Long enough that a test which waited for it would fail on its answers' 5 s timeout.
+FOREVER = 60.0
+
+
+class RecordingStore:
+    """Records each committed batch; ``durable`` holds every record committed so far."""
+
+    def __init__(self) -> None:
+        self.batches: list[list[str]] = []
+        self.durable: set[str] = set()
+
+    def append(self, records: list[AccountingRecord]) -> list[bool]:
+        self.batches.append([r.acct_session_id for r in records])
+        self.durable.update(r.acct_session_id for r in records)
+        return [True] * len(records)
+
+
+async def serve(store: RecordingStore, delay: float, commit_min: int = 16) -> tuple[AccountingServer, int]:
+    server = AccountingServer(local_nas(), store.append, commit_delay=delay, commit_min=commit_min)
+    transport = await start_accounting_server("127.0.0.1", 0, server)
+    return server, transport.get_extra_info("sockname")[1]
+
+
+def start(identifier: int, session: str) -> bytes:
+    return encode_accounting_request(identifier, SECRET, {
+        "Acct-Status-Type": "Start", "Acct-Session-Id": session, "User-Name": "alice"})
+
+
+def test_a_trickle_of_records_is_committed_together_and_each_answered_after_its_commit() -> None:
+    """Six records sent 20 ms apart, one per wake-up: with a 2 s delay they are one batch
+    (without the delay, each would be committed alone: the writer is idle when it comes)."""
+
+    async def scenario() -> None:
+        store = RecordingStore()
+        server, port = await serve(store, delay=2.0)
+        client = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        client.setblocking(False)
+        loop = asyncio.get_running_loop()
+        try:
+            for identifier in range(6):
+                client.sendto(start(identifier, f"T{identifier}"), ("127.0.0.1", port))
+                await asyncio.sleep(0.02)
+            assert store.batches == []  # still gathering: nothing committed, nothing answered
+            answers = []
+            for _ in range(6):
+                answer = await asyncio.wait_for(loop.sock_recv(client, 4096), timeout=10)
+                assert f"T{answer[1]}" in store.durable  # answered only once committed
+                answers.append(answer[1])
+            assert sorted(answers) == list(range(6))
+            assert store.batches == [[f"T{i}" for i in range(6)]]
+        finally:
+            client.close()
+            server.close()
+
+    asyncio.run(scenario())
+
+
+def test_a_batch_of_commit_min_records_is_committed_without_waiting_for_the_delay() -> None:
+    async def scenario() -> None:
+        store = RecordingStore()
+        server, port = await serve(store, delay=FOREVER, commit_min=16)
+        client = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        try:
+            send_starts(client, port, 16, "M", "alice")
+            answers = await receive_answers(asyncio.get_running_loop(), client, 16)
+            assert {answer[1] for answer in answers} == set(range(16))
+            assert store.batches == [[f"M{i}" for i in range(16)]]
+        finally:
+            client.close()
+            server.close()
+
+    asyncio.run(scenario())
+
+
+def test_after_a_large_batch_the_next_one_starts_at_once_whatever_its_size() -> None:
+    """A saturating load: what piled up while a large batch committed goes next, without the
+    delay (waiting would leave the writer idle while the load is heavy)."""
+
+    async def scenario() -> None:
+        store = RecordingStore()
+        server, port = await serve(store, delay=FOREVER, commit_min=16)
+        client = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        loop = asyncio.get_running_loop()
+        try:
+            send_starts(client, port, 20, "L", "alice")
+            await receive_answers(loop, client, 20)
+            client.sendto(start(100, "S100"), ("127.0.0.1", port))
+            answer = await asyncio.wait_for(loop.sock_recv(client, 4096), timeout=10)
+            assert answer[1] == 100
+            assert store.batches[-1] == ["S100"]
+            # That batch was small: the load is light again, and the next record waits.
+            client.sendto(start(101, "S101"), ("127.0.0.1", port))
+            await asyncio.sleep(0.3)
+            assert "S101" not in store.durable
+        finally:
+            client.close()
+            server.close()
+
+    asyncio.run(scenario())
+
+
+def test_a_lone_record_is_committed_and_answered_when_its_delay_is_over() -> None:
+    async def scenario() -> None:
+        store = RecordingStore()
+        server, port = await serve(store, delay=0.2)
+        client = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        client.setblocking(False)
+        loop = asyncio.get_running_loop()
+        try:
+            client.sendto(start(7, "A7"), ("127.0.0.1", port))
+            answer = await asyncio.wait_for(loop.sock_recv(client, 4096), timeout=10)
+            assert (answer[0], answer[1]) == (5, 7)
+            assert store.batches == [["A7"]]
+        finally:
+            client.close()
+            server.close()
+
+    asyncio.run(scenario())
+
+
+def test_without_a_delay_an_idle_server_commits_a_lone_record_at_once() -> None:
+    """``radius_commit_delay_ms = 0``: the behaviour before the delay (each record that finds
+    the writer idle is committed alone)."""
+
+    async def scenario() -> None:
+        store = RecordingStore()
+        server, port = await serve(store, delay=0.0)
+        client = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        client.setblocking(False)
+        loop = asyncio.get_running_loop()
+        try:
+            for identifier in range(3):
+                client.sendto(start(identifier, f"Z{identifier}"), ("127.0.0.1", port))
+                await asyncio.wait_for(loop.sock_recv(client, 4096), timeout=10)
+            assert store.batches == [["Z0"], ["Z1"], ["Z2"]]
+        finally:
+            client.close()
+            server.close()
+
+    asyncio.run(scenario())
