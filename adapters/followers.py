@@ -13,7 +13,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
 from eventsourcing.persistence import Notification, Tracking
@@ -21,6 +21,9 @@ from eventsourcing.persistence import Notification, Tracking
 from domain.accounting import AccountingRecord
 from ledger import AccountingLog, Ledger
 from projections import ReadModelProjector
+
+if TYPE_CHECKING:
+    from adapters.child_process import SleepFlag
 
 log = logging.getLogger(__name__)
 
@@ -31,7 +34,7 @@ class Stage(threading.Thread):
     """Runs ``step`` (returns how many items it handled) until stopped."""
 
     def __init__(self, name: str, step: Callable[[], int], poll_interval: float = 0.5, nice: int = 0,
-                 gather: float = 0.0, full: int = BATCH) -> None:
+                 gather: float = 0.0, full: int = BATCH, sleeping: SleepFlag | None = None) -> None:
         super().__init__(name=name, daemon=True)
         self.step = step
         self.poll_interval = poll_interval
@@ -43,6 +46,10 @@ class Stage(threading.Thread):
         # that much delay; a backlog (full batches) is worked off without pause.
         self.gather = gather
         self.full = full
+        # Up while this stage may sleep, so whoever wakes it need not otherwise (a stage child's
+        # parent: adapters/child_process.SleepFlag). Raised before the last look that precedes
+        # a sleep, lowered once a step finds work.
+        self.sleeping = sleeping
         self.wakeup = threading.Event()
         self.stopping = threading.Event()
         self.failures = 0
@@ -81,10 +88,19 @@ class Stage(threading.Thread):
                 log.exception("stage %s failed (attempt %d); retrying", self.name, self.failures)
                 self.stopping.wait(min(5.0, 0.1 * 2**self.failures))
                 continue
+            sleeping = self.sleeping
             if handled == 0:
-                self.wakeup.wait(self.poll_interval)
+                if sleeping is not None and not sleeping.is_set():
+                    sleeping.set()
+                    continue  # one more look: what came before the flag was up is seen by it
+                woken = self.wakeup.wait(self.poll_interval)
                 self.wakeup.clear()
-            elif self.gather and handled < self.full:
+                if woken and sleeping is not None:
+                    sleeping.clear()  # work is waiting: no wake-up is needed before the next look
+                continue
+            if sleeping is not None and sleeping.is_set():
+                sleeping.clear()
+            if self.gather and handled < self.full:
                 self.stopping.wait(self.gather - (time.monotonic() - started))
 
     def stop(self) -> None:

@@ -38,7 +38,15 @@ from typing import Any
 
 from prometheus_client import Counter, Gauge
 
-from adapters.child_process import MAX_RESTARTS, PausableChild, child_main, exit_on_fatal, follow_parent, messenger
+from adapters.child_process import (
+    MAX_RESTARTS,
+    PausableChild,
+    SleepFlag,
+    child_main,
+    exit_on_fatal,
+    follow_parent,
+    messenger,
+)
 
 log = logging.getLogger(__name__)
 
@@ -94,7 +102,7 @@ class ProjectorWorker(PausableChild):
 # ---- the child ------------------------------------------------------------------------
 
 
-def _child_main(conn: Connection) -> int:
+def _child_main(conn: Connection, sleeping: SleepFlag | None = None) -> int:
     from adapters.followers import Stage, project_step
     from adapters.persistence import eventstore_env, read_model_engine
     from adapters.site_gate import WriteGate
@@ -112,7 +120,7 @@ def _child_main(conn: Connection) -> int:
     projector.listeners.append(lambda position: send(("position", position)))
     gate = WriteGate()
     stage = Stage("projector", gate.follower(project_step(ledger, projector)), poll_interval=0.25,
-                  nice=settings.stage_nice, gather=settings.stage_gather_ms / 1000)
+                  nice=settings.stage_nice, gather=settings.stage_gather_ms / 1000, sleeping=sleeping)
     stage.on_fatal = exit_on_fatal(send)
     settle_collector()
     try:
@@ -127,8 +135,8 @@ def _child_main(conn: Connection) -> int:
 
 
 def main(argv: list[str]) -> int:
-    """Child entry point: ``python -m adapters.projector_worker FD PARENT_PID``."""
-    return child_main(argv, _child_main)
+    """Child entry point: ``python -m adapters.projector_worker FD PARENT_PID [SLEEP_FLAG_FD]``."""
+    return child_main(argv, lambda conn: _child_main(conn, SleepFlag.inherited(argv)))
 
 
 if __name__ == "__main__":

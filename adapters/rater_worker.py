@@ -40,7 +40,15 @@ from typing import Any
 
 from prometheus_client import Counter, Gauge
 
-from adapters.child_process import MAX_RESTARTS, PausableChild, child_main, exit_on_fatal, follow_parent, messenger
+from adapters.child_process import (
+    MAX_RESTARTS,
+    PausableChild,
+    SleepFlag,
+    child_main,
+    exit_on_fatal,
+    follow_parent,
+    messenger,
+)
 
 log = logging.getLogger(__name__)
 
@@ -84,7 +92,7 @@ class RaterWorker(PausableChild):
 # ---- the child ------------------------------------------------------------------------
 
 
-def _child_main(conn: Connection) -> int:
+def _child_main(conn: Connection, sleeping: SleepFlag | None = None) -> int:
     from adapters.followers import Stage, rate_step
     from adapters.persistence import LEDGER_CACHE, eventstore_env
     from adapters.shipping import forget_cached_aggregates
@@ -116,7 +124,7 @@ def _child_main(conn: Connection) -> int:
     ledger.forget_listeners.append(forgot)
     gate = WriteGate()
     stage = Stage("rater", gate.writer(rate_step(intake, ledger)), nice=settings.stage_nice,
-                  gather=settings.stage_gather_ms / 1000)
+                  gather=settings.stage_gather_ms / 1000, sleeping=sleeping)
 
     def on_message(message: tuple[Any, ...]) -> None:
         if message[0] == "writes":
@@ -136,8 +144,8 @@ def _child_main(conn: Connection) -> int:
 
 
 def main(argv: list[str]) -> int:
-    """Child entry point: ``python -m adapters.rater_worker FD PARENT_PID``."""
-    return child_main(argv, _child_main)
+    """Child entry point: ``python -m adapters.rater_worker FD PARENT_PID [SLEEP_FLAG_FD]``."""
+    return child_main(argv, lambda conn: _child_main(conn, SleepFlag.inherited(argv)))
 
 
 if __name__ == "__main__":
