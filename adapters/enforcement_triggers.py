@@ -57,6 +57,8 @@ WATCHED_CLASSES: list[type] = [
     Session.RecordApplied,  # type: ignore[attr-defined]
     *_event_classes(Account), *_event_classes(Plan)]
 WATCHED_TOPICS = tuple(sorted({get_topic(cls) for cls in WATCHED_CLASSES}))
+# The kinds of a billing period's events: each carries the period's account.
+PERIOD_KINDS = frozenset((USAGE, PERIOD, FAIR_USE))
 
 
 @dataclass
@@ -137,12 +139,21 @@ def _hex(value: Any) -> str | None:
 
 
 class TriggerReader:
-    """Classifies the ledger's notifications for the enforcer (see the module's docstring)."""
+    """Classifies the ledger's notifications for the enforcer (see the module's docstring).
+
+    A billing period belongs to one account for good (its id is derived from the account's,
+    and its events carry that account), so once one of its events has been read, its rated
+    usages (a kilobyte of JSON each, ~5 us to parse, most of what the enforcer reads) are
+    attributed by the period's id without reading them again."""
+
+    period_limit = 200_000  # periods remembered; beyond that the memo starts over
 
     def __init__(self, mapper: Mapper[Any]) -> None:
         self.mapper = mapper
         self.plain = mapper.cipher is None and mapper.compressor is None
         self.kinds: dict[str, str | None] = {}
+        # Billing period id (as the store gives it) -> its account's id hex.
+        self.period_accounts: dict[Any, str] = {}
 
     def _kind(self, topic: str) -> str | None:
         kind = self.kinds.get(topic, "")
@@ -172,26 +183,36 @@ class TriggerReader:
                     batch.of(account).check = True
             elif kind == PLAN:
                 batch.changed_plans.add(as_uuid(row.originator_id))
+            elif kind == USAGE and (known := self.period_accounts.get(row.originator_id)) is not None:
+                batch.of(known).check = True
             else:
                 try:
                     if not self.plain or kind.startswith("mapper:"):
                         raise _Unreadable(kind)
-                    self._read_state(kind, orjson.loads(row.state), batch)
+                    account = self._read_state(kind, orjson.loads(row.state), batch)
                 except (_Unreadable, orjson.JSONDecodeError, KeyError, TypeError):
                     notification = row.notification() if isinstance(row, WatchedRow) else row
-                    self._read_event(kind.removeprefix("mapper:"), self.mapper.to_domain_event(notification), batch)
+                    account = self._read_event(kind.removeprefix("mapper:"), self.mapper.to_domain_event(notification),
+                                               batch)
+                if kind in PERIOD_KINDS and account is not None:
+                    if len(self.period_accounts) >= self.period_limit:
+                        self.period_accounts.clear()
+                    self.period_accounts[row.originator_id] = account
         return batch
 
     @staticmethod
-    def _read_state(kind: str, state: dict[str, Any], batch: BatchTriggers) -> None:
+    def _read_state(kind: str, state: dict[str, Any], batch: BatchTriggers) -> str | None:
+        """Reads one watched event's stored state into ``batch``; returns the account (id hex)
+        it was attributed to, if any."""
         if kind == SESSION:
             if state["opened"] is True:
                 account = _hex(state["account_id"])
                 if account is not None:
                     batch.of(account).new_sessions = True
-            elif state["opened"] is not False:
+                return account
+            if state["opened"] is not False:
                 raise _Unreadable(state["opened"])
-            return
+            return None
         account = _hex(state["account_id"])
         if account is None:
             raise _Unreadable(None)
@@ -204,20 +225,27 @@ class TriggerReader:
             if type(action) is not str or type(rate) is not str:
                 raise _Unreadable(action)
             batch.of(account).fair_use = Decision(action, "fair-use", rate if action == THROTTLE else "")
+        return account
 
     @staticmethod
-    def _read_event(kind: str, event: Any, batch: BatchTriggers) -> None:
-        """The reference reading, from a decoded domain event."""
+    def _read_event(kind: str, event: Any, batch: BatchTriggers) -> str | None:
+        """The reference reading, from a decoded domain event; returns the account (id hex)
+        it was attributed to, if any."""
         if kind == SESSION:
             if event.opened and event.account_id is not None:
                 batch.of(event.account_id.hex).new_sessions = True
-        elif kind in (USAGE, PAYMENT):
+                return str(event.account_id.hex)
+            return None
+        if kind in (USAGE, PAYMENT):
             batch.of(event.account_id.hex).check = True
         elif kind == PERIOD:
             batch.of(event.account_id.hex).period_reset = True
         elif kind == FAIR_USE:
             rate = event.throttle_rate if event.action == THROTTLE else ""
             batch.of(event.account_id.hex).fair_use = Decision(event.action, "fair-use", rate)
+        else:
+            return None
+        return str(event.account_id.hex)
 
 
 def read_by_mapper(mapper: Mapper[Any], notifications: Sequence[Notification]) -> BatchTriggers:

@@ -119,6 +119,29 @@ def test_reading_by_topic_equals_decoding_every_event(runtime: Runtime) -> None:
     assert fast == reference, f"seed {seed}"
 
 
+def test_rated_usage_attributed_by_its_period_gives_what_decoding_gives_batch_by_batch(runtime: Runtime) -> None:
+    """One reader over the log in random batches (as the enforcer reads it), attributing a
+    period's rated usages by the period once one of its events was read: each batch reads as
+    decoding every event of it with the mapper reads."""
+    seed = random.randrange(2**32)
+    print(f"seed {seed}")
+    rng = random.Random(seed)
+    _random_ledger(runtime, seed)
+    notifications = runtime.ledger.recorder.select_notifications(start=1, limit=1_000_000)
+    rows = watched_rows(runtime.ledger.recorder, 1, notifications[-1].id, 1_000_000)
+    by_id = {n.id: n for n in notifications}
+    reader = TriggerReader(runtime.ledger.mapper)
+    start = 0
+    while start < len(rows):
+        batch = rows[start:start + rng.randint(1, 12)]
+        start += len(batch)
+        assert reader.read(batch) == read_by_mapper(runtime.ledger.mapper, [by_id[r.id] for r in batch]), \
+            f"seed {seed}, rows {batch[0].id}-{batch[-1].id}"
+    usages = [r for r in rows if r.topic.endswith("BillingPeriod.UsageRated")]
+    assert len({r.originator_id for r in usages}) < len(usages), "periods with several usages: the memo is used"
+    assert set(reader.period_accounts) == {r.originator_id for r in rows if r.topic.startswith("ledger.billing_period")}
+
+
 # ---- what the enforcer keeps of an account follows the log ------------------------------------------------
 
 
