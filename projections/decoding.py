@@ -135,7 +135,7 @@ def event_decoder(mapper: Mapper[Any]) -> Callable[[Notification], Any]:
         while from_version < class_version:
             getattr(cls, f"upcast_v{from_version}_v{from_version + 1}")(state)
             from_version += 1
-        event = object.__new__(cls)
+        event: Any = object.__new__(cls)
         object.__setattr__(event, "__dict__", state)
         return event
 

@@ -8,7 +8,7 @@ Overdue is not stored: it depends on the reader's clock (``due_at`` passed, stil
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from decimal import Decimal
 from operator import itemgetter
 from typing import Any
@@ -203,7 +203,7 @@ class _InvoiceBatch(ModelBatch):
         else:
             self._change(found, amount=_amount(dec(found["amount"]) + amount, currency))
 
-    def insert_rows(self, table: Table, rows: list[dict[str, Any]]) -> None:
+    def insert_rows(self, table: Table, rows: Sequence[dict[str, Any] | tuple[Any, ...]]) -> None:
         """Insert new rows in bulk (the DBAPI's executemany on SQLite, COPY on PostgreSQL), as
         the rebuild does: SQLAlchemy's executemany compiled parameters row by row, a fifth of
         projecting a billing run's invoices and their lines."""
