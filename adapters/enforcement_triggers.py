@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 from uuid import UUID
 
 import orjson
@@ -25,7 +25,7 @@ from eventsourcing.utils import get_topic, resolve_topic
 from domain.enforcement import THROTTLE, Decision
 from ledger.account import Account, Payment
 from ledger.billing_period import BillingPeriod
-from ledger.bulk import as_uuid, is_postgres, pg_table, sqlite_table, store_rows
+from ledger.bulk import as_uuid, is_postgres, pg_table, sqlite_table, store_tuples
 from ledger.catalog import Plan
 from ledger.session import Session
 
@@ -87,10 +87,11 @@ class BatchTriggers:
         return found
 
 
-@dataclass(frozen=True, slots=True)
-class WatchedRow:
+class WatchedRow(NamedTuple):
     """One watched notification as stored: the originator id as the store gives it (hex text
-    from SQLite, a UUID from PostgreSQL), so no UUID is made for the many that need none."""
+    from SQLite, a UUID from PostgreSQL), so no UUID is made for the many that need none. A
+    named tuple: made from the store's plain tuple, where a frozen dataclass's ``__init__``
+    set each field through ``object.__setattr__`` (~2 rows of the log per record)."""
 
     id: int
     originator_id: Any
@@ -119,8 +120,8 @@ def watched_rows(recorder: Any, start: int, stop: int, limit: int) -> list[Watch
         query = (f"SELECT rowid AS id, originator_id, originator_version, topic, state FROM {sqlite_table(recorder)} "
                  f"WHERE rowid >= ? AND rowid <= ? AND topic IN ({marks}) ORDER BY rowid LIMIT ?")
         params = [start, stop, *WATCHED_TOPICS, limit]
-    return [WatchedRow(row["id"], row["originator_id"], row["originator_version"], row["topic"], bytes(row["state"]))
-            for row in store_rows(recorder, query, params)]
+    return [WatchedRow(number, originator, version, topic, state if type(state) is bytes else bytes(state))
+            for number, originator, version, topic, state in store_tuples(recorder, query, params)]
 
 
 class _Unreadable(Exception):
