@@ -31,7 +31,7 @@ test: venv bytecode services
 
 lint: venv
 	$(BIN)/ruff check domain rating ledger projections adapters api tests bench
-	$(BIN)/mypy domain rating ledger
+	$(BIN)/mypy domain rating ledger projections
 
 bench: venv bytecode services
 	. .cache/services.env && $(BIN)/python -m bench
