@@ -490,11 +490,11 @@ def _record_fast(fields: dict[int, bytes], others: list[tuple[int, bytes]], nas_
                     get(_ACCT_INPUT_PACKETS, _U32_ZERO), get(_ACCT_OUTPUT_PACKETS, _U32_ZERO))
         if list(map(len, counters)) != _ALL_FOUR:
             raise _Unusual
-        (delay, session_time, input_octets, input_gigawords, output_octets, output_gigawords,
+        (delay_time, session_time, input_low, input_gigawords, output_low, output_gigawords,
          input_packets, output_packets) = _EIGHT_U32(b"".join(counters))
         timestamp = get(_EVENT_TIMESTAMP)
         if timestamp is None:
-            event_time = received_at - delay
+            event_time = received_at - delay_time
         elif len(timestamp) == 4:
             event_time = int.from_bytes(timestamp, "big")
         else:
@@ -517,27 +517,15 @@ def _record_fast(fields: dict[int, bytes], others: list[tuple[int, bytes]], nas_
         # Strict UTF-8 raises (UnicodeDecodeError) where _text would write escapes.
         acct_session_id, username, calling_station_id, multi_session_id = (
             texts[0].decode(), texts[1].decode(), texts[2].decode(), texts[3].decode())
-        return AccountingRecord(
-            nas_id=nas_id,
-            status=status,
-            event_time=event_time,
-            received_at=received_at,
-            acct_session_id=acct_session_id,
-            username=username,
-            session_time=session_time,
-            input_octets=input_gigawords << 32 | input_octets,
-            output_octets=output_gigawords << 32 | output_octets,
-            input_packets=input_packets,
-            output_packets=output_packets,
-            delay_time=delay,
-            event_timestamp_sent=timestamp is not None,
-            nas_ip="" if nas_ip is None else socket.inet_ntoa(nas_ip),
-            framed_ip="" if framed_ip is None else socket.inet_ntoa(framed_ip),
-            calling_station_id=calling_station_id,
-            terminate_cause=terminate_cause,
-            multi_session_id=multi_session_id,
-            extra=extra,
-        )
+        # Positional, each argument the local of the field's name: a call with 19 keywords
+        # is compiled as a dict built and unpacked (CPython 3.11), ~11k instructions.
+        return AccountingRecord.of(
+            nas_id, status, event_time, received_at, acct_session_id, username, session_time,
+            input_gigawords << 32 | input_low, output_gigawords << 32 | output_low, input_packets,
+            output_packets, delay_time, timestamp is not None,
+            "" if nas_ip is None else socket.inet_ntoa(nas_ip),
+            "" if framed_ip is None else socket.inet_ntoa(framed_ip),
+            calling_station_id, terminate_cause, multi_session_id, extra)
     except (_Unusual, UnicodeDecodeError, ValueError):
         return _record_of(fields, others, nas_id, received_at)
 
