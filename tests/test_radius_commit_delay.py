@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import socket
+import threading
 
 from adapters.radius.codec import encode_accounting_request
 from adapters.radius.server import AccountingServer, start_accounting_server
@@ -127,6 +128,35 @@ def test_a_lone_record_is_committed_and_answered_when_its_delay_is_over() -> Non
             answer = await asyncio.wait_for(loop.sock_recv(client, 4096), timeout=10)
             assert (answer[0], answer[1]) == (5, 7)
             assert store.batches == [["A7"]]
+        finally:
+            client.close()
+            server.close()
+
+    asyncio.run(scenario())
+
+
+def test_records_waiting_for_the_delay_are_committed_at_once_when_the_site_stops_accepting() -> None:
+    """Fenced (set from the site controller's thread): what was received while accepting is
+    committed and answered now, not a delay later; what comes after is not answered."""
+
+    async def scenario() -> None:
+        store = RecordingStore()
+        server, port = await serve(store, delay=FOREVER)
+        client = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        client.setblocking(False)
+        loop = asyncio.get_running_loop()
+        try:
+            client.sendto(start(1, "F1"), ("127.0.0.1", port))
+            await asyncio.sleep(0.2)
+            assert store.batches == []  # waiting for more
+            fence = threading.Thread(target=setattr, args=(server, "accepting", False))
+            fence.start()
+            fence.join()
+            answer = await asyncio.wait_for(loop.sock_recv(client, 4096), timeout=10)
+            assert answer[1] == 1 and store.batches == [["F1"]]
+            client.sendto(start(2, "F2"), ("127.0.0.1", port))
+            await asyncio.sleep(0.3)
+            assert store.batches == [["F1"]]
         finally:
             client.close()
             server.close()

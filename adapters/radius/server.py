@@ -99,7 +99,8 @@ class AccountingServer(asyncio.DatagramProtocol):
         # cache key -> (expiry, response bytes or None while the record is in flight)
         self.responses: OrderedDict[tuple[str, int, int, bytes], tuple[float, bytes | None]] = OrderedDict()
         self.writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="radius-writer")
-        self.accepting = True
+        self._accepting = True
+        self._loop: asyncio.AbstractEventLoop | None = None
         self.read_burst = read_burst
         self.sock: socket.socket | None = None  # set by start_accounting_server: read in bursts
         self._packets_by_code: dict[int, Any] = {}  # labelled counters, looked up once per code
@@ -109,6 +110,20 @@ class AccountingServer(asyncio.DatagramProtocol):
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = cast(asyncio.DatagramTransport, transport)
+        self._loop = asyncio.get_running_loop()
+
+    @property
+    def accepting(self) -> bool:
+        return self._accepting
+
+    @accepting.setter
+    def accepting(self, value: bool) -> None:
+        """Fenced or shutting down: new datagrams go unanswered. Records received before are
+        committed and answered without waiting for the commit delay (may be set from another
+        thread: the site controller's)."""
+        self._accepting = bool(value)
+        if not value and self._due is not None and self._loop is not None and not self._loop.is_closed():
+            self._loop.call_soon_threadsafe(self._commit_when_due)
 
     def datagram_received(self, data: bytes, addr: Address) -> None:
         self._receive(data, addr)
@@ -204,7 +219,8 @@ class AccountingServer(asyncio.DatagramProtocol):
         if not self.pending or self.flushing:
             return
         wait = self.pending[0].received + self.commit_delay - time.monotonic()
-        if wait <= 0 or len(self.pending) >= self.commit_min or self._last_batch >= self.commit_min:
+        if (wait <= 0 or len(self.pending) >= self.commit_min or self._last_batch >= self.commit_min
+                or not self._accepting):
             self._flush()
         elif self._due is None:
             self._due = asyncio.get_running_loop().call_later(wait, self._delay_over)
@@ -260,7 +276,7 @@ class AccountingServer(asyncio.DatagramProtocol):
             self.responses.popitem(last=False)
 
     def close(self) -> None:
-        self.accepting = False
+        self._accepting = False
         if self._due is not None:  # what is pending stays unanswered: the NAS retransmits
             self._due.cancel()
             self._due = None
