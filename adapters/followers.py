@@ -5,25 +5,20 @@ exactly. Stages wake each other up, and poll as well (another process may write 
 
 from __future__ import annotations
 
-import contextlib
-import ctypes
 import logging
 import os
-import sys
 import threading
 import time
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import orjson
 from eventsourcing.persistence import Notification, Tracking
 
+from adapters.child_process import SleepFlag, name_os_thread
 from domain.accounting import AccountingRecord
 from ledger import AccountingLog, Ledger
 from projections import ReadModelProjector
-
-if TYPE_CHECKING:
-    from adapters.child_process import SleepFlag
 
 log = logging.getLogger(__name__)
 
@@ -106,15 +101,6 @@ class Stage(threading.Thread):
     def stop(self) -> None:
         self.stopping.set()
         self.wakeup.set()
-
-
-def name_os_thread(name: str) -> None:
-    """Give the calling thread ``name`` (15 bytes at most) in the kernel too, so `top -H`,
-    `ps -L` and /proc/<pid>/task/<tid>/comm tell serve's stages apart (CPU per stage)."""
-    if sys.platform.startswith("linux"):
-        with contextlib.suppress(OSError, AttributeError):
-            libc = ctypes.CDLL(None, use_errno=True)
-            libc.prctl(15, name.encode()[:15], 0, 0, 0)  # PR_SET_NAME
 
 
 def rate_step(intake: AccountingLog, ledger: Ledger, upstream: str = "AccountingLog") -> Callable[[], int]:

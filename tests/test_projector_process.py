@@ -9,6 +9,7 @@ import os
 import random
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
@@ -134,3 +135,9 @@ def test_the_gate_pauses_the_child_and_a_restarted_child_stays_paused(runtime: R
         assert runtime.projector.position() == before
     assert projected(runtime)
     assert worker.restarts and len(worker.restarts) == 1
+
+
+def test_the_child_s_supervisor_thread_carries_its_name_in_the_kernel(worker: ProjectorWorker) -> None:
+    """Its CPU (the child's messages) is told apart from the API's in `top -H` and the benches."""
+    names = {Path(task, "comm").read_text().strip() for task in Path("/proc/self/task").iterdir()}
+    assert "wg-sv-projector" in names
