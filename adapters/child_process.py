@@ -45,24 +45,35 @@ class SleepFlag:
     @classmethod
     def new(cls) -> tuple[SleepFlag, int] | None:
         """A flag (up) and the descriptor to hand to the child; None where there is no memfd
-        (the parent then wakes the child every time, as before)."""
+        or it is refused (the parent then wakes the child every time, as before)."""
         create = getattr(os, "memfd_create", None)
         if create is None:
             return None
-        fd = create("wg-sleep-flag")
-        os.ftruncate(fd, mmap.PAGESIZE)
-        flag = cls(mmap.mmap(fd, mmap.PAGESIZE))
+        try:
+            fd = create("wg-sleep-flag")
+        except OSError:
+            return None
+        try:
+            os.ftruncate(fd, mmap.PAGESIZE)
+            flag = cls(mmap.mmap(fd, mmap.PAGESIZE))
+        except OSError:
+            os.close(fd)
+            return None
         flag.set()
         return flag, fd
 
     @classmethod
     def inherited(cls, argv: list[str]) -> SleepFlag | None:
-        """In the child: the flag whose descriptor the parent passed (argv[2]), if any."""
+        """In the child: the flag whose descriptor the parent passed (argv[2]), if any. None
+        when it cannot be mapped: the stage then never lowers the flag the parent made (up),
+        so the parent wakes it every time, as before."""
         if len(argv) < 3:
             return None
         fd = int(argv[2])
         try:
             return cls(mmap.mmap(fd, mmap.PAGESIZE))
+        except OSError:
+            return None
         finally:
             os.close(fd)
 

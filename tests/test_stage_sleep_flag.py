@@ -4,6 +4,7 @@ is gathering or busy."""
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import threading
@@ -14,7 +15,15 @@ import pytest
 from adapters.child_process import PausableChild, SleepFlag
 from adapters.followers import Stage
 
-pytestmark = pytest.mark.skipif(SleepFlag.new() is None, reason="no memfd on this platform")
+
+def _memfd() -> bool:
+    made = SleepFlag.new()
+    if made is not None:
+        os.close(made[1])
+    return made is not None
+
+
+pytestmark = pytest.mark.skipif(not _memfd(), reason="no memfd on this platform")
 
 NEVER = 60.0  # a poll interval no test waits for: only a wake-up gets the stage going
 
@@ -39,6 +48,7 @@ class _Upstream:
 def _flag() -> SleepFlag:
     made = SleepFlag.new()
     assert made is not None
+    os.close(made[1])  # no child to hand it to: the mapping stays
     return made[0]
 
 
@@ -155,3 +165,24 @@ def test_the_child_sees_the_flag_the_parent_maps() -> None:
             "f = SleepFlag.inherited(['0', '0', sys.argv[1]]); assert not f.is_set(); f.set()")
     subprocess.run([sys.executable, "-c", code, str(fd)], pass_fds=(fd,), check=True, timeout=60)
     assert flag.is_set()
+
+
+def test_without_a_memfd_the_child_is_woken_every_time(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A platform or sandbox that refuses memfd_create: no flag (the parent then sends every
+    wake-up, as before the flag), and a descriptor the child cannot map gives no flag either."""
+
+    def refused(*_: Any) -> int:
+        raise OSError(38, "Function not implemented")
+
+    made = SleepFlag.new()
+    assert made is not None
+    os.close(made[1])
+    monkeypatch.setattr(os, "memfd_create", refused)
+    assert SleepFlag.new() is None
+    read, write = os.pipe()  # a descriptor mmap refuses
+    os.close(write)
+    assert SleepFlag.inherited(["0", "0", str(read)]) is None
+    child = _Child()
+    child.wake()
+    child.wake()
+    assert child.sent == [("wake",)] * 2
