@@ -148,7 +148,7 @@ class AccountingRecord:
         parts = [
             self.nas_id,
             self.acct_session_id,
-            self.status.value,
+            self.status._value_,  # what .value returns, without Enum's property call (~1.7k instructions)
             str(self.event_time) if self.event_timestamp_sent or self.status.closes_nas else "",
             str(self.session_time),
             str(self.input_octets),
@@ -160,7 +160,7 @@ class AccountingRecord:
 
     def to_dict(self) -> dict[str, Any]:
         data = {name: getattr(self, name) for name in _FIELDS}
-        data["status"] = self.status.value
+        data["status"] = self.status._value_
         data["extra"] = dict(self.extra)
         return data
 

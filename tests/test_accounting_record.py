@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import hashlib
 import pickle
 from datetime import UTC, datetime
 from pathlib import Path
@@ -191,3 +192,20 @@ def test_the_accounting_log_stores_the_same_bytes(intake: AccountingLog, monkeyp
     state = intake._event_state("k", expected)
     assert intake._event_state("k", AccountingRecord.of(*values.values())) == state
     assert intake._event_state("k", AccountingRecord.from_dict(expected.to_dict())) == state
+
+
+def reference_key(record: AccountingRecord) -> str:
+    """``idempotency_key`` as written before it read the status's ``_value_``."""
+    parts = [record.nas_id, record.acct_session_id, record.status.value,
+             str(record.event_time) if record.event_timestamp_sent or record.status.closes_nas else "",
+             str(record.session_time), str(record.input_octets), str(record.output_octets),
+             str(record.input_packets), str(record.output_packets)]
+    return hashlib.sha256("\x1f".join(parts).encode()).hexdigest()
+
+
+@settings(max_examples=300, deadline=None)
+@given(field_values(valid=True))
+def test_the_content_key_and_the_dict_are_what_they_were(values: dict[str, Any]) -> None:
+    record = AccountingRecord.of(*values.values())
+    assert record.idempotency_key() == reference_key(record)
+    assert list(record.to_dict().items()) == [*{**values, "status": values["status"].value}.items()]
