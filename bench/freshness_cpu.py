@@ -61,7 +61,8 @@ def own_cpu() -> float:
 def one_run(target: WispgateEmbedded, config: BenchConfig, index: int,
             settings: dict[str, str] | None = None) -> dict[str, float]:
     """Freshness p50/p99 (ms) and CPU microseconds per acknowledged record of each process
-    (its system share) and of each thread of a process that has several, over the paced load."""
+    (its system share) and of each thread of a process that has several, over the paced load
+    and the draining of what it left behind (the bench client: over the load alone)."""
     assert target.provisioned is not None
     work = config.out / "freshness_cpu" / f"run{index}"
     shutil.rmtree(work, ignore_errors=True)
@@ -87,10 +88,12 @@ def one_run(target: WispgateEmbedded, config: BenchConfig, index: int,
         load, (p50, p99, samples) = run_freshness(
             url, int(env["WISPGATE_RADIUS_PORT"]), config, target.provisioned, tag=f"P{index}")
         mine = own_cpu() - mine_before
+        # Read once every stage has worked off what the load left behind: a stage that fell
+        # behind (the projector, usually) would otherwise be counted short.
+        wait_drained(url)
         after = {name: cpu_seconds(pid) for name, pid in pids.items()}
         threads_after = {name: thread_cpu(pid) for name, pid in pids.items()}
         system_after = {name: system_seconds(pid) for name, pid in pids.items()}
-        wait_drained(url)
     finally:
         server.stop()
     records = max(1, load.acknowledged)
