@@ -9,6 +9,9 @@ from __future__ import annotations
 import asyncio
 import socket
 import threading
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
 
 from adapters.radius.codec import encode_accounting_request
 from adapters.radius.server import AccountingServer, start_accounting_server
@@ -32,15 +35,35 @@ class RecordingStore:
         return [True] * len(records)
 
 
-async def serve(store: RecordingStore, delay: float, commit_min: int = 16) -> tuple[AccountingServer, int]:
+@dataclass
+class Bench:
+    store: RecordingStore
+    server: AccountingServer
+    port: int
+    client: socket.socket
+
+    def send(self, identifier: int, session: str) -> None:
+        self.client.sendto(encode_accounting_request(identifier, SECRET, {
+            "Acct-Status-Type": "Start", "Acct-Session-Id": session, "User-Name": "alice"}),
+            ("127.0.0.1", self.port))
+
+    async def answer(self) -> bytes:
+        return await asyncio.wait_for(asyncio.get_running_loop().sock_recv(self.client, 4096), timeout=10)
+
+
+@asynccontextmanager
+async def running(delay: float, commit_min: int = 16) -> AsyncIterator[Bench]:
+    """A server with the delay on a recording store, and a client socket to it."""
+    store = RecordingStore()
     server = AccountingServer(local_nas(), store.append, commit_delay=delay, commit_min=commit_min)
     transport = await start_accounting_server("127.0.0.1", 0, server)
-    return server, transport.get_extra_info("sockname")[1]
-
-
-def start(identifier: int, session: str) -> bytes:
-    return encode_accounting_request(identifier, SECRET, {
-        "Acct-Status-Type": "Start", "Acct-Session-Id": session, "User-Name": "alice"})
+    client = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    client.setblocking(False)
+    try:
+        yield Bench(store, server, transport.get_extra_info("sockname")[1], client)
+    finally:
+        client.close()
+        server.close()
 
 
 def test_a_trickle_of_records_is_committed_together_and_each_answered_after_its_commit() -> None:
@@ -48,43 +71,29 @@ def test_a_trickle_of_records_is_committed_together_and_each_answered_after_its_
     (without the delay, each would be committed alone: the writer is idle when it comes)."""
 
     async def scenario() -> None:
-        store = RecordingStore()
-        server, port = await serve(store, delay=2.0)
-        client = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        client.setblocking(False)
-        loop = asyncio.get_running_loop()
-        try:
+        async with running(delay=2.0) as bench:
             for identifier in range(6):
-                client.sendto(start(identifier, f"T{identifier}"), ("127.0.0.1", port))
+                bench.send(identifier, f"T{identifier}")
                 await asyncio.sleep(0.02)
-            assert store.batches == []  # still gathering: nothing committed, nothing answered
+            assert bench.store.batches == []  # still gathering: nothing committed, nothing answered
             answers = []
             for _ in range(6):
-                answer = await asyncio.wait_for(loop.sock_recv(client, 4096), timeout=10)
-                assert f"T{answer[1]}" in store.durable  # answered only once committed
+                answer = await bench.answer()
+                assert f"T{answer[1]}" in bench.store.durable  # answered only once committed
                 answers.append(answer[1])
             assert sorted(answers) == list(range(6))
-            assert store.batches == [[f"T{i}" for i in range(6)]]
-        finally:
-            client.close()
-            server.close()
+            assert bench.store.batches == [[f"T{i}" for i in range(6)]]
 
     asyncio.run(scenario())
 
 
 def test_a_batch_of_commit_min_records_is_committed_without_waiting_for_the_delay() -> None:
     async def scenario() -> None:
-        store = RecordingStore()
-        server, port = await serve(store, delay=FOREVER, commit_min=16)
-        client = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        try:
-            send_starts(client, port, 16, "M", "alice")
-            answers = await receive_answers(asyncio.get_running_loop(), client, 16)
+        async with running(delay=FOREVER, commit_min=16) as bench:
+            send_starts(bench.client, bench.port, 16, "M", "alice")
+            answers = await receive_answers(asyncio.get_running_loop(), bench.client, 16)
             assert {answer[1] for answer in answers} == set(range(16))
-            assert store.batches == [[f"M{i}" for i in range(16)]]
-        finally:
-            client.close()
-            server.close()
+            assert bench.store.batches == [[f"M{i}" for i in range(16)]]
 
     asyncio.run(scenario())
 
@@ -94,43 +103,27 @@ def test_after_a_large_batch_the_next_one_starts_at_once_whatever_its_size() -> 
     delay (waiting would leave the writer idle while the load is heavy)."""
 
     async def scenario() -> None:
-        store = RecordingStore()
-        server, port = await serve(store, delay=FOREVER, commit_min=16)
-        client = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        loop = asyncio.get_running_loop()
-        try:
-            send_starts(client, port, 20, "L", "alice")
-            await receive_answers(loop, client, 20)
-            client.sendto(start(100, "S100"), ("127.0.0.1", port))
-            answer = await asyncio.wait_for(loop.sock_recv(client, 4096), timeout=10)
-            assert answer[1] == 100
-            assert store.batches[-1] == ["S100"]
+        async with running(delay=FOREVER, commit_min=16) as bench:
+            send_starts(bench.client, bench.port, 20, "L", "alice")
+            await receive_answers(asyncio.get_running_loop(), bench.client, 20)
+            bench.send(100, "S100")
+            assert (await bench.answer())[1] == 100
+            assert bench.store.batches[-1] == ["S100"]
             # That batch was small: the load is light again, and the next record waits.
-            client.sendto(start(101, "S101"), ("127.0.0.1", port))
+            bench.send(101, "S101")
             await asyncio.sleep(0.3)
-            assert "S101" not in store.durable
-        finally:
-            client.close()
-            server.close()
+            assert "S101" not in bench.store.durable
 
     asyncio.run(scenario())
 
 
 def test_a_lone_record_is_committed_and_answered_when_its_delay_is_over() -> None:
     async def scenario() -> None:
-        store = RecordingStore()
-        server, port = await serve(store, delay=0.2)
-        client = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        client.setblocking(False)
-        loop = asyncio.get_running_loop()
-        try:
-            client.sendto(start(7, "A7"), ("127.0.0.1", port))
-            answer = await asyncio.wait_for(loop.sock_recv(client, 4096), timeout=10)
+        async with running(delay=0.2) as bench:
+            bench.send(7, "A7")
+            answer = await bench.answer()
             assert (answer[0], answer[1]) == (5, 7)
-            assert store.batches == [["A7"]]
-        finally:
-            client.close()
-            server.close()
+            assert bench.store.batches == [["A7"]]
 
     asyncio.run(scenario())
 
@@ -140,26 +133,17 @@ def test_records_waiting_for_the_delay_are_committed_at_once_when_the_site_stops
     committed and answered now, not a delay later; what comes after is not answered."""
 
     async def scenario() -> None:
-        store = RecordingStore()
-        server, port = await serve(store, delay=FOREVER)
-        client = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        client.setblocking(False)
-        loop = asyncio.get_running_loop()
-        try:
-            client.sendto(start(1, "F1"), ("127.0.0.1", port))
+        async with running(delay=FOREVER) as bench:
+            bench.send(1, "F1")
             await asyncio.sleep(0.2)
-            assert store.batches == []  # waiting for more
-            fence = threading.Thread(target=setattr, args=(server, "accepting", False))
+            assert bench.store.batches == []  # waiting for more
+            fence = threading.Thread(target=setattr, args=(bench.server, "accepting", False))
             fence.start()
             fence.join()
-            answer = await asyncio.wait_for(loop.sock_recv(client, 4096), timeout=10)
-            assert answer[1] == 1 and store.batches == [["F1"]]
-            client.sendto(start(2, "F2"), ("127.0.0.1", port))
+            assert (await bench.answer())[1] == 1 and bench.store.batches == [["F1"]]
+            bench.send(2, "F2")
             await asyncio.sleep(0.3)
-            assert store.batches == [["F1"]]
-        finally:
-            client.close()
-            server.close()
+            assert bench.store.batches == [["F1"]]
 
     asyncio.run(scenario())
 
@@ -169,18 +153,10 @@ def test_without_a_delay_an_idle_server_commits_a_lone_record_at_once() -> None:
     the writer idle is committed alone)."""
 
     async def scenario() -> None:
-        store = RecordingStore()
-        server, port = await serve(store, delay=0.0)
-        client = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        client.setblocking(False)
-        loop = asyncio.get_running_loop()
-        try:
+        async with running(delay=0.0) as bench:
             for identifier in range(3):
-                client.sendto(start(identifier, f"Z{identifier}"), ("127.0.0.1", port))
-                await asyncio.wait_for(loop.sock_recv(client, 4096), timeout=10)
-            assert store.batches == [["Z0"], ["Z1"], ["Z2"]]
-        finally:
-            client.close()
-            server.close()
+                bench.send(identifier, f"Z{identifier}")
+                await bench.answer()
+            assert bench.store.batches == [["Z0"], ["Z1"], ["Z2"]]
 
     asyncio.run(scenario())
