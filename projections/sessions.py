@@ -137,11 +137,12 @@ class _SessionBatch(ModelBatch):
 
     def _new_row(self, session_id: str, incarnation: str, e: Any) -> dict[str, Any]:
         nas_id, acct_session_id = self._key(session_id)
-        row: dict[str, Any] = {"id": f"{session_id}:{incarnation}", "nas_id": nas_id, "acct_session_id": acct_session_id,
-               "username": "", "account_id": None, "started_at": int(incarnation),
-               "updated_at": int(incarnation), "stopped_at": None, "upload_bytes": 0, "download_bytes": 0,
-               "amount": "0", "currency": "", "framed_ip": "", "nas_ip": "",
-               "calling_station_id": "", "terminate_cause": "", "_new": True, "_keyless": False}
+        row: dict[str, Any] = {
+            "id": f"{session_id}:{incarnation}", "nas_id": nas_id, "acct_session_id": acct_session_id,
+            "username": "", "account_id": None, "started_at": int(incarnation),
+            "updated_at": int(incarnation), "stopped_at": None, "upload_bytes": 0, "download_bytes": 0,
+            "amount": "0", "currency": "", "framed_ip": "", "nas_ip": "",
+            "calling_station_id": "", "terminate_cause": "", "_new": True, "_keyless": False}
         self.rows[row["id"]] = self.touched[row["id"]] = row
         if not nas_id:
             self.keyless.setdefault(session_id, []).append(row)
