@@ -28,7 +28,7 @@ from pathlib import Path
 from .freshness import run_freshness
 from .loadgen import run_load
 from .product import Process, wait_drained, wait_healthy
-from .stage_cpu import TICKS, cpu_seconds
+from .stage_cpu import TICKS, cpu_seconds, system_seconds
 from .target import BenchConfig, child_pids, free_port, role
 from .wispgate_embedded import WispgateEmbedded
 from .workload import build_sessions
@@ -45,12 +45,6 @@ def thread_cpu(pid: int) -> dict[str, float]:
             continue  # the thread ended meanwhile
         found[name] = found.get(name, 0.0) + (int(fields[11]) + int(fields[12])) / TICKS
     return found
-
-
-def system_seconds(pid: int) -> float:
-    """System (kernel) CPU of a process (all its threads) so far."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return int(fields[12]) / TICKS
 
 
 def own_cpu() -> float:

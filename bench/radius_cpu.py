@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from .loadgen import run_load
+from .stage_cpu import system_seconds
 from .target import free_port
 from .workload import NAS_IP, build_sessions
 
@@ -42,11 +43,6 @@ SECRET = "bench-secret"
 def _cpu(stat: Path) -> float:
     fields = stat.read_text().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / TICKS
-
-
-def _system_cpu(pid: int) -> float:
-    """CPU seconds the kernel spent for ``pid`` (socket calls, fsync, ...)."""
-    return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[12]) / TICKS
 
 
 def thread_cpu(pid: int) -> dict[str, float]:
@@ -134,11 +130,11 @@ def one_run(pythonpath: str, sessions: int, interims: int, inflight: int, seed: 
                 time.sleep(1.0)
             metrics_before = worker.metrics_text()
             before, threads_before = _cpu(Path(f"/proc/{pid}/stat")), thread_cpu(pid)
-            system_before = _system_cpu(pid)
+            system_before = system_seconds(pid)
             load = asyncio.run(run_load("127.0.0.1", port, SECRET, load_sessions, inflight=inflight,
                                         timeout=timeout, rate=rate))
             after, threads_after = _cpu(Path(f"/proc/{pid}/stat")), thread_cpu(pid)
-            system = _system_cpu(pid) - system_before
+            system = system_seconds(pid) - system_before
             metrics_after = worker.metrics_text()
             if profiler is not None:
                 profiler.send_signal(signal.SIGINT)
@@ -240,7 +236,8 @@ def main(argv: list[str] | None = None) -> int:
                                   args.seed + run, f"R{run}{base}{delay}", args.py_spy, rate=args.rate,
                                   commit_delay_ms=delay)
                 results.setdefault(name, []).append(figures)
-            print(f"run {run} {name:>8}: " + ", ".join(f"{k} {v:,.1f}" for k, v in figures.items()), flush=True)
+                print(f"run {run} {name:>8}: " + ", ".join(f"{k} {v:,.1f}" for k, v in figures.items()),
+                      flush=True)
     print(f"\nmedians of {args.runs} runs, {args.sessions * (args.interims + 2):,} records each, "
           f"{args.inflight} in flight (load average {os.getloadavg()[0]:.1f} at the end)")
     keys: list[str] = list(next(iter(results.values()))[0])

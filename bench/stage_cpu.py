@@ -39,6 +39,11 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / TICKS
 
 
+def system_seconds(pid: int) -> float:
+    """System (kernel) CPU of a process (all its threads) so far: socket calls, fsync, ..."""
+    return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[12]) / TICKS
+
+
 def drained_at(url: str, poll: float = 1.0) -> float:
     """When everything accepted was rated and projected (to ``poll`` s): polled slowly, since
     each /health request costs the serve parent CPU that would be counted per record."""
